@@ -1,0 +1,95 @@
+//! The authentication gate. Every route a feature crate registers as
+//! protected passes through [`require_auth`]; handlers then take [`AuthUser`].
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::jwt::TokenKind;
+use crate::state::AppState;
+
+/// The caller, as proven by a valid access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user_id: i64,
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<AuthUser, ApiError> {
+    let token = bearer_token(headers).ok_or(ApiError::NotAuthenticated)?;
+    let claims = state
+        .jwt
+        .verify(token, TokenKind::Access)
+        .map_err(|_| ApiError::TokenNotValid)?;
+    Ok(AuthUser {
+        user_id: claims.user_id,
+    })
+}
+
+/// Middleware: refuses the request unless it carries a valid access token.
+pub async fn require_auth(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let user = authenticate(&state, request.headers())?;
+    tracing::Span::current().record("user_id", user.user_id);
+    request.extensions_mut().insert(user);
+    Ok(next.run(request).await)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Present only behind `require_auth`; a handler that asks for it on a
+        // public route is refused rather than silently anonymous.
+        parts
+            .extensions
+            .get::<AuthUser>()
+            .copied()
+            .ok_or(ApiError::NotAuthenticated)
+    }
+}
+
+/// The caller if a valid access token was sent, for public routes that say
+/// who is asking without requiring it.
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl FromRequestParts<AppState> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAuthUser(authenticate(state, &parts.headers).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_required() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer"));
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

@@ -1,0 +1,269 @@
+//! The one error type of the `/api` surface and its JSON rendering.
+//!
+//! Bodies keep the Django REST Framework shapes existing clients parse
+//! (`{"field": [..]}`, `{"error", "details"}`, `{"detail"}`) and add a stable
+//! machine-readable `code`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use store::StoreError;
+
+/// Field name → messages, rendered as DRF's `{"field": ["message"]}`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = Self::new();
+        errors.add(field, message);
+        errors
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_default().push(message.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(())` when empty, so validators can end with `errors.into_result()?`.
+    pub fn into_result(self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed: {0:?}")]
+    Validation(FieldErrors),
+    #[error("bad request: {message}")]
+    BadRequest {
+        message: String,
+        details: Option<String>,
+    },
+    #[error("authentication credentials were not provided")]
+    NotAuthenticated,
+    #[error("token not valid")]
+    TokenNotValid,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("permission denied")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("throttled for {retry_after:?}")]
+    Throttled { retry_after: Duration },
+    #[error("request timed out")]
+    Timeout,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Anything the client did not cause. Logged in full, answered generically.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn bad_request_with_details(
+        message: impl Into<String>,
+        details: impl Into<String>,
+    ) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            details: Some(details.into()),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotAuthenticated | ApiError::TokenNotValid | ApiError::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code clients may switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "invalid",
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::NotAuthenticated => "not_authenticated",
+            ApiError::TokenNotValid => "token_not_valid",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Forbidden => "permission_denied",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Throttled { .. } => "throttled",
+            ApiError::Timeout => "request_timeout",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn body(&self) -> Value {
+        let code = self.code();
+        match self {
+            ApiError::Validation(fields) => {
+                let mut body: Map<String, Value> = fields
+                    .0
+                    .iter()
+                    .map(|(field, messages)| (field.clone(), json!(messages)))
+                    .collect();
+                body.insert("code".into(), json!(code));
+                Value::Object(body)
+            }
+            ApiError::BadRequest { message, details } => match details {
+                Some(details) => json!({ "error": message, "details": details, "code": code }),
+                None => json!({ "error": message, "code": code }),
+            },
+            ApiError::NotAuthenticated => {
+                json!({ "detail": "Authentication credentials were not provided.", "code": code })
+            }
+            ApiError::TokenNotValid => {
+                json!({ "detail": "Token is invalid or expired", "code": code })
+            }
+            ApiError::InvalidCredentials => json!({ "error": "Invalid credentials", "code": code }),
+            ApiError::Forbidden => {
+                json!({ "detail": "You do not have permission to perform this action.", "code": code })
+            }
+            ApiError::NotFound => json!({ "detail": "Not found.", "code": code }),
+            ApiError::MethodNotAllowed => json!({ "detail": "Method not allowed.", "code": code }),
+            ApiError::Conflict(message) => json!({ "error": message, "code": code }),
+            ApiError::PayloadTooLarge => json!({ "error": "Request body too large", "code": code }),
+            ApiError::UnsupportedMediaType => json!({
+                "error": "Unsupported media type",
+                "details": "Send the body as JSON with Content-Type: application/json",
+                "code": code,
+            }),
+            ApiError::Throttled { retry_after } => json!({
+                "detail": format!(
+                    "Request was throttled. Expected available in {} seconds.",
+                    retry_after_secs(*retry_after)
+                ),
+                "code": code,
+            }),
+            ApiError::Timeout => json!({ "error": "Request timed out", "code": code }),
+            ApiError::Unavailable(message) => json!({ "error": message, "code": code }),
+            ApiError::Internal(_) => json!({ "error": "Internal server error", "code": code }),
+        }
+    }
+}
+
+/// `Retry-After` is whole seconds; rounding up keeps a client that obeys it
+/// from arriving a moment too early.
+pub fn retry_after_secs(retry_after: Duration) -> u64 {
+    let secs = retry_after.as_secs();
+    if retry_after.subsec_nanos() > 0 || secs == 0 {
+        secs + 1
+    } else {
+        secs
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        if let ApiError::Internal(err) = &self {
+            tracing::error!(error = format!("{err:#}"), "internal error");
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let ApiError::Throttled { retry_after } = self {
+            let value = HeaderValue::from(retry_after_secs(retry_after));
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            // Callers that expect a conflict map it to a field error first;
+            // one that reaches here is still the client's doing, not a 500.
+            StoreError::UniqueViolation => ApiError::Conflict("Resource already exists".into()),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// Fallback for paths no router matched.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Fallback for a known path asked with a method it does not serve.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(0)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(200)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::from_millis(3001)), 4);
+    }
+
+    #[test]
+    fn field_errors_render_as_drf_lists_with_a_code() {
+        let mut errors = FieldErrors::new();
+        errors.add("password", "too short");
+        errors.add("password", "too common");
+        let body = ApiError::Validation(errors).body();
+        assert_eq!(
+            body,
+            json!({"password": ["too short", "too common"], "code": "invalid"})
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! The shared HTTP layer of the `/api` surface.
+//!
+//! Feature crates build their routers on these pieces so that every route
+//! answers errors in one shape, authenticates one way and reads one state.
+
+pub mod auth;
+pub mod client_ip;
+pub mod error;
+pub mod extract;
+pub mod jwt;
+pub mod pagination;
+pub mod state;
+pub mod time;
+
+pub use auth::{require_auth, AuthUser, MaybeAuthUser};
+pub use client_ip::{ClientIp, TrustedProxies};
+pub use error::{ApiError, ApiResult, FieldErrors};
+pub use extract::{ApiJson, ResourceId};
+pub use jwt::{JwtKeys, TokenKind};
+pub use pagination::{Page, PageRequest, PAGE_SIZE};
+pub use state::{AppState, AppStateInner};
+
+/// Routes a feature crate contributes: `public` ones answer anonymous
+/// callers; everything in `protected` sits behind [`require_auth`].
+/// Keeping the two apart makes "authenticated unless listed" the default.
+pub struct FeatureRoutes {
+    pub public: axum::Router<AppState>,
+    pub protected: axum::Router<AppState>,
+}

@@ -1,0 +1,39 @@
+//! The one application state every router shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use key_rotation::redis_conn::RedisHandle;
+use key_rotation::throttle::Throttle;
+use store::Store;
+
+use crate::client_ip::TrustedProxies;
+use crate::jwt::JwtKeys;
+
+/// Cheap to clone: one `Arc` around everything.
+#[derive(Clone)]
+pub struct AppState(Arc<AppStateInner>);
+
+pub struct AppStateInner {
+    pub store: Store,
+    pub jwt: JwtKeys,
+    /// Login and registration throttles: in memory, or in Redis when
+    /// configured so that every replica counts together.
+    pub throttle: Arc<dyn Throttle>,
+    pub trusted_proxies: TrustedProxies,
+    pub redis: Option<RedisHandle>,
+}
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}

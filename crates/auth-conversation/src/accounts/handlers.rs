@@ -1,0 +1,483 @@
+use std::time::Duration;
+
+use api_core::auth::MaybeAuthUser;
+use api_core::jwt::TokenKind;
+use api_core::{
+    ApiError, ApiJson, ApiResult, AppState, AuthUser, ClientIp, FieldErrors, Page, PageRequest,
+    ResourceId,
+};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use key_rotation::throttle::Throttled;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::accounts::{NewUser, ProfileFields, RefreshRotation, ROLE_USER};
+use store::StoreError;
+
+use super::password::{self, UserAttributes};
+use super::service::{self, check_length, NAME_MAX_CHARS, USERNAME_TAKEN};
+use super::views::{ProfileView, SessionView, UserDetailView, UserView};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const LOGIN_FAILURES_PER_USERNAME: u32 = 5;
+const LOGIN_FAILURES_PER_IP: u32 = 20;
+const REGISTRATIONS_PER_IP: u32 = 10;
+
+fn throttled(refusal: Throttled) -> ApiError {
+    ApiError::Throttled {
+        retry_after: refusal.retry_after,
+    }
+}
+
+fn username_bucket(username: &str) -> String {
+    format!("login-failures:user:{username}")
+}
+
+fn ip_bucket(ip: std::net::IpAddr) -> String {
+    format!("login-failures:ip:{ip}")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterRequest {
+    username: String,
+    email: String,
+    password: String,
+    password2: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
+    // Counted before validation: a refused attempt still probes usernames.
+    state
+        .throttle
+        .hit(
+            &format!("registrations:ip:{ip}"),
+            REGISTRATIONS_PER_IP,
+            HOUR,
+        )
+        .await
+        .map_err(throttled)?;
+
+    let username = request.username.trim();
+    let email = request.email.trim();
+    let mut errors = FieldErrors::new();
+    if let Some(problem) = service::username_problem(username) {
+        errors.add("username", problem);
+    }
+    if let Some(problem) = service::email_problem(email) {
+        errors.add("email", problem);
+    }
+    check_length(
+        &mut errors,
+        "first_name",
+        &request.first_name,
+        NAME_MAX_CHARS,
+    );
+    check_length(&mut errors, "last_name", &request.last_name, NAME_MAX_CHARS);
+    let attributes = UserAttributes {
+        username,
+        first_name: &request.first_name,
+        last_name: &request.last_name,
+        email,
+    };
+    let problems = password::password_problems(&request.password, &attributes);
+    if problems.is_empty() && request.password != request.password2 {
+        errors.add("password", "Password fields didn't match.");
+    }
+    for problem in problems {
+        errors.add("password", problem);
+    }
+    errors.into_result()?;
+
+    let hash = password::hash_password(request.password)
+        .await
+        .map_err(ApiError::Internal)?;
+    let created = state
+        .store
+        .create_user(&NewUser {
+            username,
+            email,
+            first_name: &request.first_name,
+            last_name: &request.last_name,
+            password_hash: &hash,
+            role: ROLE_USER,
+        })
+        .await;
+    let user = match created {
+        Ok(user) => user,
+        Err(StoreError::UniqueViolation) => {
+            return Err(ApiError::Validation(FieldErrors::single(
+                "username",
+                USERNAME_TAKEN,
+            )))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let tokens = service::issue_tokens(&state, user.id, None).await?;
+    tracing::info!(user_id = user.id, "user registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionView {
+            user: UserView::from(&user),
+            tokens,
+            message: "User registered successfully",
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> ApiResult<Json<SessionView>> {
+    let user_bucket = username_bucket(&request.username);
+    let ip_bucket = ip_bucket(ip);
+    let throttle = &state.throttle;
+    let (by_user, by_ip) = tokio::join!(
+        throttle.check(&user_bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE),
+        throttle.check(&ip_bucket, LOGIN_FAILURES_PER_IP, MINUTE),
+    );
+    by_user.and(by_ip).map_err(throttled)?;
+
+    let user = state.store.user_by_username(&request.username).await?;
+    let hash = match &user {
+        Some(user) => user.password_hash.clone(),
+        None => password::timing_decoy_hash()
+            .await
+            .map_err(ApiError::Internal)?,
+    };
+    let matches = password::verify_password(request.password, hash)
+        .await
+        .map_err(ApiError::Internal)?;
+    let user = match user {
+        Some(user) if matches && user.is_active => user,
+        _ => {
+            // Recording may itself find the bucket full; the answer is the same.
+            let _ = tokio::join!(
+                throttle.hit(&user_bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE),
+                throttle.hit(&ip_bucket, LOGIN_FAILURES_PER_IP, MINUTE),
+            );
+            tracing::info!(%ip, "failed login");
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    state
+        .store
+        .record_login(user.id, chrono::Utc::now())
+        .await?;
+    let tokens = service::issue_tokens(&state, user.id, None).await?;
+    Ok(Json(SessionView {
+        user: UserView::from(&user),
+        tokens,
+        message: "Login successful",
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    refresh: String,
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<super::views::TokenPair>> {
+    let claims = state
+        .jwt
+        .verify(&request.refresh, TokenKind::Refresh)
+        .map_err(|_| ApiError::TokenNotValid)?;
+    let family = match state
+        .store
+        .rotate_refresh_token(&claims.jti, claims.user_id)
+        .await?
+    {
+        RefreshRotation::Rotated { family_id } => family_id,
+        RefreshRotation::Replayed => {
+            tracing::warn!(
+                user_id = claims.user_id,
+                "revoked refresh token replayed; family revoked"
+            );
+            return Err(ApiError::TokenNotValid);
+        }
+        RefreshRotation::Unknown => return Err(ApiError::TokenNotValid),
+    };
+    let active = state
+        .store
+        .user_by_id(claims.user_id)
+        .await?
+        .is_some_and(|u| u.is_active);
+    if !active {
+        return Err(ApiError::TokenNotValid);
+    }
+    Ok(Json(
+        service::issue_tokens(&state, claims.user_id, Some(&family)).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutRequest {
+    refresh: Option<String>,
+}
+
+/// The body is optional: a client may log out with no refresh token to revoke.
+pub async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LogoutRequest::default()
+    } else {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|err| ApiError::bad_request_with_details("Malformed JSON", err.to_string()))?;
+        api_core::extract::from_json_value(value)?
+    };
+    if let Some(token) = request.refresh {
+        let claims = state
+            .jwt
+            .verify(&token, TokenKind::Refresh)
+            .ok()
+            .filter(|claims| claims.user_id == user.user_id)
+            .ok_or_else(|| ApiError::bad_request("Invalid refresh token"))?;
+        state
+            .store
+            .revoke_refresh_token(&claims.jti, user.user_id)
+            .await?;
+    }
+    Ok(Json(json!({ "message": "Logout successful" })))
+}
+
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
+    let row = state
+        .store
+        .user_by_id(user.user_id)
+        .await?
+        .ok_or(ApiError::TokenNotValid)?;
+    let profile = state
+        .store
+        .profile_of_user(user.user_id)
+        .await?
+        .map(ProfileView::from);
+    let user = UserDetailView {
+        user: UserView::from(&row),
+        date_joined: row.date_joined,
+    };
+    Ok(Json(json!({ "user": user, "profile": profile })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangePasswordRequest {
+    current_password: Option<String>,
+    new_password: Option<String>,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<ChangePasswordRequest>,
+) -> ApiResult<Json<Value>> {
+    let (Some(current), Some(new)) = (request.current_password, request.new_password) else {
+        return Err(ApiError::bad_request(
+            "Both current_password and new_password are required",
+        ));
+    };
+    let row = state
+        .store
+        .user_by_id(user.user_id)
+        .await?
+        .ok_or(ApiError::TokenNotValid)?;
+    // A stolen access token must not become an unlimited password oracle.
+    let bucket = username_bucket(&row.username);
+    state
+        .throttle
+        .check(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE)
+        .await
+        .map_err(throttled)?;
+    if !password::verify_password(current, row.password_hash.clone())
+        .await
+        .map_err(ApiError::Internal)?
+    {
+        let _ = state
+            .throttle
+            .hit(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE)
+            .await;
+        return Err(ApiError::bad_request("Current password is incorrect"));
+    }
+    let attributes = UserAttributes {
+        username: &row.username,
+        first_name: &row.first_name,
+        last_name: &row.last_name,
+        email: &row.email,
+    };
+    let problems = password::password_problems(&new, &attributes);
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request(problems.join(" ")));
+    }
+    let hash = password::hash_password(new)
+        .await
+        .map_err(ApiError::Internal)?;
+    state.store.set_password_hash(row.id, &hash).await?;
+    let revoked = state.store.revoke_all_refresh_tokens(row.id).await?;
+    tracing::info!(
+        user_id = row.id,
+        revoked,
+        "password changed; refresh tokens revoked"
+    );
+    Ok(Json(json!({ "message": "Password changed successfully" })))
+}
+
+pub async fn health(
+    State(state): State<AppState>,
+    MaybeAuthUser(user): MaybeAuthUser,
+) -> ApiResult<Json<Value>> {
+    let username = match user {
+        Some(user) => state
+            .store
+            .user_by_id(user.user_id)
+            .await?
+            .map(|row| row.username),
+        None => None,
+    };
+    Ok(Json(json!({
+        "status": "healthy",
+        "service": "auth_api",
+        "user": username,
+        "timestamp": api_core::time::iso8601(&chrono::Utc::now()),
+    })))
+}
+
+pub async fn list_profiles(
+    State(state): State<AppState>,
+    user: AuthUser,
+    page: PageRequest,
+) -> ApiResult<Json<Page<ProfileView>>> {
+    let (count, rows) = state
+        .store
+        .profiles_page(user.user_id, page.limit(), page.offset())
+        .await?;
+    let results = rows.into_iter().map(ProfileView::from).collect();
+    Ok(Json(page.into_page(count, results)?))
+}
+
+pub async fn profile_detail(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ResourceId(id): ResourceId,
+) -> ApiResult<Json<ProfileView>> {
+    let row = state
+        .store
+        .profile_by_id(id, user.user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(row.into()))
+}
+
+pub async fn my_profile(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<ProfileView>> {
+    let row = state
+        .store
+        .profile_of_user(user.user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(row.into()))
+}
+
+/// The writable profile fields; anything else in the body (the read-only
+/// fields a client echoes back) is ignored, as DRF does.
+#[derive(Debug, Deserialize)]
+pub struct ProfileChanges {
+    default_risk_tolerance: Option<String>,
+    default_timeframe: Option<String>,
+    preferred_symbols: Option<Vec<String>>,
+    trading_goals: Option<String>,
+    strategy_preferences: Option<String>,
+    risk_parameters: Option<Value>,
+}
+
+impl ProfileChanges {
+    fn apply(self, fields: &mut ProfileFields) {
+        let ProfileChanges {
+            default_risk_tolerance,
+            default_timeframe,
+            preferred_symbols,
+            trading_goals,
+            strategy_preferences,
+            risk_parameters,
+        } = self;
+        if let Some(value) = default_risk_tolerance {
+            fields.default_risk_tolerance = value;
+        }
+        if let Some(value) = default_timeframe {
+            fields.default_timeframe = value;
+        }
+        if let Some(value) = preferred_symbols {
+            fields.preferred_symbols = value;
+        }
+        if let Some(value) = trading_goals {
+            fields.trading_goals = value;
+        }
+        if let Some(value) = strategy_preferences {
+            fields.strategy_preferences = value;
+        }
+        if let Some(value) = risk_parameters {
+            fields.risk_parameters = value;
+        }
+    }
+}
+
+async fn apply_profile_changes(
+    state: &AppState,
+    owner_id: i64,
+    profile_id: Option<i64>,
+    changes: ProfileChanges,
+) -> ApiResult<Json<ProfileView>> {
+    let current = match profile_id {
+        Some(id) => state.store.profile_by_id(id, owner_id).await?,
+        None => state.store.profile_of_user(owner_id).await?,
+    }
+    .ok_or(ApiError::NotFound)?;
+    let mut fields = ProfileFields::from(&current);
+    changes.apply(&mut fields);
+    service::validate_profile(&fields)?;
+    let updated = state
+        .store
+        .update_profile(current.id, owner_id, &fields)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(updated.into()))
+}
+
+pub async fn update_profile(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ResourceId(id): ResourceId,
+    ApiJson(changes): ApiJson<ProfileChanges>,
+) -> ApiResult<Json<ProfileView>> {
+    apply_profile_changes(&state, user.user_id, Some(id), changes).await
+}
+
+pub async fn update_my_profile(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(changes): ApiJson<ProfileChanges>,
+) -> ApiResult<Json<ProfileView>> {
+    apply_profile_changes(&state, user.user_id, None, changes).await
+}

@@ -1,0 +1,195 @@
+//! Password rules (Django's four default validators) and argon2id hashing.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+pub const MIN_LENGTH: usize = 8;
+const MAX_SIMILARITY: f64 = 0.7;
+
+/// Django's list of 20,000 common passwords, lower-cased.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("common-passwords.txt").lines().collect());
+
+/// The account attributes a password must not resemble.
+pub struct UserAttributes<'a> {
+    pub username: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+}
+
+/// Every rule the password breaks, in Django's order and wording.
+pub fn password_problems(password: &str, user: &UserAttributes<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(attribute) = too_similar_attribute(password, user) {
+        problems.push(format!("The password is too similar to the {attribute}."));
+    }
+    if password.chars().count() < MIN_LENGTH {
+        problems.push(format!(
+            "This password is too short. It must contain at least {MIN_LENGTH} characters."
+        ));
+    }
+    if COMMON_PASSWORDS.contains(password.trim().to_lowercase().as_str()) {
+        problems.push("This password is too common.".to_string());
+    }
+    if !password.is_empty() && password.chars().all(char::is_numeric) {
+        problems.push("This password is entirely numeric.".to_string());
+    }
+    problems
+}
+
+fn too_similar_attribute(password: &str, user: &UserAttributes<'_>) -> Option<&'static str> {
+    let password = password.to_lowercase();
+    let attributes = [
+        ("username", user.username),
+        ("first name", user.first_name),
+        ("last name", user.last_name),
+        ("email address", user.email),
+    ];
+    attributes.into_iter().find_map(|(name, value)| {
+        let value = value.to_lowercase();
+        if value.is_empty() {
+            return None;
+        }
+        let similar = value
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .chain(std::iter::once(value.as_str()))
+            .filter(|part| !exceeds_maximum_length_ratio(&password, part))
+            .any(|part| quick_ratio(&password, part) >= MAX_SIMILARITY);
+        similar.then_some(name)
+    })
+}
+
+/// Django skips a comparison that can never reach the threshold because the
+/// attribute is tiny next to the password.
+fn exceeds_maximum_length_ratio(password: &str, value: &str) -> bool {
+    let password_len = password.chars().count() as f64;
+    let value_len = value.chars().count() as f64;
+    password_len >= 10.0 * value_len && value_len < MAX_SIMILARITY / 2.0 * password_len
+}
+
+/// Python's `SequenceMatcher.quick_ratio`: twice the size of the character
+/// multiset intersection over the total length.
+fn quick_ratio(a: &str, b: &str) -> f64 {
+    let total = a.chars().count() + b.chars().count();
+    if total == 0 {
+        return 1.0;
+    }
+    let mut available: std::collections::HashMap<char, usize> = std::collections::HashMap::new();
+    for c in b.chars() {
+        *available.entry(c).or_default() += 1;
+    }
+    let mut matches = 0usize;
+    for c in a.chars() {
+        if let Some(count) = available.get_mut(&c).filter(|count| **count > 0) {
+            *count -= 1;
+            matches += 1;
+        }
+    }
+    2.0 * matches as f64 / total as f64
+}
+
+/// Hashes with argon2id at the OWASP parameters (19 MiB, t=2, p=1), off the
+/// async runtime: a hash takes tens of milliseconds of CPU.
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|err| anyhow::anyhow!("password hashing failed: {err}"))
+    })
+    .await?
+}
+
+/// Whether `password` matches `hash`. A malformed stored hash never matches.
+pub async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
+    Ok(tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await?)
+}
+
+/// A real hash of a throwaway password. Checking a login for an unknown user
+/// against it costs the same as for a known one, so response time does not
+/// reveal which usernames exist.
+pub async fn timing_decoy_hash() -> anyhow::Result<String> {
+    static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DECOY
+        .get_or_try_init(|| hash_password(uuid::Uuid::new_v4().to_string()))
+        .await
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserAttributes<'static> {
+        UserAttributes {
+            username: "margaret",
+            first_name: "Margaret",
+            last_name: "Hamilton",
+            email: "mh@apollo.example",
+        }
+    }
+
+    #[test]
+    fn a_strong_password_passes() {
+        assert!(password_problems("velvet-orbit-sextant-42", &user()).is_empty());
+    }
+
+    #[test]
+    fn each_rule_is_reported_in_djangos_words() {
+        assert_eq!(
+            password_problems("short1x", &user()),
+            vec!["This password is too short. It must contain at least 8 characters."]
+        );
+        assert_eq!(
+            password_problems("password", &user()),
+            vec!["This password is too common."]
+        );
+        let numeric = password_problems("80412345967", &user());
+        assert_eq!(numeric, vec!["This password is entirely numeric."]);
+        assert_eq!(
+            password_problems("margaret.1969x", &user()),
+            vec!["The password is too similar to the username."]
+        );
+        assert_eq!(
+            password_problems("hamilton!!", &user()),
+            vec!["The password is too similar to the last name."]
+        );
+    }
+
+    #[test]
+    fn quick_ratio_matches_python() {
+        // SequenceMatcher(a="abcd", b="bcde").quick_ratio() == 0.75
+        assert!((quick_ratio("abcd", "bcde") - 0.75).abs() < 1e-9);
+        assert!((quick_ratio("aaaa", "a") - 0.4).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_differ_by_salt() {
+        let first = hash_password("correct horse".into()).await.unwrap();
+        let second = hash_password("correct horse".into()).await.unwrap();
+        assert_ne!(first, second);
+        assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_password("correct horse".into(), first.clone())
+            .await
+            .unwrap());
+        assert!(!verify_password("wrong horse".into(), first).await.unwrap());
+        assert!(!verify_password("x".into(), "not a hash".into())
+            .await
+            .unwrap());
+    }
+}

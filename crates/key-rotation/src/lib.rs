@@ -1,0 +1,7 @@
+//! The key pool and its admission limits.
+//!
+//! This crate owns every conversation with Redis: request admission is only
+//! exact across replicas when one place decides it.
+
+pub mod redis_conn;
+pub mod throttle;

@@ -1,0 +1,248 @@
+//! Building the application: state, router, middleware and the listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api_core::error::{method_not_allowed, not_found};
+use api_core::{require_auth, ApiError, AppState, AppStateInner, JwtKeys, TrustedProxies};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use key_rotation::redis_conn::RedisHandle;
+use key_rotation::throttle::MemoryThrottle;
+use secrecy::ExposeSecret;
+use store::{ConnectOptions, Store};
+use tokio::net::TcpListener;
+use tower::{Layer, ServiceBuilder};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::{Config, CorsOrigins};
+use crate::routes;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A built application: state ready, listener bound, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl App {
+    /// Connects to the database (migrating it unless told not to), prepares
+    /// the shared state and binds the listener.
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        let store = connect_store(config).await?;
+        if config.run_migrations {
+            store
+                .migrate()
+                .await
+                .context("applying database migrations")?;
+        }
+        let secret = crate::secrets::jwt_secret(config)?;
+        let jwt = JwtKeys::new(
+            secret.expose_secret().as_bytes(),
+            config.access_token_ttl,
+            config.refresh_token_ttl,
+        );
+        let redis = config
+            .redis_url
+            .as_ref()
+            .map(|url| RedisHandle::new(url.expose(), config.redis_timeout))
+            .transpose()
+            .context("REDIS_URL")?;
+        let state = AppState::new(AppStateInner {
+            store,
+            jwt,
+            throttle: Arc::new(MemoryThrottle::new()),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            redis,
+        });
+        let router = router(state.clone(), config);
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
+        Ok(App {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "listening");
+        // Trailing slashes are optional on every route: normalise before routing.
+        let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
+        let make_service =
+            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service);
+        axum::serve(self.listener, make_service)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.state.store.close().await;
+        tracing::info!("shut down");
+        Ok(())
+    }
+}
+
+pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let options = ConnectOptions {
+        max_connections: config.db_max_connections,
+        ..ConnectOptions::default()
+    };
+    Store::connect(config.database_url.expose(), &options)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to DATABASE_URL {}",
+                config.database_url.redacted()
+            )
+        })
+}
+
+/// The whole HTTP surface, with its middleware.
+pub fn router(state: AppState, config: &Config) -> Router {
+    let auth = auth_conversation::routes();
+    let public = Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/api", get(routes::api_index))
+        .merge(auth.public)
+        .method_not_allowed_fallback(method_not_allowed);
+    let protected = Router::new()
+        .merge(auth.protected)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
+
+    let request_timeout = config.request_timeout;
+    public
+        .merge(protected)
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(cors_layer(&config.cors_allowed_origins))
+                .layer(middleware::from_fn_with_state(
+                    request_timeout,
+                    enforce_request_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(config.max_body_bytes)),
+        )
+        .with_state(state)
+}
+
+/// The span every request's logs sit in. It names the matched route (not the
+/// raw path, which carries ids) and never the headers, which carry tokens.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        user_id = tracing::field::Empty,
+    )
+}
+
+async fn enforce_request_timeout(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER, REQUEST_ID])
+        .max_age(Duration::from_secs(3600));
+    match origins {
+        CorsOrigins::None => CorsLayer::new(),
+        CorsOrigins::Any => base.allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => {
+            let values: Vec<HeaderValue> = list
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok())
+                .collect();
+            base.allow_origin(values)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,732 @@
+//! Configuration, in layers: built-in defaults → optional `algoagent.toml`
+//! → environment → command-line flags. Every setting is declared once in
+//! [`SETTINGS`]; the README's table lists the same names.
+//!
+//! The whole configuration is validated before anything starts. An error
+//! names the setting, where its value came from and, unless it is a secret,
+//! the value itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+
+/// One configurable setting.
+pub struct Setting {
+    /// The environment name; the config file uses it in lower case.
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    pub secret: bool,
+    pub doc: &'static str,
+}
+
+const fn setting(name: &'static str, default: Option<&'static str>, doc: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        secret: false,
+        doc,
+    }
+}
+
+const fn secret(name: &'static str, doc: &'static str) -> Setting {
+    Setting {
+        name,
+        default: None,
+        secret: true,
+        doc,
+    }
+}
+
+pub const SETTINGS: &[Setting] = &[
+    setting("CONFIG_FILE", Some("algoagent.toml"), "Optional TOML file of settings (lower-case names). Also `--config`."),
+    setting("BIND_ADDR", Some("127.0.0.1:8000"), "Address to listen on. Also `--bind`."),
+    secret("DATABASE_URL", "`sqlite://…` or `postgres://…`. Default `sqlite://data/algoagent.db` (created if missing, WAL)."),
+    setting("DB_MAX_CONNECTIONS", Some("10"), "Connection pool size."),
+    setting("RUN_MIGRATIONS", Some("true"), "Apply migrations at start-up. `--no-migrate` turns it off."),
+    setting("DATA_DIR", Some("data"), "Where the embedded deployment keeps its files (the generated JWT secret)."),
+    secret("REDIS_URL", "`redis://…`. When set, throttles are shared by every replica and `/readyz` checks Redis."),
+    setting("REDIS_KEY_PREFIX", Some("algoagent"), "Prefix of every Redis key this service writes."),
+    setting("REDIS_TIMEOUT_MS", Some("50"), "Deadline of each Redis call, in milliseconds."),
+    secret("JWT_SECRET", "HS256 signing secret, at least 32 bytes. Falls back to `SECRET_KEY`. Required with Postgres; the SQLite default generates one in `DATA_DIR`."),
+    secret("SECRET_KEY", "Legacy name for `JWT_SECRET` (the old Django `.env`)."),
+    setting("ACCESS_TOKEN_TTL_SECS", Some("3600"), "Access token lifetime."),
+    setting("REFRESH_TOKEN_TTL_SECS", Some("604800"), "Refresh token lifetime (7 days)."),
+    setting("CORS_ALLOWED_ORIGINS", Some(""), "Comma-separated origins allowed by CORS (`https://app.example.com`), or `*`. Empty: no CORS."),
+    setting("TRUSTED_PROXIES", Some(""), "Comma-separated IPs or CIDRs whose `X-Forwarded-For` is believed."),
+    setting("MAX_BODY_BYTES", Some("1048576"), "Largest accepted request body; larger ones get 413."),
+    setting("REQUEST_TIMEOUT_SECS", Some("60"), "Whole-request timeout. Must exceed `AI_DEADLINE_SECS` so the honest 429 is never pre-empted."),
+    setting("AI_DEADLINE_SECS", Some("25"), "Deadline of one AI call, retries and waiting included."),
+    setting("USER_RPM_DEFAULT", Some("10"), "Per-user AI requests per minute."),
+    setting("USER_BURST_DEFAULT", Some("20"), "Per-user AI burst."),
+    setting("USER_TPM_DEFAULT", Some("10000"), "Per-user AI input tokens per minute."),
+    setting("GEMINI_BASE_URL", Some("https://generativelanguage.googleapis.com"), "Gemini API base URL."),
+    setting("KEYS_FILE", Some("keys.json"), "Key pool metadata file (limits, models, projects)."),
+    setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env` or `file`."),
+    setting("LOG_FORMAT", Some("text"), "`text` or `json` (one JSON object per line). Filter with `RUST_LOG`."),
+];
+
+/// Where a setting's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Environment,
+    Flag,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Environment => f.write_str("environment"),
+            Origin::Flag => f.write_str("command line"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {setting} = {value} (from {origin}): {reason}")]
+    Invalid {
+        setting: &'static str,
+        /// The value as given, or `<redacted>` for a secret.
+        value: String,
+        origin: Origin,
+        reason: String,
+    },
+    #[error("{setting} is required: {reason}")]
+    Missing {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Which config file to read.
+#[derive(Debug, Clone)]
+pub enum ConfigFile {
+    /// `CONFIG_FILE` or `algoagent.toml`, skipped when the default is absent.
+    Discover,
+    /// A file named on the command line; it must exist.
+    Explicit(PathBuf),
+    /// No file at all (tests).
+    Skip,
+}
+
+/// The raw inputs of [`load`]: kept explicit so tests build a configuration
+/// through the same path as `main` without touching the process environment.
+#[derive(Debug, Clone)]
+pub struct ConfigSources {
+    pub file: ConfigFile,
+    pub env: Vec<(String, String)>,
+    pub flags: Vec<(&'static str, String)>,
+}
+
+impl ConfigSources {
+    pub fn from_process(file: ConfigFile, flags: Vec<(&'static str, String)>) -> Self {
+        Self {
+            file,
+            env: std::env::vars().collect(),
+            flags,
+        }
+    }
+}
+
+/// A connection URL whose `Debug` hides any password in it.
+#[derive(Clone)]
+pub struct ConnectionUrl(SecretString);
+
+impl ConnectionUrl {
+    pub fn new(url: &str) -> Self {
+        Self(SecretString::from(url.to_string()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with its password (if any) replaced, safe to log.
+    pub fn redacted(&self) -> String {
+        let url = self.expose();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.to_string();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                if userinfo.contains(':') {
+                    format!("{scheme}://{user}:***@{host}")
+                } else {
+                    format!("{scheme}://{user}@{host}")
+                }
+            }
+            None => url.to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretStoreType {
+    Env,
+    File,
+}
+
+/// CORS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind_addr: SocketAddr,
+    pub database_url: ConnectionUrl,
+    pub db_max_connections: u32,
+    pub run_migrations: bool,
+    pub data_dir: PathBuf,
+    pub redis_url: Option<ConnectionUrl>,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+    pub jwt_secret: Option<SecretString>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub cors_allowed_origins: CorsOrigins,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub ai_deadline: Duration,
+    pub user_rpm_default: u32,
+    pub user_burst_default: u32,
+    pub user_tpm_default: u32,
+    pub gemini_base_url: String,
+    pub keys_file: PathBuf,
+    pub secret_store_type: SecretStoreType,
+    pub log_format: LogFormat,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/algoagent.db";
+
+struct RawValue {
+    value: String,
+    origin: Origin,
+}
+
+struct Layers {
+    values: BTreeMap<&'static str, RawValue>,
+}
+
+fn find_setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+}
+
+impl Layers {
+    fn set(&mut self, setting: &'static Setting, value: String, origin: Origin) {
+        self.values.insert(setting.name, RawValue { value, origin });
+    }
+
+    fn raw(&self, name: &'static str) -> Option<&RawValue> {
+        self.values
+            .get(name)
+            .filter(|raw| !raw.value.trim().is_empty())
+    }
+
+    fn invalid(&self, name: &'static str, reason: impl Into<String>) -> ConfigError {
+        let raw = self.values.get(name);
+        let secret = find_setting(name).is_some_and(|s| s.secret);
+        ConfigError::Invalid {
+            setting: name,
+            value: match raw {
+                Some(_) if secret => "<redacted>".into(),
+                Some(raw) => format!("{:?}", raw.value),
+                None => "\"\"".into(),
+            },
+            origin: raw.map_or(Origin::Default, |raw| raw.origin.clone()),
+            reason: reason.into(),
+        }
+    }
+
+    fn string(&self, name: &'static str) -> Option<String> {
+        self.raw(name).map(|raw| raw.value.trim().to_string())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        let text = self.string(name).unwrap_or_default();
+        text.parse()
+            .map_err(|_| self.invalid(name, format!("expected {expected}")))
+    }
+
+    fn positive(&self, name: &'static str) -> Result<u64, ConfigError> {
+        let value: u64 = self.parse(name, "a positive whole number")?;
+        if value == 0 {
+            return Err(self.invalid(name, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+
+    fn positive_u32(&self, name: &'static str) -> Result<u32, ConfigError> {
+        let value = self.positive(name)?;
+        u32::try_from(value).map_err(|_| self.invalid(name, "is too large"))
+    }
+
+    fn bool(&self, name: &'static str) -> Result<bool, ConfigError> {
+        match self
+            .string(name)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(self.invalid(name, "expected true or false")),
+        }
+    }
+
+    fn list(&self, name: &'static str) -> Vec<String> {
+        self.string(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Reads every layer and validates the result.
+pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+    let mut layers = Layers {
+        values: BTreeMap::new(),
+    };
+    for setting in SETTINGS {
+        if let Some(default) = setting.default {
+            layers.set(setting, default.to_string(), Origin::Default);
+        }
+    }
+    let env: BTreeMap<&str, &str> = sources
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let file = match &sources.file {
+        ConfigFile::Skip => None,
+        ConfigFile::Explicit(path) => Some((path.clone(), true)),
+        ConfigFile::Discover => match env.get("CONFIG_FILE").filter(|v| !v.trim().is_empty()) {
+            Some(path) => Some((PathBuf::from(path.trim()), true)),
+            None => Some((PathBuf::from("algoagent.toml"), false)),
+        },
+    };
+    if let Some((path, required)) = file {
+        read_file(&mut layers, &path, required)?;
+    }
+    for setting in SETTINGS {
+        if let Some(value) = env.get(setting.name) {
+            layers.set(setting, (*value).to_string(), Origin::Environment);
+        }
+    }
+    for (name, value) in &sources.flags {
+        if let Some(setting) = find_setting(name) {
+            layers.set(setting, value.clone(), Origin::Flag);
+        }
+    }
+    build(&layers)
+}
+
+fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => return Ok(()),
+        Err(err) => {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            })
+        }
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|err: toml::de::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: err.message().to_string(),
+        })?;
+    for (key, value) in table {
+        let setting = find_setting(&key)
+            .filter(|s| s.name != "CONFIG_FILE")
+            .ok_or_else(|| ConfigError::File {
+                path: path.to_path_buf(),
+                reason: format!("unknown setting `{key}`"),
+            })?;
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(ConfigError::File {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "`{key}` must be a string, number, boolean or list, not {}",
+                        other.type_str()
+                    ),
+                })
+            }
+        };
+        layers.set(setting, text, Origin::File(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn build(layers: &Layers) -> Result<Config, ConfigError> {
+    let bind_addr = layers.parse("BIND_ADDR", "host:port, e.g. 127.0.0.1:8000")?;
+
+    let database_url = layers
+        .string("DATABASE_URL")
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+    let backend = store::Backend::from_url(&database_url)
+        .ok_or_else(|| layers.invalid("DATABASE_URL", "expected a postgres:// or sqlite:// URL"))?;
+
+    let redis_url = match layers.string("REDIS_URL") {
+        Some(url) if url.starts_with("redis://") || url.starts_with("unix://") => {
+            Some(ConnectionUrl::new(&url))
+        }
+        Some(url) if url.starts_with("rediss://") => {
+            return Err(layers.invalid(
+                "REDIS_URL",
+                "TLS (rediss://) is not supported by this build",
+            ))
+        }
+        Some(_) => return Err(layers.invalid("REDIS_URL", "expected a redis:// URL")),
+        None => None,
+    };
+
+    let (jwt_name, jwt_secret) = match layers.string("JWT_SECRET") {
+        Some(secret) => ("JWT_SECRET", Some(secret)),
+        None => ("SECRET_KEY", layers.string("SECRET_KEY")),
+    };
+    if let Some(secret) = &jwt_secret {
+        if secret.len() < api_core::jwt::MIN_SECRET_BYTES {
+            return Err(layers.invalid(
+                jwt_name,
+                format!("must be at least {} bytes", api_core::jwt::MIN_SECRET_BYTES),
+            ));
+        }
+    } else if backend == store::Backend::Postgres {
+        return Err(ConfigError::Missing {
+            setting: "JWT_SECRET",
+            reason:
+                "a Postgres deployment runs several replicas that must share one signing secret"
+                    .into(),
+        });
+    }
+
+    let cors_allowed_origins = parse_cors(layers)?;
+    let trusted_proxies = layers
+        .list("TRUSTED_PROXIES")
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    layers.invalid(
+                        "TRUSTED_PROXIES",
+                        format!("`{entry}` is not an IP address or CIDR"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let request_timeout = Duration::from_secs(layers.positive("REQUEST_TIMEOUT_SECS")?);
+    let ai_deadline = Duration::from_secs(layers.positive("AI_DEADLINE_SECS")?);
+    if request_timeout <= ai_deadline {
+        return Err(layers.invalid(
+            "REQUEST_TIMEOUT_SECS",
+            format!(
+                "must be longer than AI_DEADLINE_SECS ({}s), or the request times out before an AI call can answer 429",
+                ai_deadline.as_secs()
+            ),
+        ));
+    }
+
+    let gemini_base_url = layers.string("GEMINI_BASE_URL").unwrap_or_default();
+    if !(gemini_base_url.starts_with("http://") || gemini_base_url.starts_with("https://")) {
+        return Err(layers.invalid("GEMINI_BASE_URL", "expected an http:// or https:// URL"));
+    }
+
+    let secret_store_type = match layers
+        .string("SECRET_STORE_TYPE")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "env" => SecretStoreType::Env,
+        "file" => SecretStoreType::File,
+        "vault" | "aws" | "azure" => {
+            return Err(layers.invalid("SECRET_STORE_TYPE", "not supported yet (use env or file)"))
+        }
+        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env or file")),
+    };
+    let log_format = match layers
+        .string("LOG_FORMAT")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => return Err(layers.invalid("LOG_FORMAT", "expected text or json")),
+    };
+    let redis_key_prefix = layers.string("REDIS_KEY_PREFIX").unwrap_or_default();
+    if redis_key_prefix.is_empty() || redis_key_prefix.contains(['{', '}', ' ']) {
+        return Err(layers.invalid(
+            "REDIS_KEY_PREFIX",
+            "must be non-empty, without spaces or braces",
+        ));
+    }
+
+    Ok(Config {
+        bind_addr,
+        database_url: ConnectionUrl::new(&database_url),
+        db_max_connections: layers.positive_u32("DB_MAX_CONNECTIONS")?,
+        run_migrations: layers.bool("RUN_MIGRATIONS")?,
+        data_dir: PathBuf::from(
+            layers
+                .string("DATA_DIR")
+                .ok_or_else(|| layers.invalid("DATA_DIR", "must not be empty"))?,
+        ),
+        redis_url,
+        redis_key_prefix,
+        redis_timeout: Duration::from_millis(layers.positive("REDIS_TIMEOUT_MS")?),
+        jwt_secret: jwt_secret.map(SecretString::from),
+        access_token_ttl: Duration::from_secs(layers.positive("ACCESS_TOKEN_TTL_SECS")?),
+        refresh_token_ttl: Duration::from_secs(layers.positive("REFRESH_TOKEN_TTL_SECS")?),
+        cors_allowed_origins,
+        trusted_proxies,
+        max_body_bytes: usize::try_from(layers.positive("MAX_BODY_BYTES")?)
+            .map_err(|_| layers.invalid("MAX_BODY_BYTES", "is too large"))?,
+        request_timeout,
+        ai_deadline,
+        user_rpm_default: layers.positive_u32("USER_RPM_DEFAULT")?,
+        user_burst_default: layers.positive_u32("USER_BURST_DEFAULT")?,
+        user_tpm_default: layers.positive_u32("USER_TPM_DEFAULT")?,
+        gemini_base_url: gemini_base_url.trim_end_matches('/').to_string(),
+        keys_file: PathBuf::from(layers.string("KEYS_FILE").unwrap_or_default()),
+        secret_store_type,
+        log_format,
+    })
+}
+
+fn parse_cors(layers: &Layers) -> Result<CorsOrigins, ConfigError> {
+    let origins = layers.list("CORS_ALLOWED_ORIGINS");
+    if origins.is_empty() {
+        return Ok(CorsOrigins::None);
+    }
+    if origins == ["*"] {
+        return Ok(CorsOrigins::Any);
+    }
+    for origin in &origins {
+        let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+        });
+        if !valid || axum::http::HeaderValue::from_str(origin).is_err() {
+            return Err(layers.invalid(
+                "CORS_ALLOWED_ORIGINS",
+                format!(
+                    "`{origin}` is not an origin like https://app.example.com (or use * alone)"
+                ),
+            ));
+        }
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        load(&ConfigSources {
+            file: ConfigFile::Skip,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: vec![],
+        })
+    }
+
+    fn error_text(pairs: &[(&str, &str)]) -> String {
+        load_env(pairs)
+            .expect_err("expected a config error")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_describe_the_embedded_deployment() {
+        let config = load_env(&[]).unwrap();
+        assert_eq!(config.bind_addr, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(config.database_url.expose(), "sqlite://data/algoagent.db");
+        assert!(config.redis_url.is_none() && config.jwt_secret.is_none());
+        assert_eq!(config.ai_deadline, Duration::from_secs(25));
+        assert_eq!(config.request_timeout, Duration::from_secs(60));
+        assert_eq!(
+            (
+                config.user_rpm_default,
+                config.user_burst_default,
+                config.user_tpm_default
+            ),
+            (10, 20, 10_000)
+        );
+        assert_eq!(config.cors_allowed_origins, CorsOrigins::None);
+    }
+
+    #[test]
+    fn each_bad_value_is_reported_by_name() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
+            (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+            (&[("REDIS_URL", "http://x")], "REDIS_URL"),
+            (&[("JWT_SECRET", "short")], "JWT_SECRET"),
+            (&[("SECRET_KEY", "short")], "SECRET_KEY"),
+            (
+                &[("CORS_ALLOWED_ORIGINS", "app.example.com")],
+                "CORS_ALLOWED_ORIGINS",
+            ),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/99")], "TRUSTED_PROXIES"),
+            (&[("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
+            (&[("USER_RPM_DEFAULT", "-3")], "USER_RPM_DEFAULT"),
+            (&[("AI_DEADLINE_SECS", "90")], "REQUEST_TIMEOUT_SECS"),
+            (&[("SECRET_STORE_TYPE", "vault")], "SECRET_STORE_TYPE"),
+            (&[("SECRET_STORE_TYPE", "floppy")], "SECRET_STORE_TYPE"),
+            (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+            (&[("GEMINI_BASE_URL", "ftp://x")], "GEMINI_BASE_URL"),
+            (&[("RUN_MIGRATIONS", "maybe")], "RUN_MIGRATIONS"),
+            (&[("REDIS_TIMEOUT_MS", "soon")], "REDIS_TIMEOUT_MS"),
+            (&[("DB_MAX_CONNECTIONS", "0")], "DB_MAX_CONNECTIONS"),
+        ];
+        for (env, name) in cases {
+            let text = error_text(env);
+            assert!(
+                text.contains(name),
+                "error for {env:?} should name {name}: {text}"
+            );
+        }
+        assert!(error_text(&[("SECRET_STORE_TYPE", "vault")]).contains("not supported yet"));
+    }
+
+    #[test]
+    fn a_secret_value_never_appears_in_an_error() {
+        let text = error_text(&[("JWT_SECRET", "hunter2-is-short")]);
+        assert!(text.contains("<redacted>"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let text = error_text(&[("REDIS_URL", "http://user:pa55word@host")]);
+        assert!(!text.contains("pa55word"), "{text}");
+    }
+
+    #[test]
+    fn postgres_requires_a_jwt_secret_and_accepts_the_legacy_name() {
+        let text = error_text(&[("DATABASE_URL", "postgres://u:p@localhost/db")]);
+        assert!(text.contains("JWT_SECRET"), "{text}");
+        let secret = "s".repeat(32);
+        let config = load_env(&[
+            ("DATABASE_URL", "postgres://u:p@localhost/db"),
+            ("SECRET_KEY", &secret),
+        ])
+        .unwrap();
+        assert!(config.jwt_secret.is_some());
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("algoagent.toml");
+        std::fs::write(
+            &path,
+            "bind_addr = \"0.0.0.0:1\"\nuser_rpm_default = 3\nai_deadline_secs = 5\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let config = load(&ConfigSources {
+            file: ConfigFile::Explicit(path.clone()),
+            env: vec![
+                ("USER_RPM_DEFAULT".into(), "4".into()),
+                ("BIND_ADDR".into(), "0.0.0.0:2".into()),
+            ],
+            flags: vec![("BIND_ADDR", "0.0.0.0:3".into())],
+        })
+        .unwrap();
+        assert_eq!(config.bind_addr, "0.0.0.0:3".parse().unwrap());
+        assert_eq!(config.user_rpm_default, 4);
+        assert_eq!(config.ai_deadline, Duration::from_secs(5));
+        assert_eq!(config.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_file_key_or_a_missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("algoagent.toml");
+        std::fs::write(&path, "bind_adress = \"0.0.0.0:1\"\n").unwrap();
+        let sources = |file| ConfigSources {
+            file,
+            env: vec![],
+            flags: vec![],
+        };
+        let text = load(&sources(ConfigFile::Explicit(path)))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("bind_adress"), "{text}");
+        let missing = dir.path().join("absent.toml");
+        assert!(load(&sources(ConfigFile::Explicit(missing))).is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_passwords_and_secrets() {
+        let secret = "k".repeat(40);
+        let config = load_env(&[
+            ("DATABASE_URL", "postgres://app:topsecretpw@db:5432/algo"),
+            ("REDIS_URL", "redis://:redispw@cache:6379"),
+            ("JWT_SECRET", &secret),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("topsecretpw")
+                && !debug.contains("redispw")
+                && !debug.contains(&secret),
+            "{debug}"
+        );
+        assert!(debug.contains("postgres://app:***@db:5432/algo"), "{debug}");
+    }
+}

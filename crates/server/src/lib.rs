@@ -1,0 +1,12 @@
+//! The `algoagent` server: configuration, state, router composition and the
+//! command-line entry points. `main.rs` stays thin; everything testable is here.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod routes;
+mod secrets;
+pub mod telemetry;
+
+pub use app::{router, App};
+pub use config::{Config, ConfigFile, ConfigSources};

@@ -1,0 +1,85 @@
+//! Routes the server owns itself: liveness, readiness and the API index.
+
+use std::time::Duration;
+
+use api_core::{ApiResult, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when every dependency answers, else 503 naming what failed. The
+/// causes go to the log, never the body: they can hold connection details.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: database unreachable");
+            "unreachable"
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database timed out");
+            "unreachable"
+        }
+    };
+    let redis = match &state.redis {
+        None => "not configured",
+        Some(redis) => match redis.ping().await {
+            Ok(()) => "ok",
+            Err(err) => {
+                tracing::warn!(error = %err, "readiness: redis unreachable");
+                "unreachable"
+            }
+        },
+    };
+    let failed: Vec<&str> = [("database", database), ("redis", redis)]
+        .into_iter()
+        .filter(|(_, status)| *status == "unreachable")
+        .map(|(name, _)| name)
+        .collect();
+    let checks = json!({ "database": database, "redis": redis });
+    if failed.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+    } else {
+        let error = format!("{} unreachable", failed.join(" and "));
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({ "status": "unavailable", "error": error, "checks": checks, "code": "not_ready" }),
+            ),
+        )
+    }
+}
+
+/// `GET /api/`: what this server offers. Lists only routes that exist.
+pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({
+        "message": "AlgoAgent API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "timestamp": api_core::time::iso8601(&chrono::Utc::now()),
+        "endpoints": {
+            "auth": {
+                "register": "/api/auth/register/",
+                "login": "/api/auth/login/",
+                "token_refresh": "/api/auth/token/refresh/",
+                "logout": "/api/auth/logout/",
+                "me": "/api/auth/user/me/",
+                "change_password": "/api/auth/change-password/",
+                "profiles": "/api/auth/profiles/",
+                "my_profile": "/api/auth/profiles/me/",
+                "update_my_profile": "/api/auth/profiles/update_me/",
+                "health": "/api/auth/health/",
+            },
+            "health": { "alive": "/healthz", "ready": "/readyz" },
+        },
+    })))
+}
