@@ -49,7 +49,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("DB_MAX_CONNECTIONS", Some("10"), "Connection pool size."),
     setting("RUN_MIGRATIONS", Some("true"), "Apply migrations at start-up. `--no-migrate` turns it off."),
     setting("DATA_DIR", Some("data"), "Where the embedded deployment keeps its files (the generated JWT secret)."),
-    secret("REDIS_URL", "`redis://…`. When set, throttles are shared by every replica and `/readyz` checks Redis."),
+    secret("REDIS_URL", "`redis://…`. Optional; when set, `/readyz` checks it. The key pool's shared quotas use it (issue 3)."),
     setting("REDIS_KEY_PREFIX", Some("algoagent"), "Prefix of every Redis key this service writes."),
     setting("REDIS_TIMEOUT_MS", Some("50"), "Deadline of each Redis call, in milliseconds."),
     secret("JWT_SECRET", "HS256 signing secret, at least 32 bytes. Falls back to `SECRET_KEY`. Required with Postgres; the SQLite default generates one in `DATA_DIR`."),
@@ -709,6 +709,19 @@ mod tests {
         assert!(text.contains("bind_adress"), "{text}");
         let missing = dir.path().join("absent.toml");
         assert!(load(&sources(ConfigFile::Explicit(missing))).is_err());
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_setting() {
+        let readme = include_str!("../../../README.md");
+        for setting in SETTINGS {
+            let row = format!("| `{}`", setting.name);
+            assert!(
+                readme.contains(&row),
+                "README.md has no table row for {}",
+                setting.name
+            );
+        }
     }
 
     #[test]

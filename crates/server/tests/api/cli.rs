@@ -1,0 +1,221 @@
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::helpers::{base_env, expect_status, spawn_app, TestDatabase};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_algoagent");
+
+fn algoagent(env: &[(String, String)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
+    let mut child = command.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.as_bytes()).await.unwrap();
+    drop(pipe);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finishes")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_admin_creates_then_promotes_and_refuses_weak_passwords() {
+    let app = spawn_app().await;
+    let env = base_env(&app.data_dir, &app.database_url, &app.jwt_secret);
+
+    let mut command = algoagent(&env);
+    command.args(["create-admin", "--username", "root-admin"]);
+    let output = run_with_stdin(command, "Admin-Passphrase-2026\n").await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    expect_status(
+        app.post(
+            "/api/auth/login/",
+            None,
+            &json!({"username": "root-admin", "password": "Admin-Passphrase-2026"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+
+    let existing = app.register("promote-me").await;
+    let mut command = algoagent(&env);
+    command.args(["create-admin", "--username", "promote-me"]);
+    let output = run_with_stdin(command, "New-Admin-Passphrase-7\n").await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default())
+        .await
+        .unwrap();
+    assert!(store
+        .user_by_username("root-admin")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_admin());
+    assert!(store
+        .user_by_username("promote-me")
+        .await
+        .unwrap()
+        .unwrap()
+        .is_admin());
+    // Promotion set the new password and ended the old sessions.
+    expect_status(
+        app.post(
+            "/api/auth/token/refresh/",
+            None,
+            &json!({"refresh": existing.refresh}),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    let mut command = algoagent(&env);
+    command.args(["create-admin", "--username", "weakling"]);
+    let output = run_with_stdin(command, "12345678\n").await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("too common") || stderr.contains("entirely numeric"),
+        "{stderr}"
+    );
+    assert!(store.user_by_username("weakling").await.unwrap().is_none());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migrate_prepares_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let env = base_env(
+        &dir,
+        &database.url,
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    let mut command = algoagent(&env);
+    command.arg("migrate");
+    let output = run_with_stdin(command, "").await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let store = store::Store::connect(&database.url, &store::ConnectOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        store.user_by_username("anyone").await.unwrap().is_none(),
+        "the users table exists"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_start_up_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(
+        &dir,
+        "sqlite://unused.db",
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    env.push(("USER_RPM_DEFAULT".into(), "lots".into()));
+    let output = run_with_stdin(algoagent(&env), "").await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("USER_RPM_DEFAULT") && stderr.contains("lots"),
+        "{stderr}"
+    );
+
+    let output = run_with_stdin(
+        {
+            let mut command = algoagent(&base_env(&dir, "sqlite://unused.db", "too-short"));
+            command.arg("serve");
+            command
+        },
+        "",
+    )
+    .await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("JWT_SECRET") && !stderr.contains("too-short"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_answers_then_shuts_down_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut env = base_env(
+        &dir,
+        &database.url,
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    env.retain(|(key, _)| key != "BIND_ADDR");
+    let mut command = algoagent(&env);
+    command.args(["serve", "--bind", &format!("127.0.0.1:{port}")]);
+    let child = command.spawn().unwrap();
+
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(&url).send().await {
+            ready = response.status() == StatusCode::OK;
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server became ready");
+
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the server exits after SIGTERM")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    assert!(stderr.contains("shut down"), "{stderr}");
+}

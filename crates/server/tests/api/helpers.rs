@@ -1,0 +1,272 @@
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use server::{App, ConfigFile, ConfigSources};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A server running for one test, with its own database and data directory.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub jwt_secret: String,
+    pub database_url: String,
+    pub data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _database: TestDatabase,
+}
+
+/// Whether this run must reach real services: CI never skips them.
+fn required(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A database that exists for one test: a SQLite file in the test's temp
+/// directory, or a freshly created Postgres database dropped afterwards.
+pub struct TestDatabase {
+    pub url: String,
+    postgres_admin: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(dir: &TempDir) -> TestDatabase {
+        match required("TEST_DATABASE_URL") {
+            None => TestDatabase {
+                url: format!("sqlite://{}/test.db", dir.path().display()),
+                postgres_admin: None,
+            },
+            Some(admin_url) => {
+                let name = format!("algoagent_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = store::Store::connect(&admin_url, &store::ConnectOptions::default())
+                    .await
+                    .unwrap_or_else(|err| {
+                        panic!("TEST_DATABASE_URL is set but Postgres is unreachable: {err}")
+                    });
+                let store::DbPool::Postgres(pool) = admin.pool() else {
+                    panic!("TEST_DATABASE_URL must be a postgres:// URL")
+                };
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                TestDatabase {
+                    url: replace_database(&admin_url, &name),
+                    postgres_admin: Some((admin_url, name)),
+                }
+            }
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (host_part, _) = base.rsplit_once('/').expect("database URL has a path");
+    match query {
+        Some(query) => format!("{host_part}/{name}?{query}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres_admin.take() else {
+            return;
+        };
+        // Drop runs outside async context: use a private runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(admin) =
+                    store::Store::connect(&admin_url, &store::ConnectOptions::default()).await
+                {
+                    if let store::DbPool::Postgres(pool) = admin.pool() {
+                        let _ = sqlx::query(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .execute(pool)
+                        .await;
+                    }
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn redis_url() -> Option<String> {
+    required("TEST_REDIS_URL")
+}
+
+/// The environment every test server starts from; `extra` overrides it.
+pub fn base_env(dir: &TempDir, database_url: &str, jwt_secret: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("BIND_ADDR".to_string(), "127.0.0.1:0".to_string()),
+        ("DATABASE_URL".to_string(), database_url.to_string()),
+        (
+            "DATA_DIR".to_string(),
+            dir.path().join("data").display().to_string(),
+        ),
+        ("JWT_SECRET".to_string(), jwt_secret.to_string()),
+        ("DB_MAX_CONNECTIONS".to_string(), "5".to_string()),
+        // Tests vary X-Forwarded-For to act as many clients.
+        ("TRUSTED_PROXIES".to_string(), "127.0.0.1".to_string()),
+        (
+            "REDIS_KEY_PREFIX".to_string(),
+            format!("test-{}", uuid::Uuid::new_v4().simple()),
+        ),
+    ];
+    if let Some(redis) = redis_url() {
+        env.push(("REDIS_URL".to_string(), redis));
+    }
+    env
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let data_dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&data_dir).await;
+    let jwt_secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
+    let mut env = base_env(&data_dir, &database.url, &jwt_secret);
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push(((*key).to_string(), (*value).to_string()));
+    }
+    let config = server::config::load(&ConfigSources {
+        file: ConfigFile::Skip,
+        env,
+        flags: vec![],
+    })
+    .expect("test configuration is valid");
+    let app = App::build(&config).await.expect("app builds");
+    let addr = app.local_addr().unwrap();
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.serve(async {
+            let _ = shutdown_rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        jwt_secret,
+        database_url: database.url.clone(),
+        data_dir,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _database: database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A registered user and their tokens.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub password: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+pub const GOOD_PASSWORD: &str = "quartz-Lantern-88-river";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.send(reqwest::Method::POST, path, token, body).await
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Registers a user from a client address of its own, so tests that
+    /// register many users stay clear of the per-address throttle.
+    pub async fn register(&self, username: &str) -> TestUser {
+        let response = self
+            .client
+            .post(self.url("/api/auth/register/"))
+            .header("x-forwarded-for", fake_ip(username))
+            .json(&json!({
+                "username": username,
+                "email": format!("{username}@example.com"),
+                "password": GOOD_PASSWORD,
+                "password2": GOOD_PASSWORD,
+            }))
+            .send()
+            .await
+            .unwrap();
+        let body = expect_status(response, StatusCode::CREATED).await;
+        TestUser {
+            id: body["user"]["id"].as_i64().unwrap(),
+            username: username.to_string(),
+            password: GOOD_PASSWORD.to_string(),
+            access: body["tokens"]["access"].as_str().unwrap().to_string(),
+            refresh: body["tokens"]["refresh"].as_str().unwrap().to_string(),
+        }
+    }
+}
+
+/// A stable documentation-range address derived from a name.
+pub fn fake_ip(seed: &str) -> String {
+    let hash = seed
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("198.18.{}.{}", (hash >> 8) % 256, hash % 256)
+}
+
+/// Asserts the status and returns the JSON body, showing the body on failure.
+pub async fn expect_status(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
+}

@@ -1,0 +1,299 @@
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{expect_status, spawn_app, spawn_app_with, GOOD_PASSWORD};
+
+#[tokio::test]
+async fn malformed_bodies_get_clear_json_errors() {
+    let app = spawn_app().await;
+    let send_raw = |body: &'static str, content_type: Option<&'static str>| {
+        let mut request = app.client.post(app.url("/api/auth/login/")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let error = expect_status(
+        send_raw("{\"username\": ", Some("application/json")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(error["error"], "Malformed JSON");
+    assert!(error["details"].is_string());
+    assert_eq!(error["code"], "bad_request");
+
+    let error = expect_status(
+        send_raw(
+            "{\"username\": 5, \"password\": \"x\"}",
+            Some("application/json"),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(
+        error["username"][0]
+            .as_str()
+            .unwrap()
+            .contains("invalid type"),
+        "{error}"
+    );
+
+    let error = expect_status(
+        send_raw("[1,2,3]", Some("application/json")).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(error["non_field_errors"].is_array());
+
+    let error = expect_status(
+        send_raw("username=a", None).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
+    assert_eq!(error["code"], "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_a_413() {
+    let app = spawn_app_with(&[("MAX_BODY_BYTES", "2048")]).await;
+    let big = "x".repeat(4096);
+    let response = app
+        .post(
+            "/api/auth/login/",
+            None,
+            &json!({"username": big, "password": "y"}),
+        )
+        .await;
+    let error = expect_status(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(error["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_json() {
+    let app = spawn_app().await;
+    let error = expect_status(app.get("/api/nope/", None).await, StatusCode::NOT_FOUND).await;
+    assert_eq!(error["detail"], "Not found.");
+    // A public route with the wrong method.
+    let error = expect_status(
+        app.get("/api/auth/login/", None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_eq!(error["code"], "method_not_allowed");
+    // A protected route with the wrong method, authenticated.
+    let user = app.register("ken").await;
+    let error = expect_status(
+        app.send(
+            Method::DELETE,
+            "/api/auth/user/me/",
+            Some(&user.access),
+            &json!({}),
+        )
+        .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_eq!(error["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn the_trailing_slash_is_optional_everywhere() {
+    let app = spawn_app().await;
+    let user = app.register("dennis").await;
+    for path in ["/api/auth/user/me", "/api/auth/user/me/"] {
+        expect_status(app.get(path, Some(&user.access)).await, StatusCode::OK).await;
+    }
+    for path in ["/api", "/api/", "/healthz", "/healthz/"] {
+        expect_status(app.get(path, None).await, StatusCode::OK).await;
+    }
+    let login = json!({"username": "dennis", "password": GOOD_PASSWORD});
+    expect_status(
+        app.post("/api/auth/login", None, &login).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
+    let app = spawn_app().await;
+    let response = app.get("/healthz", None).await;
+    let generated = response
+        .headers()
+        .get("x-request-id")
+        .expect("request id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-123");
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_for_allowed_origins_only() {
+    let app = spawn_app_with(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, app.url("/api/auth/login/"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+#[tokio::test]
+async fn healthz_is_alive_and_readyz_checks_dependencies() {
+    let app = spawn_app().await;
+    let alive = expect_status(app.get("/healthz", None).await, StatusCode::OK).await;
+    assert_eq!(alive["status"], "ok");
+    let ready = expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["database"], "ok");
+    let expected_redis = if crate::helpers::redis_url().is_some() {
+        "ok"
+    } else {
+        "not configured"
+    };
+    assert_eq!(ready["checks"]["redis"], expected_redis);
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_an_unreachable_redis() {
+    // Port 1 on loopback: nothing listens there.
+    let app = spawn_app_with(&[("REDIS_URL", "redis://:sekret-redis-pw@127.0.0.1:1")]).await;
+    let response = app.get("/readyz", None).await;
+    let text = expect_status(response, StatusCode::SERVICE_UNAVAILABLE)
+        .await
+        .to_string();
+    assert!(text.contains("redis unreachable"), "{text}");
+    assert!(!text.contains("sekret-redis-pw"), "{text}");
+    // Alive all the same: a Redis outage is not a crash.
+    expect_status(app.get("/healthz", None).await, StatusCode::OK).await;
+}
+
+/// Collects everything the tracing subscriber writes.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Drives every credential-bearing flow with logging at TRACE and searches
+/// the captured output for each secret involved.
+#[tokio::test]
+async fn passwords_tokens_and_the_signing_secret_never_reach_the_logs() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // The test runtime is single-threaded, so the server's tasks run on this
+    // thread and log through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = spawn_app().await;
+    let user = app.register("secretive").await;
+    let bad_login = app
+        .post(
+            "/api/auth/login/",
+            None,
+            &json!({"username": "secretive", "password": "Wr0ng-but-secret-guess"}),
+        )
+        .await;
+    assert_eq!(bad_login.status(), StatusCode::UNAUTHORIZED);
+    let refreshed = expect_status(
+        app.post(
+            "/api/auth/token/refresh/",
+            None,
+            &json!({"refresh": user.refresh}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    // A replay logs a warning; it must not quote the token.
+    app.post(
+        "/api/auth/token/refresh/",
+        None,
+        &json!({"refresh": user.refresh}),
+    )
+    .await;
+    expect_status(
+        app.post(
+            "/api/auth/change-password/",
+            Some(&user.access),
+            &json!({"current_password": GOOD_PASSWORD, "new_password": "Another-secret-Passphrase-9"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.get("/api/auth/user/me/", Some(&user.access)).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        captured.contains("request"),
+        "the capture saw the request spans: {captured}"
+    );
+    assert!(
+        captured.contains("failed login"),
+        "the capture saw handler events"
+    );
+    let secrets = [
+        GOOD_PASSWORD,
+        "Wr0ng-but-secret-guess",
+        "Another-secret-Passphrase-9",
+        user.access.as_str(),
+        user.refresh.as_str(),
+        refreshed["access"].as_str().unwrap(),
+        refreshed["refresh"].as_str().unwrap(),
+        app.jwt_secret.as_str(),
+    ];
+    for secret in secrets {
+        assert!(!captured.contains(secret), "a secret reached the logs");
+    }
+}

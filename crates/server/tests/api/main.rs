@@ -1,0 +1,13 @@
+//! HTTP tests of the whole server. Each test spawns the real application on
+//! 127.0.0.1:0 against a fresh database: a SQLite file by default, or a new
+//! Postgres database when TEST_DATABASE_URL is set (and Redis from
+//! TEST_REDIS_URL), so the suite runs once per backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod accounts;
+mod cli;
+mod helpers;
+mod http;
+mod profiles;
+mod throttling;
