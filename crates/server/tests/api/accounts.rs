@@ -144,7 +144,7 @@ async fn login_answers_tokens_or_a_uniform_401() {
         app.post(
             "/api/auth/login/",
             None,
-            &json!({"username": "barbara", "password": user.password}),
+            &json!({"username": user.username, "password": user.password}),
         )
         .await,
         StatusCode::OK,
