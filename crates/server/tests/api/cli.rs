@@ -169,53 +169,161 @@ async fn a_bad_setting_stops_start_up_naming_it() {
     );
 }
 
+/// An `algoagent serve` process on a free port.
+struct ServerProcess {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl ServerProcess {
+    async fn start(mut env: Vec<(String, String)>) -> ServerProcess {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        env.retain(|(key, _)| key != "BIND_ADDR");
+        let mut command = algoagent(&env);
+        command.args(["serve", "--bind", &format!("127.0.0.1:{port}")]);
+        let child = command.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+                if response.status() == StatusCode::OK {
+                    return ServerProcess { child, base };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server did not become ready");
+    }
+
+    /// Sends SIGTERM and waits for the exit, returning the status and stderr.
+    async fn terminate(self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
+            .await
+            .expect("the server exits after SIGTERM")
+            .unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
 #[tokio::test]
 async fn serve_answers_then_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&dir).await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut env = base_env(
+    let env = base_env(
         &dir,
         &database.url,
         "a-jwt-secret-that-is-long-enough-for-hs256",
     );
-    env.retain(|(key, _)| key != "BIND_ADDR");
-    let mut command = algoagent(&env);
-    command.args(["serve", "--bind", &format!("127.0.0.1:{port}")]);
-    let child = command.spawn().unwrap();
-
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok(response) = client.get(&url).send().await {
-            ready = response.status() == StatusCode::OK;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the server became ready");
-
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the server exits after SIGTERM")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}: {stderr}",
-        output.status
-    );
+    let server = ServerProcess::start(env).await;
+    let (status, stderr) = server.terminate().await;
+    assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("shut down"), "{stderr}");
+}
+
+/// Runs the real binary with every log level on, drives each credential-
+/// bearing flow, and searches everything it logged for each secret involved.
+#[tokio::test]
+async fn passwords_tokens_and_secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let jwt_secret = format!("jwt-secret-{}", uuid::Uuid::new_v4().simple());
+    let mut env = base_env(&dir, &database.url, &jwt_secret);
+    env.push(("RUST_LOG".into(), "trace".into()));
+    env.push(("LOG_FORMAT".into(), "json".into()));
+    let server = ServerProcess::start(env).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut request = client.post(format!("{}{path}", server.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    let password = "Tangerine-Sextant-4417";
+    let registered = post(
+        "/api/auth/register/",
+        None,
+        json!({"username": "secretive", "email": "s@example.com", "password": password, "password2": password}),
+    )
+    .await
+    .unwrap();
+    let registered = expect_status(registered, StatusCode::CREATED).await;
+    let access = registered["tokens"]["access"].as_str().unwrap().to_string();
+    let refresh = registered["tokens"]["refresh"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = "Wr0ng-but-secret-guess";
+    let response = post(
+        "/api/auth/login/",
+        None,
+        json!({"username": "secretive", "password": wrong}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let rotated = post(
+        "/api/auth/token/refresh/",
+        None,
+        json!({"refresh": refresh}),
+    )
+    .await
+    .unwrap();
+    let rotated = expect_status(rotated, StatusCode::OK).await;
+    // A replay logs a warning; it must not quote the token.
+    post(
+        "/api/auth/token/refresh/",
+        None,
+        json!({"refresh": refresh}),
+    )
+    .await
+    .unwrap();
+    let new_password = "Another-secret-Passphrase-9";
+    let changed = post(
+        "/api/auth/change-password/",
+        Some(&access),
+        json!({"current_password": password, "new_password": new_password}),
+    )
+    .await
+    .unwrap();
+    expect_status(changed, StatusCode::OK).await;
+    let me = client
+        .get(format!("{}/api/auth/user/me/", server.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    expect_status(me, StatusCode::OK).await;
+
+    let (status, logs) = server.terminate().await;
+    assert!(status.success());
+    // The capture really holds the request logs, as JSON lines with the route.
+    assert!(logs.contains("\"route\":\"/api/auth/login\""), "{logs}");
+    assert!(logs.contains("failed login"), "{logs}");
+    let secrets = [
+        password,
+        wrong,
+        new_password,
+        access.as_str(),
+        refresh.as_str(),
+        rotated["access"].as_str().unwrap(),
+        rotated["refresh"].as_str().unwrap(),
+        jwt_secret.as_str(),
+    ];
+    for secret in secrets {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
 }
