@@ -3,5 +3,10 @@
 //! This crate owns every conversation with Redis: request admission is only
 //! exact across replicas when one place decides it.
 
+pub mod clock;
+pub mod config;
+pub mod limiter;
+pub mod pacific;
 pub mod redis_conn;
+pub mod secrets;
 pub mod throttle;

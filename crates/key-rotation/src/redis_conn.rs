@@ -70,6 +70,25 @@ impl RedisHandle {
         let mut connection = self.connection().await?;
         let outcome =
             tokio::time::timeout(self.deadline, cmd.query_async::<T>(&mut connection)).await;
+        self.settle(outcome).await
+    }
+
+    /// Runs a Lua script (EVALSHA, loading it on first use) within the deadline.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        let outcome =
+            tokio::time::timeout(self.deadline, invocation.invoke_async::<T>(&mut connection))
+                .await;
+        self.settle(outcome).await
+    }
+
+    async fn settle<T>(
+        &self,
+        outcome: Result<Result<T, redis::RedisError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, RedisError> {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {

@@ -1,0 +1,281 @@
+//! Admission: the decision whether a call may use a key now.
+//!
+//! Two backends implement [`Limiter`] with identical semantics: in memory for
+//! one process, and in Redis (one Lua script per admission) for any number
+//! of replicas. The rules, per (project, model) bucket:
+//! - **RPM**: at most `rpm` admissions in any sliding window (`window_ms`,
+//!   guard included). Only a log of admission times keeps every one of
+//!   Google's minutes, whatever their phase, under the limit.
+//! - **burst**: GCRA pacing at `rpm` per window with `burst` tolerance.
+//! - **TPM**: reserved input tokens in the same sliding window.
+//! - **RPD**: admissions in the current Pacific day.
+//! - **max_in_flight** (per key): leases with a TTL, released at call end.
+//! - cooldowns (per bucket) and disables (per key) refuse outright.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+
+use crate::config::BucketLimits;
+
+/// The most candidates one admission looks at.
+pub const MAX_CANDIDATES: usize = 16;
+
+/// One key an admission may use, with its bucket's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub key_id: String,
+    pub model: String,
+    pub project: String,
+    pub limits: BucketLimits,
+    pub max_in_flight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The first candidate, in order, that has room.
+    FirstFit,
+    /// Of those with room, the one with the largest remaining fraction of its
+    /// tightest limit.
+    LeastLoaded,
+}
+
+/// One admission attempt. Every candidate shares one model, so every Redis
+/// key the attempt touches carries the same hash tag (one Cluster slot).
+#[derive(Debug, Clone)]
+pub struct AdmitRequest {
+    pub candidates: Vec<Candidate>,
+    /// Estimated input tokens, reserved now and reconciled later.
+    pub tokens: u64,
+    pub pick: Pick,
+    /// Start the walk at a pool-wide counter (round robin).
+    pub rotate: bool,
+    /// Sliding window including its guard.
+    pub window_ms: u64,
+    pub lease_ttl_ms: u64,
+    /// A unique id for this admission's window entry and lease.
+    pub entry_id: String,
+}
+
+/// What an admission reserved, to be reconciled, released or refunded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub key_id: String,
+    pub model: String,
+    pub project: String,
+    pub entry_id: String,
+    pub tokens: u64,
+    pub admitted_at_ms: u64,
+    pub day_start_ms: u64,
+    pub leased: bool,
+    /// The GCRA emission interval this admission advanced its bucket by,
+    /// handed back by a refund.
+    pub pacing_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Admitted(Ticket),
+    /// Nothing has room. `retry_after_ms` is when the earliest candidate
+    /// will; `None` when no candidate ever can (all disabled, or the request
+    /// is larger than every candidate's TPM).
+    NoRoom {
+        retry_after_ms: Option<u64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    #[error("limiter backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A bucket's use of its limits, for the health views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketUsage {
+    pub model: String,
+    pub project: String,
+    pub requests_in_window: u32,
+    pub tokens_in_window: u64,
+    pub requests_today: u32,
+    pub cooldown: Option<Restriction>,
+}
+
+/// A cooldown or a disable: until when (ms since the epoch) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restriction {
+    pub until_ms: u64,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait Limiter: Send + Sync {
+    async fn admit(&self, request: &AdmitRequest) -> Result<Decision, LimiterError>;
+
+    /// Replaces the ticket's reserved tokens with the real count.
+    async fn reconcile(
+        &self,
+        ticket: &Ticket,
+        actual_tokens: u64,
+        window_ms: u64,
+    ) -> Result<(), LimiterError>;
+
+    /// Ends the call: frees its in-flight lease.
+    async fn release(&self, ticket: &Ticket) -> Result<(), LimiterError>;
+
+    /// Takes back the request unit and tokens: the call never reached Google.
+    async fn refund(&self, ticket: &Ticket) -> Result<(), LimiterError>;
+
+    /// Cools the (project, model) bucket for `duration_ms`; never shortens one.
+    async fn cool_down(
+        &self,
+        model: &str,
+        project: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError>;
+
+    async fn disable(
+        &self,
+        model: &str,
+        key_id: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError>;
+
+    /// Lifts a key's disable.
+    async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError>;
+
+    /// Lifts a bucket's cooldown (the admin reset).
+    async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), LimiterError>;
+
+    async fn usage(
+        &self,
+        model: &str,
+        project: &str,
+        window_ms: u64,
+    ) -> Result<BucketUsage, LimiterError>;
+
+    async fn disabled(
+        &self,
+        model: &str,
+        key_id: &str,
+    ) -> Result<Option<Restriction>, LimiterError>;
+}
+
+/// How long until `entries` (admission times and token counts, oldest first,
+/// all inside the window) leave room for one more request of `tokens`.
+/// Zero when there is room now; `None` when `tokens` alone exceed the TPM.
+/// Shared by both backends' reasoning and mirrored by the Lua script.
+pub fn window_wait_ms(
+    entries: &[(u64, u64)],
+    limits: &BucketLimits,
+    tokens: u64,
+    now_ms: u64,
+    window_ms: u64,
+) -> Option<u64> {
+    if tokens > limits.tpm {
+        return None;
+    }
+    let count = entries.len();
+    let rpm = limits.rpm as usize;
+    let mut wait = 0;
+    if count >= rpm {
+        // Room once the oldest (count - rpm + 1) entries have aged out.
+        let freeing = entries[count - rpm].0;
+        wait = (freeing + window_ms).saturating_sub(now_ms);
+    }
+    let total: u64 = entries.iter().map(|(_, t)| t).sum();
+    if total + tokens > limits.tpm {
+        let mut remaining = total;
+        for (at, spent) in entries {
+            remaining -= spent;
+            if remaining + tokens <= limits.tpm {
+                wait = wait.max((at + window_ms).saturating_sub(now_ms));
+                break;
+            }
+        }
+    }
+    Some(wait)
+}
+
+/// GCRA's emission interval: the window spread evenly over its requests.
+pub fn pacing_interval_ms(limits: &BucketLimits, window_ms: u64) -> u64 {
+    (window_ms / u64::from(limits.rpm)).max(1)
+}
+
+/// GCRA: the emission interval and the wait before the next admission.
+pub fn gcra(tat_ms: Option<u64>, limits: &BucketLimits, now_ms: u64, window_ms: u64) -> (u64, u64) {
+    let interval = pacing_interval_ms(limits, window_ms);
+    let tolerance = interval * u64::from(limits.burst.saturating_sub(1));
+    let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
+    let allowed_at = tat.saturating_sub(tolerance);
+    let wait = allowed_at.saturating_sub(now_ms);
+    let next_tat = tat + interval;
+    (wait, next_tat)
+}
+
+/// The fraction of the tightest limit still free.
+pub fn remaining_fraction(limits: &BucketLimits, requests: u32, tokens: u64, today: u32) -> f64 {
+    let rpm = 1.0 - f64::from(requests) / f64::from(limits.rpm);
+    let tpm = 1.0 - tokens as f64 / limits.tpm as f64;
+    let rpd = limits
+        .rpd
+        .map_or(1.0, |rpd| 1.0 - f64::from(today) / f64::from(rpd));
+    rpm.min(tpm).min(rpd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rpm: u32, tpm: u64, burst: u32) -> BucketLimits {
+        BucketLimits {
+            rpm,
+            tpm,
+            rpd: None,
+            burst,
+        }
+    }
+
+    #[test]
+    fn window_waits_for_the_entry_whose_exit_makes_room() {
+        let l = limits(3, 1000, 3);
+        let entries = [(1_000, 10), (2_000, 10), (3_000, 10)];
+        // Full: room when the oldest leaves at 1_000 + 60_000.
+        assert_eq!(
+            window_wait_ms(&entries, &l, 10, 5_000, 60_000),
+            Some(56_000)
+        );
+        assert_eq!(
+            window_wait_ms(&entries[..2], &l, 10, 5_000, 60_000),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn token_waits_count_how_many_entries_must_leave() {
+        let l = limits(100, 100, 100);
+        let entries = [(1_000, 40), (2_000, 40), (3_000, 10)];
+        // 90 used; 50 more needs 40 freed: the first entry's exit.
+        assert_eq!(window_wait_ms(&entries, &l, 50, 4_000, 10_000), Some(7_000));
+        // 85 more needs 75 freed: the first two.
+        assert_eq!(window_wait_ms(&entries, &l, 85, 4_000, 10_000), Some(8_000));
+        assert_eq!(window_wait_ms(&entries, &l, 101, 4_000, 10_000), None);
+    }
+
+    #[test]
+    fn gcra_allows_the_burst_then_paces() {
+        let l = limits(6, 1000, 3);
+        // interval 10s, tolerance 20s
+        let (wait, tat) = gcra(None, &l, 0, 60_000);
+        assert_eq!((wait, tat), (0, 10_000));
+        let (wait, tat) = gcra(Some(tat), &l, 0, 60_000);
+        assert_eq!((wait, tat), (0, 20_000));
+        let (wait, tat) = gcra(Some(tat), &l, 0, 60_000);
+        assert_eq!((wait, tat), (0, 30_000));
+        let (wait, _) = gcra(Some(tat), &l, 0, 60_000);
+        assert_eq!(wait, 10_000);
+    }
+}

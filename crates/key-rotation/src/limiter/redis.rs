@@ -1,0 +1,409 @@
+//! The shared limiter: every replica admits through one Redis, one Lua script
+//! per admission, with Redis `TIME` as the only clock.
+//!
+//! Every key an admission touches carries the model as its hash tag, so one
+//! call stays in one Cluster slot. Every key has a TTL.
+
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use redis::Script;
+
+use super::{
+    AdmitRequest, BucketUsage, Decision, Limiter, LimiterError, Pick, Restriction, Ticket,
+};
+use crate::pacific;
+use crate::redis_conn::{RedisError, RedisHandle};
+
+static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admit.lua")));
+static TICKET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ticket.lua")));
+static USAGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("usage.lua")));
+static RESTRICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cool_down.lua")));
+
+/// Redis key names. Braces in ids would break the hash tag, so they are
+/// replaced; colons are fine inside a segment.
+#[derive(Debug, Clone)]
+pub struct KeyNames {
+    prefix: String,
+}
+
+fn clean(segment: &str) -> String {
+    segment.replace(['{', '}'], "_")
+}
+
+impl KeyNames {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn tagged(&self, model: &str, kind: &str, id: &str) -> String {
+        format!(
+            "{}:{{m:{}}}:{kind}:{}",
+            self.prefix,
+            clean(model),
+            clean(id)
+        )
+    }
+
+    pub fn window(&self, model: &str, project: &str) -> String {
+        self.tagged(model, "win", project)
+    }
+    pub fn tat(&self, model: &str, project: &str) -> String {
+        self.tagged(model, "tat", project)
+    }
+    pub fn day(&self, model: &str, project: &str, day_start_ms: u64) -> String {
+        self.tagged(model, "day", &format!("{}:{day_start_ms}", project))
+    }
+    pub fn leases(&self, model: &str, key_id: &str) -> String {
+        self.tagged(model, "lease", key_id)
+    }
+    pub fn cooldown(&self, model: &str, project: &str) -> String {
+        self.tagged(model, "cool", project)
+    }
+    pub fn disabled(&self, model: &str, key_id: &str) -> String {
+        self.tagged(model, "off", key_id)
+    }
+    pub fn round_robin(&self, model: &str) -> String {
+        format!("{}:{{m:{}}}:rr", self.prefix, clean(model))
+    }
+
+    /// Every key one admission over `request` touches, in script order.
+    pub fn admission_keys(&self, request: &AdmitRequest, day_start_ms: u64) -> Vec<String> {
+        let mut keys = Vec::with_capacity(request.candidates.len() * 6 + 1);
+        for c in &request.candidates {
+            keys.push(self.window(&c.model, &c.project));
+            keys.push(self.tat(&c.model, &c.project));
+            keys.push(self.day(&c.model, &c.project, day_start_ms));
+            keys.push(self.leases(&c.model, &c.key_id));
+            keys.push(self.cooldown(&c.model, &c.project));
+            keys.push(self.disabled(&c.model, &c.key_id));
+        }
+        let model = request.candidates.first().map_or("", |c| c.model.as_str());
+        keys.push(self.round_robin(model));
+        keys
+    }
+}
+
+pub struct RedisLimiter {
+    redis: Arc<RedisHandle>,
+    names: KeyNames,
+}
+
+impl From<RedisError> for LimiterError {
+    fn from(err: RedisError) -> Self {
+        LimiterError::Unavailable(err.to_string())
+    }
+}
+
+impl RedisLimiter {
+    pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
+        Self {
+            redis,
+            names: KeyNames::new(prefix),
+        }
+    }
+
+    pub fn names(&self) -> &KeyNames {
+        &self.names
+    }
+
+    async fn ticket_op(&self, ticket: &Ticket, op: &str, tokens: u64) -> Result<(), LimiterError> {
+        let mut invocation = TICKET.prepare_invoke();
+        invocation
+            .key(self.names.window(&ticket.model, &ticket.project))
+            .key(
+                self.names
+                    .day(&ticket.model, &ticket.project, ticket.day_start_ms),
+            )
+            .key(self.names.leases(&ticket.model, &ticket.key_id))
+            .key(self.names.tat(&ticket.model, &ticket.project))
+            .arg(op)
+            .arg(&ticket.entry_id)
+            .arg(ticket.admitted_at_ms)
+            .arg(tokens)
+            .arg(ticket.pacing_interval_ms);
+        self.redis.invoke::<i64>(&invocation).await?;
+        Ok(())
+    }
+
+    async fn restrict(
+        &self,
+        key: String,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError> {
+        let mut invocation = RESTRICT.prepare_invoke();
+        invocation.key(key).arg(duration_ms.max(1)).arg(reason);
+        self.redis.invoke::<i64>(&invocation).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn admit(&self, request: &AdmitRequest) -> Result<Decision, LimiterError> {
+        if request.candidates.is_empty() {
+            return Ok(Decision::NoRoom {
+                retry_after_ms: None,
+            });
+        }
+        // The day is computed from this replica's clock; at worst a few
+        // milliseconds around midnight land in the neighbouring day.
+        let (day_start, day_end) =
+            pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+        let mut invocation = ADMIT.prepare_invoke();
+        for key in self.names.admission_keys(request, day_start) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(request.candidates.len())
+            .arg(request.tokens)
+            .arg(u8::from(request.pick == Pick::LeastLoaded))
+            .arg(u8::from(request.rotate))
+            .arg(request.window_ms)
+            .arg(request.lease_ttl_ms)
+            .arg(&request.entry_id)
+            .arg(day_start)
+            .arg(day_end);
+        for c in &request.candidates {
+            invocation
+                .arg(c.limits.rpm)
+                .arg(c.limits.tpm)
+                .arg(c.limits.rpd.unwrap_or(0))
+                .arg(c.limits.burst)
+                .arg(c.max_in_flight.unwrap_or(0));
+        }
+        let reply: Vec<i64> = self.redis.invoke(&invocation).await?;
+        match reply.as_slice() {
+            [1, index, now_ms] => {
+                let candidate = usize::try_from(*index - 1)
+                    .ok()
+                    .and_then(|i| request.candidates.get(i))
+                    .ok_or_else(|| {
+                        LimiterError::Unavailable(format!("script chose candidate {index}"))
+                    })?;
+                Ok(Decision::Admitted(Ticket {
+                    key_id: candidate.key_id.clone(),
+                    model: candidate.model.clone(),
+                    project: candidate.project.clone(),
+                    entry_id: request.entry_id.clone(),
+                    tokens: request.tokens,
+                    admitted_at_ms: u64::try_from(*now_ms).unwrap_or(0),
+                    day_start_ms: day_start,
+                    leased: candidate.max_in_flight.is_some(),
+                    pacing_interval_ms: super::pacing_interval_ms(
+                        &candidate.limits,
+                        request.window_ms,
+                    ),
+                }))
+            }
+            [0, wait] => Ok(Decision::NoRoom {
+                retry_after_ms: u64::try_from(*wait).ok(),
+            }),
+            other => Err(LimiterError::Unavailable(format!(
+                "unexpected admission reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        ticket: &Ticket,
+        actual_tokens: u64,
+        _window_ms: u64,
+    ) -> Result<(), LimiterError> {
+        self.ticket_op(ticket, "reconcile", actual_tokens).await
+    }
+
+    async fn release(&self, ticket: &Ticket) -> Result<(), LimiterError> {
+        if !ticket.leased {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.names.leases(&ticket.model, &ticket.key_id))
+            .arg(&ticket.entry_id);
+        self.redis.query::<i64>(&cmd).await?;
+        Ok(())
+    }
+
+    async fn refund(&self, ticket: &Ticket) -> Result<(), LimiterError> {
+        self.ticket_op(ticket, "refund", 0).await
+    }
+
+    async fn cool_down(
+        &self,
+        model: &str,
+        project: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError> {
+        self.restrict(self.names.cooldown(model, project), duration_ms, reason)
+            .await
+    }
+
+    async fn disable(
+        &self,
+        model: &str,
+        key_id: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.names.disabled(model, key_id))
+            .arg(reason)
+            .arg("PX")
+            .arg(duration_ms.max(1));
+        self.redis
+            .query::<()>(&cmd)
+            .await
+            .map_err(LimiterError::from)
+    }
+
+    async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.names.disabled(model, key_id));
+        self.redis.query::<i64>(&cmd).await?;
+        Ok(())
+    }
+
+    async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), LimiterError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.names.cooldown(model, project));
+        self.redis.query::<i64>(&cmd).await?;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        model: &str,
+        project: &str,
+        window_ms: u64,
+    ) -> Result<BucketUsage, LimiterError> {
+        let (day_start, _) =
+            pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+        let mut invocation = USAGE.prepare_invoke();
+        invocation
+            .key(self.names.window(model, project))
+            .key(self.names.day(model, project, day_start))
+            .key(self.names.cooldown(model, project))
+            .arg(window_ms);
+        let (requests, tokens, today, pttl, reason, now_ms): (u32, u64, u32, i64, String, u64) =
+            self.redis.invoke(&invocation).await?;
+        Ok(BucketUsage {
+            model: model.to_string(),
+            project: project.to_string(),
+            requests_in_window: requests,
+            tokens_in_window: tokens,
+            requests_today: today,
+            cooldown: u64::try_from(pttl)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(|ms| Restriction {
+                    until_ms: now_ms + ms,
+                    reason,
+                }),
+        })
+    }
+
+    async fn disabled(
+        &self,
+        model: &str,
+        key_id: &str,
+    ) -> Result<Option<Restriction>, LimiterError> {
+        let key = self.names.disabled(model, key_id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key).cmd("TIME");
+        let mut connection = self.redis.connection().await?;
+        let reply: Result<(Option<String>, i64, (u64, u64)), _> =
+            tokio::time::timeout(self.redis.deadline(), pipe.query_async(&mut connection))
+                .await
+                .map_err(|_| LimiterError::Unavailable("redis deadline".into()))?;
+        let (reason, pttl, (secs, micros)) =
+            reply.map_err(|err| LimiterError::Unavailable(err.to_string()))?;
+        let now_ms = secs * 1000 + micros / 1000;
+        Ok(reason
+            .zip(u64::try_from(pttl).ok())
+            .map(|(reason, ms)| Restriction {
+                until_ms: now_ms + ms,
+                reason,
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BucketLimits;
+    use crate::limiter::Candidate;
+
+    /// Redis Cluster's slot function: CRC16 (XMODEM) of the hash tag, mod 16384.
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let hashed = match bytes.iter().position(|&b| b == b'{') {
+            Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+                Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+                _ => bytes,
+            },
+            None => bytes,
+        };
+        let mut crc: u16 = 0;
+        for &byte in hashed {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    #[test]
+    fn the_slot_function_matches_redis() {
+        // Reference values from the Redis Cluster specification.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+    }
+
+    #[test]
+    fn every_key_of_one_admission_hashes_to_one_slot() {
+        let limits = BucketLimits {
+            rpm: 15,
+            tpm: 1_000_000,
+            rpd: Some(1500),
+            burst: 15,
+        };
+        let candidates: Vec<Candidate> = (0..16)
+            .map(|i| Candidate {
+                key_id: format!("flash_{i:02}"),
+                model: "gemini-2.5-flash".into(),
+                project: format!("project-{}", i % 5),
+                limits,
+                max_in_flight: Some(4),
+            })
+            .collect();
+        let request = AdmitRequest {
+            candidates,
+            tokens: 10,
+            pick: Pick::FirstFit,
+            rotate: true,
+            window_ms: 60_250,
+            lease_ttl_ms: 60_000,
+            entry_id: "e".into(),
+        };
+        let keys = KeyNames::new("algoagent").admission_keys(&request, 1_700_000_000_000);
+        assert_eq!(keys.len(), 16 * 6 + 1);
+        let first = slot(&keys[0]);
+        assert!(keys.iter().all(|key| slot(key) == first), "{keys:?}");
+        // A braced id cannot break out of the tag.
+        let names = KeyNames::new("p");
+        assert_eq!(
+            slot(&names.window("m}x{", "a")),
+            slot(&names.disabled("m}x{", "b"))
+        );
+    }
+}
