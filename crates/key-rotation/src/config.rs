@@ -528,3 +528,189 @@ fn check_projects_agree(keys: &[KeySpec]) -> Result<(), PoolConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::EnvSecrets;
+
+    fn all_secrets() -> EnvSecrets {
+        let ids = [
+            "a", "b", "c", "flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03",
+            "pro_04", "pro_05",
+        ];
+        EnvSecrets::new(ids.iter().map(|id| {
+            (
+                format!("GEMINI_KEY_{}", id.to_uppercase()),
+                format!("secret-{id}-xyz1"),
+            )
+        }))
+    }
+
+    fn key(id: &str, extra: &str) -> String {
+        format!(
+            r#"{{"key_id": "{id}", "model_name": "gemini-2.5-flash", "provider": "gemini", "rpm": 10, "tpm": 1000{extra}}}"#
+        )
+    }
+
+    fn pool(keys: &[String], extra: &str) -> String {
+        format!(r#"{{"keys": [{}]{extra}}}"#, keys.join(","))
+    }
+
+    fn error(text: &str) -> String {
+        parse_pool(text, &all_secrets())
+            .expect_err("expected a config error")
+            .to_string()
+    }
+
+    #[test]
+    fn the_shipped_example_mirrors_the_old_eight_key_pool() {
+        let text = include_str!("../../../keys.example.json");
+        let pool = parse_pool(text, &all_secrets()).unwrap();
+        assert_eq!(pool.keys.len(), 8);
+        let total_rpm: u32 = pool.keys.iter().map(|k| k.limits.rpm).sum();
+        assert_eq!(total_rpm, 3 * 15 + 5 * 60);
+        assert_eq!(
+            pool.keys
+                .iter()
+                .filter(|k| k.workload == Workload::Light)
+                .count(),
+            3
+        );
+        assert_eq!(pool.window, Duration::from_secs(60));
+        assert_eq!(pool.strategy, Strategy::Priority);
+    }
+
+    #[test]
+    fn each_bad_entry_is_reported_by_key_and_field() {
+        let cases = [
+            (pool(&[key("a", r#", "rpmm": 3"#)], ""), "key a field rpmm"),
+            (pool(&[key("a", r#", "rpd": 0"#)], ""), "key a field rpd"),
+            (
+                pool(&[key("a", r#", "burst_capacity": 11"#)], ""),
+                "key a field burst_capacity",
+            ),
+            (
+                pool(&[key("a", r#", "max_in_flight": -1"#)], ""),
+                "key a field max_in_flight",
+            ),
+            (
+                pool(&[key("a", r#", "workload_type": "medium""#)], ""),
+                "key a field workload_type",
+            ),
+            (
+                pool(&[key("a", ""), key("a", "")], ""),
+                "key a field key_id",
+            ),
+            (
+                pool(&[key("a", "")], r#", "rotation_strategy": "random""#),
+                "field rotation_strategy",
+            ),
+            (
+                pool(&[key("a", "")], r#", "window_seconds": 0"#),
+                "field window_seconds",
+            ),
+            (
+                pool(&[key("a", "")], r#", "fallback_order": ["zz"]"#),
+                "field fallback_order",
+            ),
+            (
+                pool(&[key("a", "")], r#", "colour": "blue""#),
+                "field colour",
+            ),
+            (
+                pool(
+                    &[
+                        key("a", r#", "project": "p""#),
+                        key("b", r#", "project": "p", "tpm": 999"#),
+                    ],
+                    "",
+                ),
+                "key b field tpm",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error(&text);
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
+        }
+        let negative = error(&pool(
+            &[
+                r#"{"key_id": "a", "model_name": "m", "provider": "gemini", "rpm": -5, "tpm": 10}"#
+                    .to_string(),
+            ],
+            "",
+        ));
+        assert!(
+            negative.contains("key a field rpm") && negative.contains("-5"),
+            "{negative}"
+        );
+    }
+
+    #[test]
+    fn a_key_without_a_secret_is_skipped_and_an_empty_pool_is_allowed() {
+        let text = pool(&[key("a", ""), key("nosecret", "")], "");
+        let loaded = parse_pool(&text, &all_secrets()).unwrap();
+        assert_eq!(
+            loaded
+                .keys
+                .iter()
+                .map(|k| k.key_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert!(parse_pool(r#"{"keys": []}"#, &all_secrets())
+            .unwrap()
+            .keys
+            .is_empty());
+    }
+
+    #[test]
+    fn keys_of_one_project_share_a_bucket() {
+        let text = pool(
+            &[
+                key("a", r#", "project": "p""#),
+                key("b", r#", "project": "p""#),
+                key("c", ""),
+            ],
+            "",
+        );
+        let loaded = parse_pool(&text, &all_secrets()).unwrap();
+        assert_eq!(loaded.keys[0].bucket(), loaded.keys[1].bucket());
+        assert_ne!(loaded.keys[0].bucket(), loaded.keys[2].bucket());
+        assert_eq!(loaded.keys[2].project, "c");
+    }
+
+    #[test]
+    fn without_keys_json_environment_keys_get_the_documented_defaults() {
+        let secrets = EnvSecrets::new([(
+            "GEMINI_API_KEY".to_string(),
+            "only-one-key-abcd".to_string(),
+        )]);
+        let loaded = load_pool(Path::new("/nonexistent/keys.json"), &secrets).unwrap();
+        assert_eq!(loaded.keys.len(), 1);
+        let only = &loaded.keys[0];
+        assert_eq!(
+            (only.key_id.as_str(), only.model.as_str()),
+            ("default", DEFAULT_MODEL)
+        );
+        assert_eq!(
+            (only.limits.rpm, only.limits.tpm, only.limits.rpd),
+            (DEFAULT_RPM, DEFAULT_TPM, Some(DEFAULT_RPD))
+        );
+        assert_eq!(format!("{:?}", only.secret), "…abcd");
+        let empty = load_pool(Path::new("/nonexistent/keys.json"), &EnvSecrets::default()).unwrap();
+        assert!(empty.keys.is_empty());
+    }
+
+    #[test]
+    fn a_secret_never_appears_in_debug_output() {
+        let text = pool(&[key("a", "")], "");
+        let loaded = parse_pool(&text, &all_secrets()).unwrap();
+        let debug = format!("{loaded:?}");
+        assert!(!debug.contains("secret-a-xyz1"), "{debug}");
+        assert!(debug.contains("…xyz1"));
+    }
+}

@@ -5,8 +5,11 @@
 
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod limiter;
+pub mod outcome;
 pub mod pacific;
+pub mod pool;
 pub mod redis_conn;
 pub mod secrets;
 pub mod throttle;

@@ -31,6 +31,7 @@ struct State {
     cooldowns: HashMap<BucketKey, Restriction>,
     disabled: HashMap<String, Restriction>,
     round_robin: HashMap<String, u64>,
+    locks: HashMap<String, u64>,
 }
 
 enum Evaluation {
@@ -396,5 +397,15 @@ impl Limiter for MemoryLimiter {
             .get(key_id)
             .filter(|r| r.until_ms > now_ms)
             .cloned())
+    }
+
+    async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {
+        let now_ms = self.clock.now_ms();
+        let mut state = self.lock();
+        if state.locks.get(name).is_some_and(|until| *until > now_ms) {
+            return Ok(false);
+        }
+        state.locks.insert(name.to_string(), now_ms + ttl_ms);
+        Ok(true)
     }
 }

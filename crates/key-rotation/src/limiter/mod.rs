@@ -162,6 +162,9 @@ pub trait Limiter: Send + Sync {
         model: &str,
         key_id: &str,
     ) -> Result<Option<Restriction>, LimiterError>;
+
+    /// Takes a named lock for `ttl_ms` if nobody holds it (one prober per key).
+    async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError>;
 }
 
 /// How long until `entries` (admission times and token counts, oldest first,

@@ -65,6 +65,9 @@ impl KeyNames {
     pub fn disabled(&self, model: &str, key_id: &str) -> String {
         self.tagged(model, "off", key_id)
     }
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}:lock:{}", self.prefix, clean(name))
+    }
     pub fn round_robin(&self, model: &str) -> String {
         format!("{}:{{m:{}}}:rr", self.prefix, clean(model))
     }
@@ -329,6 +332,17 @@ impl Limiter for RedisLimiter {
                 until_ms: now_ms + ms,
                 reason,
             }))
+    }
+
+    async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.names.lock(name))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1));
+        let reply: Option<String> = self.redis.query(&cmd).await?;
+        Ok(reply.is_some())
     }
 }
 

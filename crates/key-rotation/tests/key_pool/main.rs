@@ -1,10 +1,11 @@
-//! One conformance suite for every limiter backend: the in-memory limiter
-//! always, and the Redis limiter when TEST_REDIS_URL is set (CI sets it).
-//! Each test runs the same assertions against each backend.
+//! The key pool's tests. The limiter conformance suite (`limits`,
+//! `selection`) runs against every backend: the in-memory limiter always, and
+//! the Redis limiter when TEST_REDIS_URL is set (CI sets it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod limits;
+mod pool;
 mod selection;
 
 use std::sync::Arc;

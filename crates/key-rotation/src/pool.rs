@@ -1,0 +1,738 @@
+//! The key pool: which keys a call may use, in which order, and how the pool
+//! reacts to what happened.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::{KeySpec, PoolConfig, Strategy, Workload};
+use crate::events::{EventLog, RotationEvent};
+use crate::limiter::{
+    AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Pick, Ticket,
+    MAX_CANDIDATES,
+};
+use crate::outcome::{Outcome, QuotaScope};
+use crate::pacific;
+
+/// Tunables of the pool's reactions.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// How long an in-flight lease lives if its call never reports back.
+    pub lease_ttl: Duration,
+    /// The cooldown after a 429 that says nothing about how long to wait.
+    pub default_cooldown: Duration,
+    /// How long a dead key stays disabled without a successful probe.
+    pub disable_ttl: Duration,
+    /// A `limit: 0` project is out until an admin reset; this is its TTL.
+    pub zero_limit_ttl: Duration,
+    /// The longest wait between probes of one disabled key.
+    pub max_probe_backoff: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(120),
+            default_cooldown: Duration::from_secs(10),
+            disable_ttl: Duration::from_secs(7 * 86_400),
+            zero_limit_ttl: Duration::from_secs(30 * 86_400),
+            max_probe_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a call asks of the pool.
+#[derive(Debug, Clone)]
+pub struct AdmitSpec {
+    /// The kind of work: picks the preferred key family.
+    pub workload: Workload,
+    /// An exact model (the SDK proxy): only its keys, no spill.
+    pub model: Option<String>,
+    /// May spill onto the other family when the preferred one is full.
+    pub allow_spill: bool,
+    /// Try this user's rendezvous key first.
+    pub sticky_user: Option<String>,
+    /// Estimated input tokens (⌈characters / 4⌉).
+    pub estimated_tokens: u64,
+}
+
+/// An admitted call: the key to use (secret included) and its reservation.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub key: KeySpec,
+    pub ticket: Ticket,
+}
+
+#[derive(Debug, Clone)]
+pub enum AdmitResult {
+    Granted(Box<Grant>),
+    /// Nothing has room now; the earliest key will in `retry_after`.
+    Full {
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no API keys configured")]
+    NoKeys,
+    #[error("no configured key serves model {0}")]
+    NoKeyForModel(String),
+    #[error("request of about {estimated} input tokens exceeds every key's limit of {max_tpm} tokens per window")]
+    TooLarge { estimated: u64, max_tpm: u64 },
+    #[error("every key that could serve this request is disabled")]
+    Unusable,
+    #[error(transparent)]
+    Backend(#[from] LimiterError),
+}
+
+/// Probes a disabled key without spending generation quota (`GET models/{m}`).
+#[async_trait]
+pub trait KeyProbe: Send + Sync {
+    async fn probe(&self, key: &KeySpec) -> ProbeResult;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    Healthy,
+    Dead(Outcome),
+    /// Could not tell (network trouble, 5xx): try again later.
+    Inconclusive,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct KeyStats {
+    pub successes: u64,
+    pub errors: u64,
+    pub last_used_ms: Option<u64>,
+    pub last_outcome: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyHealth {
+    pub key_id: String,
+    /// The key as operators see it: id plus the secret's last four characters.
+    pub display: String,
+    pub model: String,
+    pub project: String,
+    pub workload: &'static str,
+    pub state: &'static str,
+    pub cooldown_until_ms: Option<u64>,
+    pub reason: Option<String>,
+    pub stats: KeyStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketView {
+    pub project: String,
+    pub model: String,
+    pub rpm: u32,
+    pub tpm: u64,
+    pub rpd: Option<u32>,
+    pub requests_in_window: u32,
+    pub tokens_in_window: u64,
+    pub requests_today: u32,
+    pub remaining_rpm: u32,
+    pub remaining_tpm: u64,
+    pub remaining_rpd: Option<u32>,
+    /// At or past `quota_warning_threshold` of its tightest limit.
+    pub warning: bool,
+}
+
+/// Counters for the metrics exposition.
+#[derive(Debug, Default)]
+pub struct PoolMetrics {
+    pub admitted: AtomicU64,
+    pub full: AtomicU64,
+    pub too_large: AtomicU64,
+    outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl PoolMetrics {
+    fn count_outcome(&self, key_id: &str, kind: &'static str) {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        *outcomes.entry((key_id.to_string(), kind)).or_default() += 1;
+    }
+
+    /// (key id, outcome kind) → count.
+    pub fn outcomes(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProbeBackoff {
+    next_at_ms: u64,
+    failures: u32,
+}
+
+pub struct KeyPool {
+    config: RwLock<Arc<PoolConfig>>,
+    limiter: Arc<dyn Limiter>,
+    events: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    options: PoolOptions,
+    stats: Mutex<HashMap<String, KeyStats>>,
+    probes: Mutex<HashMap<String, ProbeBackoff>>,
+    metrics: PoolMetrics,
+    replica: String,
+    sequence: AtomicU64,
+}
+
+/// FNV-1a: a hash every replica computes identically, so a user's sticky key
+/// is the same whichever replica serves them.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0xff)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+const LEAKED: &str = "key reported as leaked";
+
+impl KeyPool {
+    pub fn new(
+        config: PoolConfig,
+        limiter: Arc<dyn Limiter>,
+        events: Arc<dyn EventLog>,
+        clock: Arc<dyn Clock>,
+        options: PoolOptions,
+    ) -> Self {
+        Self {
+            config: RwLock::new(Arc::new(config)),
+            limiter,
+            events,
+            clock,
+            options,
+            stats: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
+            metrics: PoolMetrics::default(),
+            replica: format!(
+                "{:016x}",
+                stable_hash(&[
+                    &std::process::id().to_string(),
+                    &format!("{:?}", std::time::SystemTime::now())
+                ])
+            ),
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> Arc<PoolConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Swaps in a new configuration. Calls already admitted keep the key
+    /// they were given; new admissions see the new pool.
+    pub async fn reload(&self, config: PoolConfig) {
+        let keys = config.keys.len();
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        self.record("reloaded", None, format!("{keys} keys")).await;
+    }
+
+    pub fn limiter(&self) -> &Arc<dyn Limiter> {
+        &self.limiter
+    }
+
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.config().keys.is_empty()
+    }
+
+    /// The order keys are tried in, before sticky and rotation.
+    fn ordered<'a>(config: &'a PoolConfig, keys: Vec<&'a KeySpec>) -> Vec<&'a KeySpec> {
+        let rank: HashMap<&str, usize> = config
+            .fallback_order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let mut keys = keys;
+        keys.sort_by(|a, b| {
+            let ra = rank.get(a.key_id.as_str()).copied().unwrap_or(usize::MAX);
+            let rb = rank.get(b.key_id.as_str()).copied().unwrap_or(usize::MAX);
+            ra.cmp(&rb)
+                .then(a.priority.cmp(&b.priority))
+                .then(a.key_id.cmp(&b.key_id))
+        });
+        keys
+    }
+
+    /// The candidate groups for `spec`, each of one model and at most
+    /// [`MAX_CANDIDATES`] keys, in the order they are tried.
+    pub fn candidate_groups(&self, spec: &AdmitSpec) -> Result<Vec<Vec<Candidate>>, PoolError> {
+        let config = self.config();
+        if config.keys.is_empty() {
+            return Err(PoolError::NoKeys);
+        }
+        let active = || config.keys.iter().filter(|k| k.active);
+        let families: Vec<Vec<&KeySpec>> = match &spec.model {
+            Some(model) => {
+                let keys: Vec<&KeySpec> = active().filter(|k| &k.model == model).collect();
+                if keys.is_empty() {
+                    return Err(PoolError::NoKeyForModel(model.clone()));
+                }
+                vec![keys]
+            }
+            None => {
+                let preferred: Vec<&KeySpec> =
+                    active().filter(|k| k.workload == spec.workload).collect();
+                let other: Vec<&KeySpec> = if spec.allow_spill || preferred.is_empty() {
+                    active().filter(|k| k.workload != spec.workload).collect()
+                } else {
+                    Vec::new()
+                };
+                vec![preferred, other]
+            }
+        };
+        let max_tpm = families
+            .iter()
+            .flatten()
+            .map(|k| k.limits.tpm)
+            .max()
+            .ok_or(PoolError::NoKeys)?;
+        if spec.estimated_tokens > max_tpm {
+            return Err(PoolError::TooLarge {
+                estimated: spec.estimated_tokens,
+                max_tpm,
+            });
+        }
+        let mut groups = Vec::new();
+        for family in families.into_iter().filter(|f| !f.is_empty()) {
+            let mut ordered = Self::ordered(&config, family);
+            if let Some(user) = &spec.sticky_user {
+                // Rendezvous hashing: the user's key stays theirs as keys come and go.
+                if let Some(best) =
+                    (0..ordered.len()).max_by_key(|&i| stable_hash(&[user, &ordered[i].key_id]))
+                {
+                    let chosen = ordered.remove(best);
+                    ordered.insert(0, chosen);
+                }
+            }
+            let mut by_model: Vec<(String, Vec<Candidate>)> = Vec::new();
+            for key in ordered {
+                let candidate = Candidate {
+                    key_id: key.key_id.clone(),
+                    model: key.model.clone(),
+                    project: key.project.clone(),
+                    limits: key.limits,
+                    max_in_flight: key.max_in_flight,
+                };
+                match by_model.iter_mut().find(|(model, _)| *model == key.model) {
+                    Some((_, group)) if group.len() < MAX_CANDIDATES => group.push(candidate),
+                    Some(_) => {}
+                    None => by_model.push((key.model.clone(), vec![candidate])),
+                }
+            }
+            groups.extend(by_model.into_iter().map(|(_, group)| group));
+        }
+        Ok(groups)
+    }
+
+    /// One admission attempt, never waiting: a key now, or when one will be free.
+    pub async fn try_admit(&self, spec: &AdmitSpec) -> Result<AdmitResult, PoolError> {
+        let groups = match self.candidate_groups(spec) {
+            Err(err @ PoolError::TooLarge { .. }) => {
+                self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
+                return Err(err);
+            }
+            other => other?,
+        };
+        let config = self.config();
+        let mut earliest: Option<u64> = None;
+        for candidates in groups {
+            let request = AdmitRequest {
+                candidates,
+                tokens: spec.estimated_tokens,
+                pick: if config.strategy == Strategy::LeastLoaded {
+                    Pick::LeastLoaded
+                } else {
+                    Pick::FirstFit
+                },
+                rotate: config.strategy == Strategy::RoundRobin && spec.sticky_user.is_none(),
+                window_ms: duration_ms(config.effective_window()),
+                lease_ttl_ms: duration_ms(self.options.lease_ttl),
+                entry_id: format!(
+                    "{}-{}",
+                    self.replica,
+                    self.sequence.fetch_add(1, Ordering::Relaxed)
+                ),
+            };
+            match self.limiter.admit(&request).await? {
+                Decision::Admitted(ticket) => {
+                    let key = config
+                        .keys
+                        .iter()
+                        .find(|k| k.key_id == ticket.key_id)
+                        .cloned()
+                        .ok_or(PoolError::Unusable)?;
+                    self.metrics.admitted.fetch_add(1, Ordering::Relaxed);
+                    self.touch(&key.key_id, None);
+                    return Ok(AdmitResult::Granted(Box::new(Grant { key, ticket })));
+                }
+                Decision::NoRoom { retry_after_ms } => {
+                    if let Some(wait) = retry_after_ms {
+                        earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+                    }
+                }
+            }
+        }
+        match earliest {
+            Some(wait) => {
+                self.metrics.full.fetch_add(1, Ordering::Relaxed);
+                Ok(AdmitResult::Full {
+                    retry_after: Duration::from_millis(wait.max(1)),
+                })
+            }
+            None => Err(PoolError::Unusable),
+        }
+    }
+
+    fn touch(&self, key_id: &str, outcome: Option<&Outcome>) {
+        let now = self.clock.now_ms();
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = stats.entry(key_id.to_string()).or_default();
+        match outcome {
+            None => entry.last_used_ms = Some(now),
+            Some(outcome @ Outcome::Success { .. }) => {
+                entry.successes += 1;
+                entry.last_outcome = Some(outcome.kind());
+            }
+            Some(outcome) => {
+                entry.errors += 1;
+                entry.last_outcome = Some(outcome.kind());
+            }
+        }
+    }
+
+    async fn record(&self, kind: &str, key: Option<&KeySpec>, detail: String) {
+        let event = RotationEvent {
+            at_ms: self.clock.now_ms(),
+            kind: kind.to_string(),
+            key_id: key.map(|k| k.key_id.clone()),
+            project: key.map(|k| k.project.clone()),
+            model: key.map(|k| k.model.clone()),
+            detail,
+        };
+        tracing::info!(kind, key_id = ?event.key_id, detail = %event.detail, "key pool event");
+        self.events.record(event).await;
+    }
+
+    /// Reacts to how a call through `grant` ended. Limiter failures here are
+    /// logged, not returned: the caller's answer does not depend on them.
+    pub async fn report(&self, grant: &Grant, outcome: &Outcome) {
+        if let Err(err) = self.react(grant, outcome).await {
+            tracing::warn!(error = %err, key_id = %grant.key.key_id, "could not record a call's outcome");
+        }
+    }
+
+    async fn react(&self, grant: &Grant, outcome: &Outcome) -> Result<(), LimiterError> {
+        let key = &grant.key;
+        let ticket = &grant.ticket;
+        self.touch(&key.key_id, Some(outcome));
+        self.metrics.count_outcome(&key.key_id, outcome.kind());
+        let window_ms = duration_ms(self.config().effective_window());
+        match outcome {
+            Outcome::Success { prompt_tokens } => {
+                if let Some(actual) = prompt_tokens {
+                    self.limiter.reconcile(ticket, *actual, window_ms).await?;
+                }
+                self.limiter.release(ticket).await?;
+            }
+            Outcome::NotSent => self.limiter.refund(ticket).await?,
+            Outcome::UpstreamUnavailable | Outcome::TimedOut | Outcome::CallerError => {
+                self.limiter.release(ticket).await?;
+            }
+            Outcome::RateLimited {
+                scope,
+                retry_delay,
+                zero_limit,
+            } => {
+                self.limiter.release(ticket).await?;
+                let (duration, reason) = if *zero_limit {
+                    (
+                        self.options.zero_limit_ttl,
+                        "quota limit 0: needs an admin reset".to_string(),
+                    )
+                } else {
+                    match scope {
+                        QuotaScope::PerDay => {
+                            let now = self.clock.now_ms();
+                            let (_, day_end) = pacific::day_bounds_ms(now);
+                            (
+                                Duration::from_millis(day_end.saturating_sub(now)),
+                                "per-day quota exhausted".to_string(),
+                            )
+                        }
+                        QuotaScope::PerMinute | QuotaScope::InputTokens | QuotaScope::Unknown => {
+                            let delay = retry_delay.unwrap_or(self.options.default_cooldown);
+                            (
+                                delay,
+                                format!(
+                                    "{} (retry in {:.1}s)",
+                                    outcome.kind(),
+                                    delay.as_secs_f64()
+                                ),
+                            )
+                        }
+                    }
+                };
+                self.limiter
+                    .cool_down(&key.model, &key.project, duration_ms(duration), &reason)
+                    .await?;
+                self.record("cooldown", Some(key), reason).await;
+            }
+            Outcome::KeyInvalid | Outcome::KeyBlocked | Outcome::KeyLeaked => {
+                self.limiter.release(ticket).await?;
+                let reason = match outcome {
+                    Outcome::KeyLeaked => LEAKED,
+                    Outcome::KeyBlocked => "key blocked for this API (API_KEY_SERVICE_BLOCKED)",
+                    _ => "key invalid (API_KEY_INVALID)",
+                };
+                self.limiter
+                    .disable(
+                        &key.model,
+                        &key.key_id,
+                        duration_ms(self.options.disable_ttl),
+                        reason,
+                    )
+                    .await?;
+                self.record("disabled", Some(key), reason.to_string()).await;
+            }
+            Outcome::ProjectDisabled => {
+                self.limiter.release(ticket).await?;
+                let reason = "project's API is disabled (SERVICE_DISABLED)";
+                for other in self
+                    .config()
+                    .keys
+                    .iter()
+                    .filter(|k| k.project == key.project)
+                {
+                    self.limiter
+                        .disable(
+                            &other.model,
+                            &other.key_id,
+                            duration_ms(self.options.disable_ttl),
+                            reason,
+                        )
+                        .await?;
+                    self.record("disabled", Some(other), reason.to_string())
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lifts cooldowns and disables of a project (optionally one model):
+    /// the operator's answer to `limit: 0` or a replaced key.
+    pub async fn reset(&self, project: &str, model: Option<&str>) -> Result<usize, LimiterError> {
+        let config = self.config();
+        let keys: Vec<&KeySpec> = config
+            .keys
+            .iter()
+            .filter(|k| k.project == project && model.is_none_or(|m| m == k.model))
+            .collect();
+        for key in &keys {
+            self.limiter
+                .clear_cooldown(&key.model, &key.project)
+                .await?;
+            self.limiter.enable(&key.model, &key.key_id).await?;
+            self.probes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key.key_id);
+            self.record(
+                "reset",
+                Some(key),
+                "cooldown and disable lifted by an operator".into(),
+            )
+            .await;
+        }
+        Ok(keys.len())
+    }
+
+    /// One round of re-checks of disabled keys. Each key is probed by one
+    /// replica at a time (a lock in the limiter's backend), with exponential
+    /// backoff per key. Leaked keys are never re-enabled automatically.
+    pub async fn probe_disabled(&self, probe: &dyn KeyProbe) -> Result<(), LimiterError> {
+        let config = self.config();
+        let now = self.clock.now_ms();
+        let base = duration_ms(config.health_check_interval);
+        for key in config.keys.iter().filter(|k| k.active) {
+            let Some(restriction) = self.limiter.disabled(&key.model, &key.key_id).await? else {
+                self.probes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key.key_id);
+                continue;
+            };
+            if restriction.reason == LEAKED {
+                continue;
+            }
+            let backoff = self
+                .probes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key.key_id)
+                .copied()
+                .unwrap_or_default();
+            if backoff.next_at_ms > now {
+                continue;
+            }
+            if !self
+                .limiter
+                .try_lock(&format!("probe:{}", key.key_id), base.max(1_000))
+                .await?
+            {
+                continue;
+            }
+            let result = probe.probe(key).await;
+            match result {
+                ProbeResult::Healthy => {
+                    self.limiter.enable(&key.model, &key.key_id).await?;
+                    self.probes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&key.key_id);
+                    self.record("enabled", Some(key), "probe succeeded".into())
+                        .await;
+                }
+                ProbeResult::Dead(_) | ProbeResult::Inconclusive => {
+                    let failures = backoff.failures.saturating_add(1);
+                    let delay = base
+                        .saturating_mul(1u64 << failures.min(16))
+                        .min(duration_ms(self.options.max_probe_backoff));
+                    self.probes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(
+                            key.key_id.clone(),
+                            ProbeBackoff {
+                                next_at_ms: now + delay,
+                                failures,
+                            },
+                        );
+                    if let ProbeResult::Dead(Outcome::KeyLeaked) = result {
+                        self.limiter
+                            .disable(
+                                &key.model,
+                                &key.key_id,
+                                duration_ms(self.options.disable_ttl),
+                                LEAKED,
+                            )
+                            .await?;
+                        self.record("disabled", Some(key), LEAKED.into()).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Health of every key, as every replica sees it.
+    pub async fn health(&self) -> Result<Vec<KeyHealth>, LimiterError> {
+        let config = self.config();
+        let window_ms = duration_ms(config.effective_window());
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::with_capacity(config.keys.len());
+        for key in &config.keys {
+            let disabled = self.limiter.disabled(&key.model, &key.key_id).await?;
+            let usage = self
+                .limiter
+                .usage(&key.model, &key.project, window_ms)
+                .await?;
+            let (state, until, reason) = match (&disabled, &usage.cooldown) {
+                _ if !key.active => ("inactive", None, None),
+                (Some(d), _) => ("disabled", None, Some(d.reason.clone())),
+                (None, Some(c)) => ("cooling_down", Some(c.until_ms), Some(c.reason.clone())),
+                (None, None) => ("available", None, None),
+            };
+            out.push(KeyHealth {
+                key_id: key.key_id.clone(),
+                display: format!("{} {}", key.key_id, key.secret.masked()),
+                model: key.model.clone(),
+                project: key.project.clone(),
+                workload: key.workload.as_str(),
+                state,
+                cooldown_until_ms: until,
+                reason,
+                stats: stats.get(&key.key_id).cloned().unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Use and remaining room of every (project, model) bucket.
+    pub async fn usage(&self) -> Result<Vec<BucketView>, LimiterError> {
+        let config = self.config();
+        let window_ms = duration_ms(config.effective_window());
+        let mut seen = BTreeMap::new();
+        for key in &config.keys {
+            seen.entry(key.bucket()).or_insert(key.limits);
+        }
+        let mut out = Vec::with_capacity(seen.len());
+        for (bucket, limits) in seen {
+            let BucketUsage {
+                requests_in_window,
+                tokens_in_window,
+                requests_today,
+                ..
+            } = self
+                .limiter
+                .usage(&bucket.model, &bucket.project, window_ms)
+                .await?;
+            let used = crate::limiter::remaining_fraction(
+                &limits,
+                requests_in_window,
+                tokens_in_window,
+                requests_today,
+            );
+            out.push(BucketView {
+                project: bucket.project,
+                model: bucket.model,
+                rpm: limits.rpm,
+                tpm: limits.tpm,
+                rpd: limits.rpd,
+                requests_in_window,
+                tokens_in_window,
+                requests_today,
+                remaining_rpm: limits.rpm.saturating_sub(requests_in_window),
+                remaining_tpm: limits.tpm.saturating_sub(tokens_in_window),
+                remaining_rpd: limits.rpd.map(|rpd| rpd.saturating_sub(requests_today)),
+                warning: 1.0 - used >= config.quota_warning_threshold,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn history(&self, limit: usize) -> Vec<RotationEvent> {
+        self.events.recent(limit).await
+    }
+}
+
+pub fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
