@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod fair_use;
 pub mod limiter;
 pub mod outcome;
 pub mod pacific;

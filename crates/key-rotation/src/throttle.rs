@@ -5,10 +5,14 @@
 //! every replica count together.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use redis::Script;
+
+use crate::redis_conn::RedisHandle;
 
 /// Refused: the bucket is full until `retry_after` from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +105,110 @@ impl Throttle for MemoryThrottle {
     }
 }
 
+static THROTTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("throttle.lua")));
+
+/// The throttle shared by every replica. While Redis is unreachable each
+/// replica counts on its own: looser across replicas, never unlimited.
+pub struct RedisThrottle {
+    redis: Arc<RedisHandle>,
+    prefix: String,
+    fallback: MemoryThrottle,
+    sequence: AtomicU64,
+    replica: u64,
+}
+
+impl RedisThrottle {
+    pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
+        let replica = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_nanos()) ^ u64::from(std::process::id()))
+            .unwrap_or_default();
+        Self {
+            redis,
+            prefix: prefix.to_string(),
+            fallback: MemoryThrottle::new(),
+            sequence: AtomicU64::new(0),
+            replica,
+        }
+    }
+
+    async fn run(
+        &self,
+        op: &str,
+        bucket: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<(), Throttled> {
+        let member = format!(
+            "{:x}-{}",
+            self.replica,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut invocation = THROTTLE.prepare_invoke();
+        invocation
+            .key(format!("{}:throttle:{bucket}", self.prefix))
+            .arg(op)
+            .arg(limit)
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+            .arg(member);
+        match self.redis.invoke::<u64>(&invocation).await {
+            Ok(0) => Ok(()),
+            Ok(wait_ms) => Err(Throttled {
+                retry_after: Duration::from_millis(wait_ms),
+            }),
+            Err(err) => {
+                tracing::warn!(error = %err, "throttle: Redis unreachable, counting on this replica");
+                self.fallback.decide(bucket, limit, window, op == "hit")
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Throttle for RedisThrottle {
+    async fn check(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
+        self.run("check", bucket, limit, window).await
+    }
+
+    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
+        self.run("hit", bucket, limit, window).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn throttles() -> Vec<Box<dyn Throttle>> {
+        let mut all: Vec<Box<dyn Throttle>> = vec![Box::new(MemoryThrottle::new())];
+        if let Some(url) = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            let handle = Arc::new(RedisHandle::new(&url, Duration::from_secs(2)).unwrap());
+            let prefix = format!("throttle-test-{}", std::process::id());
+            all.push(Box::new(RedisThrottle::new(handle, &prefix)));
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn every_throttle_admits_its_limit_then_refuses_with_the_wait() {
+        for (i, throttle) in throttles().into_iter().enumerate() {
+            let window = Duration::from_secs(60);
+            let bucket = format!("login:carol:{i}:{:?}", Instant::now());
+            for _ in 0..3 {
+                throttle.hit(&bucket, 3, window).await.unwrap();
+            }
+            let refused = throttle.hit(&bucket, 3, window).await.unwrap_err();
+            assert!(refused.retry_after > Duration::from_secs(59) && refused.retry_after <= window);
+            assert!(throttle.check(&bucket, 3, window).await.is_err());
+            throttle
+                .check(&format!("{bucket}-other"), 3, window)
+                .await
+                .unwrap();
+        }
+    }
 
     #[tokio::test]
     async fn a_bucket_admits_its_limit_then_refuses_with_the_wait() {

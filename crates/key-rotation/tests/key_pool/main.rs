@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fair_use;
 mod limits;
 mod pool;
 mod selection;
