@@ -12,5 +12,6 @@ pub mod outcome;
 pub mod pacific;
 pub mod pool;
 pub mod redis_conn;
+pub mod replicas;
 pub mod secrets;
 pub mod throttle;

@@ -63,6 +63,18 @@ impl MemoryLimiter {
         }
     }
 
+    /// Records an admission decided elsewhere (by Redis), so that this
+    /// replica's own recent use still counts if it must fall back to local
+    /// admission.
+    pub fn mirror(&self, request: &AdmitRequest, key_id: &str) {
+        let Some(candidate) = request.candidates.iter().find(|c| c.key_id == key_id) else {
+            return;
+        };
+        let now_ms = self.clock.now_ms();
+        let day = pacific::day_bounds_ms(now_ms);
+        self.lock().admit(candidate, request, now_ms, day);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

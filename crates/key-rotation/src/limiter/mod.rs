@@ -12,6 +12,7 @@
 //! - **max_in_flight** (per key): leases with a TTL, released at call end.
 //! - cooldowns (per bucket) and disables (per key) refuse outright.
 
+pub mod failover;
 pub mod memory;
 pub mod redis;
 

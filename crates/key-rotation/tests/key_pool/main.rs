@@ -7,6 +7,8 @@
 mod fair_use;
 mod limits;
 mod pool;
+mod private_redis;
+mod redis_faults;
 mod selection;
 
 use std::sync::Arc;

@@ -1,0 +1,357 @@
+//! The Redis limiter with a safety net.
+//!
+//! When a Redis call fails or misses its deadline, admission falls back to a
+//! local limiter that gives this replica `limit × 0.8 / live replicas`: the
+//! aggregate stays under the limit, never unlimited and never an outage.
+//! After Redis answers again, admission stays conservative for one window
+//! (both Redis and the local share must agree), because a restarted Redis
+//! has lost the windows.
+//!
+//! A Redis admission that timed out may have been admitted there; it is
+//! counted locally as admitted too, never as free.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use super::memory::MemoryLimiter;
+use super::redis::RedisLimiter;
+use super::{
+    AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Restriction, Ticket,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::config::BucketLimits;
+use crate::replicas::ReplicaRegistry;
+
+/// The fraction of a limit all replicas together use while degraded.
+pub const DEGRADED_FRACTION: f64 = 0.8;
+/// How often a degraded replica checks whether Redis is back.
+const RETRY_EVERY_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Shared,
+    Degraded,
+    /// Redis is back; until `until_ms` both it and the local share decide.
+    Recovering {
+        until_ms: u64,
+    },
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Shared => "shared",
+            Mode::Degraded => "degraded",
+            Mode::Recovering { .. } => "recovering",
+        }
+    }
+}
+
+pub struct FailoverLimiter {
+    redis: RedisLimiter,
+    local: MemoryLimiter,
+    registry: Arc<ReplicaRegistry>,
+    clock: Arc<dyn Clock>,
+    mode: Mutex<Mode>,
+    next_retry_ms: AtomicU64,
+    /// Times this replica entered degraded mode, for the metrics.
+    pub degradations: AtomicU64,
+}
+
+fn scaled(limits: BucketLimits, share: f64) -> BucketLimits {
+    let scale = |value: u64| ((value as f64 * share).floor() as u64).max(1);
+    let rpm = u32::try_from(scale(u64::from(limits.rpm))).unwrap_or(u32::MAX);
+    BucketLimits {
+        rpm,
+        tpm: scale(limits.tpm),
+        rpd: limits
+            .rpd
+            .map(|rpd| u32::try_from(scale(u64::from(rpd))).unwrap_or(u32::MAX)),
+        burst: limits.burst.min(rpm).max(1),
+    }
+}
+
+impl FailoverLimiter {
+    pub fn new(redis: RedisLimiter, registry: Arc<ReplicaRegistry>) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Self {
+            redis,
+            local: MemoryLimiter::new(clock.clone()),
+            registry,
+            clock,
+            mode: Mutex::new(Mode::Shared),
+            next_retry_ms: AtomicU64::new(0),
+            degradations: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        *self.mode.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        let mut current = self.mode.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current == mode {
+            return;
+        }
+        match mode {
+            Mode::Degraded => {
+                self.degradations.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    live_replicas = self.registry.live(),
+                    "Redis unreachable: admitting on this replica's share of each limit (degraded)"
+                );
+            }
+            Mode::Recovering { .. } => tracing::warn!("Redis is back: conservative for one window"),
+            Mode::Shared => tracing::info!("admission shared through Redis again"),
+        }
+        *current = mode;
+    }
+
+    /// This replica's local share of a request: every limit scaled.
+    fn local_request(&self, request: &AdmitRequest) -> AdmitRequest {
+        let share = DEGRADED_FRACTION / f64::from(self.registry.live());
+        let mut local = request.clone();
+        local.candidates = request
+            .candidates
+            .iter()
+            .map(|c| Candidate {
+                limits: scaled(c.limits, share),
+                ..c.clone()
+            })
+            .collect();
+        local
+    }
+
+    fn degrade(&self, err: &LimiterError) {
+        tracing::debug!(error = %err, "redis admission failed");
+        self.next_retry_ms
+            .store(self.clock.now_ms() + RETRY_EVERY_MS, Ordering::Relaxed);
+        self.set_mode(Mode::Degraded);
+    }
+
+    /// Whether a degraded replica should try Redis again now.
+    fn retry_due(&self) -> bool {
+        let now = self.clock.now_ms();
+        let due = self.next_retry_ms.load(Ordering::Relaxed);
+        now >= due
+            && self
+                .next_retry_ms
+                .compare_exchange(
+                    due,
+                    now + RETRY_EVERY_MS,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Applies a state change to both backends: the local copy keeps
+    /// cooldowns and disables known while Redis is away.
+    async fn both(
+        &self,
+        local: impl std::future::Future<Output = Result<(), LimiterError>>,
+        shared: impl std::future::Future<Output = Result<(), LimiterError>>,
+    ) -> Result<(), LimiterError> {
+        local.await?;
+        if let Err(err) = shared.await {
+            self.degrade(&err);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Limiter for FailoverLimiter {
+    async fn admit(&self, request: &AdmitRequest) -> Result<Decision, LimiterError> {
+        let mode = self.mode();
+        let now = self.clock.now_ms();
+        match mode {
+            Mode::Shared => match self.redis.admit(request).await {
+                Ok(Decision::Admitted(ticket)) => {
+                    self.local
+                        .mirror(&self.local_request(request), &ticket.key_id);
+                    Ok(Decision::Admitted(ticket))
+                }
+                Ok(refused) => Ok(refused),
+                Err(err) => {
+                    self.degrade(&err);
+                    self.local.admit(&self.local_request(request)).await
+                }
+            },
+            Mode::Degraded if !self.retry_due() => {
+                self.local.admit(&self.local_request(request)).await
+            }
+            Mode::Degraded | Mode::Recovering { .. } => {
+                if let Mode::Recovering { until_ms } = mode {
+                    if now >= until_ms {
+                        self.set_mode(Mode::Shared);
+                        return self.admit(request).await;
+                    }
+                }
+                // Conservative: the local share first, then Redis too.
+                let local = self.local.admit(&self.local_request(request)).await?;
+                let Decision::Admitted(ticket) = local else {
+                    return Ok(local);
+                };
+                let mut shared_request = request.clone();
+                shared_request
+                    .candidates
+                    .retain(|c| c.key_id == ticket.key_id);
+                match self.redis.admit(&shared_request).await {
+                    Ok(Decision::Admitted(shared)) => {
+                        if mode == Mode::Degraded {
+                            self.set_mode(Mode::Recovering {
+                                until_ms: now + request.window_ms,
+                            });
+                        }
+                        Ok(Decision::Admitted(shared))
+                    }
+                    Ok(refused) => {
+                        if mode == Mode::Degraded {
+                            self.set_mode(Mode::Recovering {
+                                until_ms: now + request.window_ms,
+                            });
+                        }
+                        self.local.refund(&ticket).await?;
+                        Ok(refused)
+                    }
+                    // Still down (or down again): the local admission stands.
+                    Err(err) => {
+                        self.degrade(&err);
+                        Ok(Decision::Admitted(ticket))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        ticket: &Ticket,
+        actual_tokens: u64,
+        window_ms: u64,
+    ) -> Result<(), LimiterError> {
+        self.both(
+            self.local.reconcile(ticket, actual_tokens, window_ms),
+            self.redis.reconcile(ticket, actual_tokens, window_ms),
+        )
+        .await
+    }
+
+    async fn release(&self, ticket: &Ticket) -> Result<(), LimiterError> {
+        self.both(self.local.release(ticket), self.redis.release(ticket))
+            .await
+    }
+
+    async fn refund(&self, ticket: &Ticket) -> Result<(), LimiterError> {
+        self.both(self.local.refund(ticket), self.redis.refund(ticket))
+            .await
+    }
+
+    async fn cool_down(
+        &self,
+        model: &str,
+        project: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError> {
+        self.both(
+            self.local.cool_down(model, project, duration_ms, reason),
+            self.redis.cool_down(model, project, duration_ms, reason),
+        )
+        .await
+    }
+
+    async fn disable(
+        &self,
+        model: &str,
+        key_id: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), LimiterError> {
+        self.both(
+            self.local.disable(model, key_id, duration_ms, reason),
+            self.redis.disable(model, key_id, duration_ms, reason),
+        )
+        .await
+    }
+
+    async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError> {
+        self.both(
+            self.local.enable(model, key_id),
+            self.redis.enable(model, key_id),
+        )
+        .await
+    }
+
+    async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), LimiterError> {
+        self.both(
+            self.local.clear_cooldown(model, project),
+            self.redis.clear_cooldown(model, project),
+        )
+        .await
+    }
+
+    async fn usage(
+        &self,
+        model: &str,
+        project: &str,
+        window_ms: u64,
+    ) -> Result<BucketUsage, LimiterError> {
+        match self.redis.usage(model, project, window_ms).await {
+            Ok(usage) => Ok(usage),
+            Err(_) => self.local.usage(model, project, window_ms).await,
+        }
+    }
+
+    async fn disabled(
+        &self,
+        model: &str,
+        key_id: &str,
+    ) -> Result<Option<Restriction>, LimiterError> {
+        match self.redis.disabled(model, key_id).await {
+            Ok(state) => Ok(state),
+            Err(_) => self.local.disabled(model, key_id).await,
+        }
+    }
+
+    async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {
+        match self.redis.try_lock(name, ttl_ms).await {
+            Ok(locked) => Ok(locked),
+            Err(_) => self.local.try_lock(name, ttl_ms).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_degraded_share_scales_every_limit_and_keeps_at_least_one() {
+        let limits = BucketLimits {
+            rpm: 60,
+            tpm: 1_000_000,
+            rpd: Some(1000),
+            burst: 60,
+        };
+        let half = scaled(limits, 0.8 / 2.0);
+        assert_eq!(
+            (half.rpm, half.tpm, half.rpd, half.burst),
+            (24, 400_000, Some(400), 24)
+        );
+        let tiny = scaled(
+            BucketLimits {
+                rpm: 2,
+                tpm: 10,
+                rpd: None,
+                burst: 2,
+            },
+            0.8 / 8.0,
+        );
+        assert_eq!((tiny.rpm, tiny.tpm, tiny.burst), (1, 1, 1));
+    }
+}

@@ -1,0 +1,253 @@
+//! Redis faults mid-run: no panic, no call stalled past its deadline,
+//! degraded mode engages, the aggregate quota holds, and the pool recovers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use key_rotation::config::{BucketLimits, KeySpec, PoolConfig, Strategy, Workload};
+use key_rotation::events::MemoryEventLog;
+use key_rotation::limiter::failover::{FailoverLimiter, Mode};
+use key_rotation::limiter::redis::RedisLimiter;
+use key_rotation::limiter::Limiter;
+use key_rotation::outcome::Outcome;
+use key_rotation::pool::{AdmitResult, AdmitSpec, KeyPool, PoolOptions};
+use key_rotation::redis_conn::RedisHandle;
+use key_rotation::replicas::ReplicaRegistry;
+use key_rotation::secrets::ApiKeySecret;
+
+use crate::private_redis::PrivateRedis;
+
+const RPM: u32 = 20;
+const WINDOW: Duration = Duration::from_secs(1);
+const DEADLINE: Duration = Duration::from_millis(50);
+
+fn pool_config() -> PoolConfig {
+    PoolConfig {
+        keys: vec![KeySpec {
+            key_id: "k".into(),
+            model: "gemini-2.5-flash".into(),
+            provider: "gemini".into(),
+            project: "p".into(),
+            limits: BucketLimits {
+                rpm: RPM,
+                tpm: 1_000_000,
+                rpd: None,
+                burst: RPM,
+            },
+            max_in_flight: None,
+            priority: 0,
+            workload: Workload::Light,
+            active: true,
+            tags: vec![],
+            secret: ApiKeySecret::new("AIza-fault-test"),
+        }],
+        strategy: Strategy::Priority,
+        window: WINDOW,
+        guard: Duration::from_millis(20),
+        ..PoolConfig::empty()
+    }
+}
+
+struct Replica {
+    pool: Arc<KeyPool>,
+    failover: Arc<FailoverLimiter>,
+    registry: Arc<ReplicaRegistry>,
+}
+
+fn replica(url: &str, prefix: &str, id: &str) -> Replica {
+    let handle = Arc::new(RedisHandle::new(url, DEADLINE).unwrap());
+    let registry = Arc::new(ReplicaRegistry::new(
+        handle.clone(),
+        prefix,
+        id,
+        Duration::from_secs(5),
+    ));
+    let failover = Arc::new(FailoverLimiter::new(
+        RedisLimiter::new(handle, prefix),
+        registry.clone(),
+    ));
+    let limiter: Arc<dyn Limiter> = failover.clone();
+    let pool = Arc::new(KeyPool::new(
+        pool_config(),
+        limiter,
+        Arc::new(MemoryEventLog::default()),
+        Arc::new(key_rotation::clock::SystemClock),
+        PoolOptions::default(),
+    ));
+    Replica {
+        pool,
+        failover,
+        registry,
+    }
+}
+
+fn spec() -> AdmitSpec {
+    AdmitSpec {
+        workload: Workload::Light,
+        model: None,
+        allow_spill: false,
+        sticky_user: None,
+        estimated_tokens: 1,
+    }
+}
+
+fn max_in_any_window(times: &[Instant], window: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    (0..sorted.len())
+        .map(|i| {
+            sorted[i..]
+                .iter()
+                .take_while(|t| **t < sorted[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_then_crash_degrades_holds_the_quota_and_recovers() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        println!("skipped: no redis-server on this machine");
+        return;
+    };
+    let prefix = "faults";
+    let replicas = [
+        replica(&redis.url(), prefix, "r1"),
+        replica(&redis.url(), prefix, "r2"),
+    ];
+    for r in &replicas {
+        r.registry.heartbeat().await.unwrap();
+    }
+    for r in &replicas {
+        assert_eq!(r.registry.heartbeat().await.unwrap(), 2);
+    }
+
+    let admissions = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let start = Instant::now();
+    let run_for = Duration::from_secs(7);
+    let mut tasks = Vec::new();
+    for r in &replicas {
+        for _ in 0..6 {
+            let pool = r.pool.clone();
+            let admissions = admissions.clone();
+            let slowest = slowest.clone();
+            tasks.push(tokio::spawn(async move {
+                while start.elapsed() < run_for {
+                    let began = Instant::now();
+                    let result = pool.try_admit(&spec()).await;
+                    let took = began.elapsed();
+                    {
+                        let mut slowest = slowest.lock().unwrap();
+                        *slowest = (*slowest).max(took);
+                    }
+                    match result.expect("admission never errors on a Redis fault") {
+                        AdmitResult::Granted(grant) => {
+                            admissions.lock().unwrap().push(Instant::now());
+                            pool.report(
+                                &grant,
+                                &Outcome::Success {
+                                    prompt_tokens: Some(1),
+                                },
+                            )
+                            .await;
+                        }
+                        AdmitResult::Full { retry_after } => {
+                            tokio::time::sleep(retry_after.min(Duration::from_millis(25))).await;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    redis.pause(1_200).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let degraded_during_pause = replicas.iter().all(|r| r.failover.mode() == Mode::Degraded);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart().await;
+    for task in tasks {
+        task.await.expect("no task panicked");
+    }
+
+    assert!(
+        degraded_during_pause,
+        "both replicas were degraded while Redis was paused"
+    );
+    assert!(replicas.iter().all(|r| r
+        .failover
+        .degradations
+        .load(std::sync::atomic::Ordering::Relaxed)
+        >= 1));
+    let slowest = *slowest.lock().unwrap();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a call stalled for {slowest:?}"
+    );
+    let times = admissions.lock().unwrap().clone();
+    let peak = max_in_any_window(&times, WINDOW);
+    assert!(
+        peak <= RPM as usize,
+        "{peak} admissions in one window against a limit of {RPM}"
+    );
+    // Not merely refusing: the run admitted a real share of the capacity.
+    assert!(
+        times.len() >= 3 * RPM as usize,
+        "only {} admissions",
+        times.len()
+    );
+
+    // Traffic after the restart brings both replicas back to shared mode.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replicas.iter().any(|r| r.failover.mode() != Mode::Shared) && Instant::now() < deadline {
+        for r in &replicas {
+            if let Ok(AdmitResult::Granted(grant)) = r.pool.try_admit(&spec()).await {
+                r.pool
+                    .report(
+                        &grant,
+                        &Outcome::Success {
+                            prompt_tokens: None,
+                        },
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for r in &replicas {
+        assert_eq!(r.failover.mode(), Mode::Shared, "recovered");
+    }
+}
+
+#[tokio::test]
+async fn a_replica_joining_or_leaving_changes_the_degraded_share() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        println!("skipped: no redis-server on this machine");
+        return;
+    };
+    let a = replica(&redis.url(), "share", "a");
+    let b = replica(&redis.url(), "share", "b");
+    assert_eq!(a.registry.heartbeat().await.unwrap(), 1);
+    assert_eq!(b.registry.heartbeat().await.unwrap(), 2);
+    assert_eq!(a.registry.heartbeat().await.unwrap(), 2);
+    b.registry.leave().await.unwrap();
+    assert_eq!(a.registry.heartbeat().await.unwrap(), 1, "b left");
+    let c = replica(&redis.url(), "share", "c");
+    c.registry.heartbeat().await.unwrap();
+    assert_eq!(a.registry.heartbeat().await.unwrap(), 2, "c joined");
+
+    // With two live replicas and Redis gone, a gets 0.8 × 20 / 2 = 8 a window.
+    redis.kill();
+    let mut admitted = 0;
+    for _ in 0..40 {
+        if let AdmitResult::Granted(_) = a.pool.try_admit(&spec()).await.unwrap() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(a.failover.mode(), Mode::Degraded);
+    assert_eq!(admitted, 8);
+}
