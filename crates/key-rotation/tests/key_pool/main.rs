@@ -6,6 +6,7 @@
 
 mod fair_use;
 mod limits;
+mod multi_process;
 mod pool;
 mod private_redis;
 mod redis_faults;
