@@ -3,6 +3,8 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use key_rotation::fair_use::{FairUse, UserLimits};
+use key_rotation::pool::KeyPool;
 use key_rotation::redis_conn::RedisHandle;
 use key_rotation::throttle::Throttle;
 use store::Store;
@@ -21,7 +23,12 @@ pub struct AppStateInner {
     /// configured so that every replica counts together.
     pub throttle: Arc<dyn Throttle>,
     pub trusted_proxies: TrustedProxies,
-    pub redis: Option<RedisHandle>,
+    pub redis: Option<Arc<RedisHandle>>,
+    /// The Gemini key pool every AI call is admitted through.
+    pub pool: Arc<KeyPool>,
+    /// Per-user fair use, checked before key admission.
+    pub fair_use: Arc<dyn FairUse>,
+    pub user_limits: UserLimits,
 }
 
 impl AppState {

@@ -14,8 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use key_rotation::redis_conn::RedisHandle;
-use key_rotation::throttle::MemoryThrottle;
+use key_rotation::pool::KeyPool;
 use secrecy::ExposeSecret;
 use store::{ConnectOptions, Store};
 use tokio::net::TcpListener;
@@ -27,6 +26,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::{Config, CorsOrigins};
+use crate::keys::KeyServices;
 use crate::routes;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,6 +36,8 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    keys: KeyServices,
+    config: Config,
 }
 
 impl App {
@@ -55,18 +57,16 @@ impl App {
             config.access_token_ttl,
             config.refresh_token_ttl,
         );
-        let redis = config
-            .redis_url
-            .as_ref()
-            .map(|url| RedisHandle::new(url.expose(), config.redis_timeout))
-            .transpose()
-            .context("REDIS_URL")?;
+        let keys = crate::keys::build(config)?;
         let state = AppState::new(AppStateInner {
             store,
             jwt,
-            throttle: Arc::new(MemoryThrottle::new()),
+            throttle: keys.throttle.clone(),
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
-            redis,
+            redis: keys.redis.clone(),
+            pool: keys.pool.clone(),
+            fair_use: keys.fair_use.clone(),
+            user_limits: crate::keys::user_limits(config),
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)
@@ -76,6 +76,8 @@ impl App {
             listener,
             router,
             state,
+            keys,
+            config: config.clone(),
         })
     }
 
@@ -94,6 +96,15 @@ impl App {
     ) -> std::io::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(registry) = &self.keys.registry {
+            background.spawn(registry.clone().run(crate::keys::HEARTBEAT_EVERY));
+        }
+        background.spawn(reload_on_sighup(
+            self.keys.pool.clone(),
+            self.config.clone(),
+        ));
+        let pid_file = write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
         let make_service =
@@ -101,9 +112,57 @@ impl App {
         axum::serve(self.listener, make_service)
             .with_graceful_shutdown(shutdown)
             .await?;
+        background.shutdown().await;
+        if let Some(registry) = &self.keys.registry {
+            // Leaving at once grows the others' degraded shares without waiting for a timeout.
+            if let Err(err) = registry.leave().await {
+                tracing::debug!(error = %err, "could not leave the replica registry");
+            }
+        }
+        if let Some(path) = pid_file {
+            let _ = std::fs::remove_file(path);
+        }
         self.state.store.close().await;
         tracing::info!("shut down");
         Ok(())
+    }
+}
+
+/// Re-reads `KEYS_FILE` on SIGHUP (`algoagent keys reload` sends it). A bad
+/// file is logged and the running pool kept.
+async fn reload_on_sighup(pool: Arc<KeyPool>, config: Config) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; key reload by signal is unavailable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match crate::keys::load_pool_config(&config) {
+            Ok(new_config) => {
+                crate::keys::describe(&new_config);
+                pool.reload(new_config).await;
+                tracing::info!("key pool reloaded");
+            }
+            Err(err) => tracing::error!(
+                error = format!("{err:#}"),
+                "key pool reload failed; keeping the running pool"
+            ),
+        }
+    }
+}
+
+pub const PID_FILE: &str = "algoagent.pid";
+
+fn write_pid_file(config: &Config) -> Option<std::path::PathBuf> {
+    let path = config.data_dir.join(PID_FILE);
+    let written = std::fs::create_dir_all(&config.data_dir)
+        .and_then(|()| std::fs::write(&path, std::process::id().to_string()));
+    match written {
+        Ok(()) => Some(path),
+        Err(err) => {
+            tracing::warn!(error = %err, path = %path.display(), "could not write the pid file");
+            None
+        }
     }
 }
 

@@ -37,6 +37,25 @@ pub enum Command {
         #[arg(long)]
         username: String,
     },
+    /// Inspect and manage the Gemini key pool.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print every key's health, every bucket's usage and the recent history.
+    Status,
+    /// Lift the cooldowns and disables of a project (e.g. after `limit: 0`
+    /// was fixed, or a key replaced), optionally for one model only.
+    Reset {
+        project: String,
+        model: Option<String>,
+    },
+    /// Validate KEYS_FILE and make the running server re-read it (SIGHUP).
+    Reload,
 }
 
 impl Cli {
@@ -64,6 +83,106 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&config).await,
         Command::Migrate => migrate(&config).await,
         Command::CreateAdmin { username } => create_admin(&config, &username).await,
+        Command::Keys { action } => keys(&config, action).await,
+    }
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the keys commands report to the operator's terminal"
+)]
+async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
+    match action {
+        KeysCommand::Status => {
+            let services = crate::keys::build(config)?;
+            let pool = &services.pool;
+            if services.redis.is_none() {
+                println!("note: without REDIS_URL the quota state lives inside the running server; this shows the configuration only.");
+            }
+            println!(
+                "{:<28} {:<22} {:<22} {:<8} {:<13} reason",
+                "key", "model", "project", "workload", "state"
+            );
+            for key in pool.health().await? {
+                println!(
+                    "{:<28} {:<22} {:<22} {:<8} {:<13} {}",
+                    key.display,
+                    key.model,
+                    key.project,
+                    key.workload,
+                    key.state,
+                    key.reason.unwrap_or_default()
+                );
+            }
+            println!();
+            println!(
+                "{:<22} {:<22} {:>11} {:>17} {:>13}",
+                "project", "model", "requests", "tokens", "today"
+            );
+            for bucket in pool.usage().await? {
+                let today = match bucket.rpd {
+                    Some(rpd) => format!("{}/{rpd}", bucket.requests_today),
+                    None => bucket.requests_today.to_string(),
+                };
+                println!(
+                    "{:<22} {:<22} {:>11} {:>17} {:>13}{}",
+                    bucket.project,
+                    bucket.model,
+                    format!("{}/{}", bucket.requests_in_window, bucket.rpm),
+                    format!("{}/{}", bucket.tokens_in_window, bucket.tpm),
+                    today,
+                    if bucket.warning { "  near limit" } else { "" }
+                );
+            }
+            let history = pool.history(20).await;
+            if !history.is_empty() {
+                println!();
+                for event in history {
+                    println!(
+                        "{} {:<10} {:<16} {}",
+                        event.at_ms,
+                        event.kind,
+                        event.key_id.unwrap_or_default(),
+                        event.detail
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Reset { project, model } => {
+            let services = crate::keys::build(config)?;
+            anyhow::ensure!(
+                services.redis.is_some(),
+                "without REDIS_URL the quota state lives inside the running server; restart it to reset"
+            );
+            let keys = services.pool.reset(&project, model.as_deref()).await?;
+            anyhow::ensure!(keys > 0, "no configured key belongs to project {project}");
+            println!("reset {keys} key(s) of project {project}");
+            Ok(())
+        }
+        KeysCommand::Reload => {
+            let pool = crate::keys::load_pool_config(config)?;
+            println!(
+                "{} is valid: {} key(s)",
+                config.keys_file.display(),
+                pool.keys.len()
+            );
+            let pid_path = config.data_dir.join(crate::app::PID_FILE);
+            let pid = std::fs::read_to_string(&pid_path)
+                .with_context(|| format!("no running server found ({})", pid_path.display()))?;
+            let pid = pid.trim();
+            anyhow::ensure!(
+                pid.chars().all(|c| c.is_ascii_digit()),
+                "{} is corrupt",
+                pid_path.display()
+            );
+            let status = std::process::Command::new("kill")
+                .args(["-HUP", pid])
+                .status()?;
+            anyhow::ensure!(status.success(), "could not signal process {pid}");
+            println!("asked the server (pid {pid}) to reload");
+            Ok(())
+        }
     }
 }
 

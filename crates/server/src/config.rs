@@ -67,6 +67,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("GEMINI_BASE_URL", Some("https://generativelanguage.googleapis.com"), "Gemini API base URL."),
     setting("KEYS_FILE", Some("keys.json"), "Key pool metadata file (limits, models, projects)."),
     setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env` or `file`."),
+    setting("KEY_SECRETS_FILE", Some("keys.secrets.json"), "With `SECRET_STORE_TYPE=file`: a JSON object of key id to secret (mode 0600)."),
     setting("LOG_FORMAT", Some("text"), "`text` or `json` (one JSON object per line). Filter with `RUST_LOG`."),
 ];
 
@@ -178,6 +179,44 @@ impl fmt::Debug for ConnectionUrl {
     }
 }
 
+/// The environment variables that can carry Gemini key secrets
+/// (`GEMINI_KEY_*`, `API_KEY_*`, `GEMINI_API_KEYS`, `GEMINI_API_KEY`),
+/// captured with the rest of the configuration. `Debug` shows names only.
+#[derive(Clone, Default)]
+pub struct KeyEnv(Vec<(String, SecretString)>);
+
+impl KeyEnv {
+    fn capture(env: &[(String, String)]) -> Self {
+        let is_key_var = |name: &str| {
+            name.starts_with("GEMINI_KEY_")
+                || name.starts_with("API_KEY_")
+                || name == "GEMINI_API_KEYS"
+                || name == "GEMINI_API_KEY"
+        };
+        Self(
+            env.iter()
+                .filter(|(name, _)| is_key_var(name))
+                .map(|(name, value)| (name.clone(), SecretString::from(value.clone())))
+                .collect(),
+        )
+    }
+
+    /// The variables with their values, for the key pool's secret source.
+    pub fn vars(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose_secret().to_string()))
+    }
+}
+
+impl fmt::Debug for KeyEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -222,6 +261,8 @@ pub struct Config {
     pub gemini_base_url: String,
     pub keys_file: PathBuf,
     pub secret_store_type: SecretStoreType,
+    pub key_secrets_file: PathBuf,
+    pub key_env: KeyEnv,
     pub log_format: LogFormat,
 }
 
@@ -354,7 +395,7 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
             layers.set(setting, value.clone(), Origin::Flag);
         }
     }
-    build(&layers)
+    build(&layers, sources)
 }
 
 fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), ConfigError> {
@@ -409,7 +450,7 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
     Ok(())
 }
 
-fn build(layers: &Layers) -> Result<Config, ConfigError> {
+fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError> {
     let bind_addr = layers.parse("BIND_ADDR", "host:port, e.g. 127.0.0.1:8000")?;
 
     let database_url = layers
@@ -544,6 +585,8 @@ fn build(layers: &Layers) -> Result<Config, ConfigError> {
         user_tpm_default: layers.positive_u32("USER_TPM_DEFAULT")?,
         gemini_base_url: gemini_base_url.trim_end_matches('/').to_string(),
         keys_file: PathBuf::from(layers.string("KEYS_FILE").unwrap_or_default()),
+        key_secrets_file: PathBuf::from(layers.string("KEY_SECRETS_FILE").unwrap_or_default()),
+        key_env: KeyEnv::capture(&sources.env),
         secret_store_type,
         log_format,
     })
@@ -731,9 +774,14 @@ mod tests {
             ("DATABASE_URL", "postgres://app:topsecretpw@db:5432/algo"),
             ("REDIS_URL", "redis://:redispw@cache:6379"),
             ("JWT_SECRET", &secret),
+            ("GEMINI_KEY_FLASH_01", "AIzaSyTHISISAKEY"),
         ])
         .unwrap();
         let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("AIzaSyTHISISAKEY") && debug.contains("GEMINI_KEY_FLASH_01"),
+            "{debug}"
+        );
         assert!(
             !debug.contains("topsecretpw")
                 && !debug.contains("redispw")

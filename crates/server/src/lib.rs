@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod keys;
 mod routes;
 mod secrets;
 pub mod telemetry;

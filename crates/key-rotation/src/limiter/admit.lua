@@ -4,8 +4,9 @@
 -- ARGV: n, tokens, pick (0 first fit, 1 least loaded), rotate (0/1),
 --       window_ms, lease_ttl_ms, entry_id, day_start_ms, day_end_ms,
 --       then per candidate: rpm, tpm, rpd (0 none), burst, max_in_flight (0 none).
--- Returns {1, index (1-based), now_ms} when admitted, {0, wait_ms} when no
--- candidate has room (wait_ms = -1: none ever will).
+-- Returns {1, index (1-based), now_ms, requests, tokens} when admitted (the
+-- bucket's window after this admission), {0, wait_ms} when no candidate has
+-- room (wait_ms = -1: none ever will).
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -87,6 +88,9 @@ end
 
 local function admit(i)
   local k = (i - 1) * 6
+  local members = redis.call('ZRANGE', KEYS[k + 1], 0, -1)
+  local used = 0
+  for _, member in ipairs(members) do used = used + entry_tokens(member) end
   local rpm, _, _, _, max_in_flight = limits(i)
   local interval = math.max(math.floor(window / rpm), 1)
   local tat = tonumber(redis.call('GET', KEYS[k + 2]) or now)
@@ -100,7 +104,7 @@ local function admit(i)
     redis.call('ZADD', KEYS[k + 4], now + lease_ttl, entry_id)
     redis.call('PEXPIRE', KEYS[k + 4], lease_ttl + 1000)
   end
-  return {1, i, now}
+  return {1, i, now, #members + 1, used + tokens}
 end
 
 local start = 0

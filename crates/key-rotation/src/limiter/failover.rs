@@ -3,13 +3,17 @@
 //! When a Redis call fails or misses its deadline, admission falls back to a
 //! local limiter that gives this replica `limit × 0.8 / live replicas`: the
 //! aggregate stays under the limit, never unlimited and never an outage.
-//! After Redis answers again, admission stays conservative for one window
-//! (both Redis and the local share must agree), because a restarted Redis
-//! has lost the windows.
+//!
+//! When Redis answers again, the replica first replays the admissions it made
+//! alone into the shared windows, then stays conservative (Redis and the
+//! local share must both agree) for two windows: a restarted Redis has lost
+//! its windows, and the other replicas need up to a retry interval to replay
+//! theirs.
 //!
 //! A Redis admission that timed out may have been admitted there; it is
 //! counted locally as admitted too, never as free.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -28,6 +32,9 @@ use crate::replicas::ReplicaRegistry;
 pub const DEGRADED_FRACTION: f64 = 0.8;
 /// How often a degraded replica checks whether Redis is back.
 const RETRY_EVERY_MS: u64 = 1_000;
+/// Windows of double-checking after Redis returns: one for the windows a
+/// restart lost, one more for every replica to replay its local admissions.
+const RECOVERY_WINDOWS: u64 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -58,6 +65,19 @@ pub struct FailoverLimiter {
     next_retry_ms: AtomicU64,
     /// Times this replica entered degraded mode, for the metrics.
     pub degradations: AtomicU64,
+    /// Admissions made while degraded, with their window, not yet in Redis.
+    unshared: Mutex<Vec<(Ticket, u64)>>,
+    /// Per bucket, the fill Redis last reported: requests, tokens, when, and
+    /// the window it applies to.
+    last_seen: Mutex<HashMap<(String, String), SeenFill>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SeenFill {
+    requests: u32,
+    tokens: u64,
+    at_ms: u64,
+    window_ms: u64,
 }
 
 fn scaled(limits: BucketLimits, share: f64) -> BucketLimits {
@@ -84,6 +104,8 @@ impl FailoverLimiter {
             mode: Mutex::new(Mode::Shared),
             next_retry_ms: AtomicU64::new(0),
             degradations: AtomicU64::new(0),
+            unshared: Mutex::new(Vec::new()),
+            last_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -129,7 +151,37 @@ impl FailoverLimiter {
         tracing::debug!(error = %err, "redis admission failed");
         self.next_retry_ms
             .store(self.clock.now_ms() + RETRY_EVERY_MS, Ordering::Relaxed);
+        if self.mode() == Mode::Shared {
+            self.seed_from_last_seen();
+        }
         self.set_mode(Mode::Degraded);
+    }
+
+    /// On losing Redis, a replica knows its own recent admissions (mirrored)
+    /// but not the others'. Redis told it each bucket's fill at its last
+    /// admission there; the difference is the others' use, added to the
+    /// local window as entries that expire as late as theirs possibly can.
+    fn seed_from_last_seen(&self) {
+        let now = self.clock.now_ms();
+        let seen: Vec<((String, String), SeenFill)> = self
+            .last_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for ((model, project), fill) in seen {
+            if fill.at_ms + fill.window_ms <= now {
+                continue;
+            }
+            let (own_requests, own_tokens) =
+                self.local.window_use(&model, &project, fill.window_ms);
+            let others_requests = fill.requests.saturating_sub(own_requests);
+            let others_tokens = fill.tokens.saturating_sub(own_tokens);
+            if others_requests > 0 {
+                self.local
+                    .seed(&model, &project, others_requests, others_tokens, fill.at_ms);
+            }
+        }
     }
 
     /// Whether a degraded replica should try Redis again now.
@@ -146,6 +198,38 @@ impl FailoverLimiter {
                     Ordering::Relaxed,
                 )
                 .is_ok()
+    }
+
+    /// Admits on this replica's share alone, remembering the admission so it
+    /// can be replayed into Redis later.
+    async fn admit_locally(&self, request: &AdmitRequest) -> Result<Decision, LimiterError> {
+        let decision = self.local.admit(&self.local_request(request)).await?;
+        if let Decision::Admitted(ticket) = &decision {
+            self.unshared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((ticket.clone(), request.window_ms));
+        }
+        Ok(decision)
+    }
+
+    /// Replays the admissions made while degraded that are still inside
+    /// their window. Kept for another try if Redis fails again.
+    async fn replay_unshared(&self) -> Result<(), LimiterError> {
+        let now = self.clock.now_ms();
+        let pending: Vec<(Ticket, u64)> = {
+            let mut unshared = self.unshared.lock().unwrap_or_else(PoisonError::into_inner);
+            unshared.retain(|(ticket, window)| ticket.admitted_at_ms + window > now);
+            std::mem::take(&mut *unshared)
+        };
+        if let Err(err) = self.redis.replay(&pending).await {
+            self.unshared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(pending);
+            return Err(err);
+        }
+        Ok(())
     }
 
     /// Applies a state change to both backends: the local copy keeps
@@ -173,22 +257,38 @@ impl Limiter for FailoverLimiter {
                 Ok(Decision::Admitted(ticket)) => {
                     self.local
                         .mirror(&self.local_request(request), &ticket.key_id);
+                    self.last_seen
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(
+                            (ticket.model.clone(), ticket.project.clone()),
+                            SeenFill {
+                                requests: ticket.window_requests,
+                                tokens: ticket.window_tokens,
+                                at_ms: ticket.admitted_at_ms,
+                                window_ms: request.window_ms,
+                            },
+                        );
                     Ok(Decision::Admitted(ticket))
                 }
                 Ok(refused) => Ok(refused),
                 Err(err) => {
                     self.degrade(&err);
-                    self.local.admit(&self.local_request(request)).await
+                    self.admit_locally(request).await
                 }
             },
-            Mode::Degraded if !self.retry_due() => {
-                self.local.admit(&self.local_request(request)).await
-            }
+            Mode::Degraded if !self.retry_due() => self.admit_locally(request).await,
             Mode::Degraded | Mode::Recovering { .. } => {
                 if let Mode::Recovering { until_ms } = mode {
                     if now >= until_ms {
                         self.set_mode(Mode::Shared);
                         return self.admit(request).await;
+                    }
+                }
+                if mode == Mode::Degraded {
+                    if let Err(err) = self.replay_unshared().await {
+                        self.degrade(&err);
+                        return self.admit_locally(request).await;
                     }
                 }
                 // Conservative: the local share first, then Redis too.
@@ -204,7 +304,7 @@ impl Limiter for FailoverLimiter {
                     Ok(Decision::Admitted(shared)) => {
                         if mode == Mode::Degraded {
                             self.set_mode(Mode::Recovering {
-                                until_ms: now + request.window_ms,
+                                until_ms: now + RECOVERY_WINDOWS * request.window_ms,
                             });
                         }
                         Ok(Decision::Admitted(shared))
@@ -212,15 +312,20 @@ impl Limiter for FailoverLimiter {
                     Ok(refused) => {
                         if mode == Mode::Degraded {
                             self.set_mode(Mode::Recovering {
-                                until_ms: now + request.window_ms,
+                                until_ms: now + RECOVERY_WINDOWS * request.window_ms,
                             });
                         }
                         self.local.refund(&ticket).await?;
                         Ok(refused)
                     }
-                    // Still down (or down again): the local admission stands.
+                    // Still down (or down again): the local admission stands
+                    // and will be replayed.
                     Err(err) => {
                         self.degrade(&err);
+                        self.unshared
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((ticket.clone(), request.window_ms));
                         Ok(Decision::Admitted(ticket))
                     }
                 }

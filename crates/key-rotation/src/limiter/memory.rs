@@ -75,6 +75,35 @@ impl MemoryLimiter {
         self.lock().admit(candidate, request, now_ms, day);
     }
 
+    /// Adds `requests` entries holding `tokens` in all, stamped `at_ms`, to a
+    /// bucket's window: other replicas' use, as Redis last reported it.
+    pub fn seed(&self, model: &str, project: &str, requests: u32, tokens: u64, at_ms: u64) {
+        let mut state = self.lock();
+        let entries = state.windows.entry(bucket_key(model, project)).or_default();
+        for i in 0..requests {
+            entries.push_back(Entry {
+                at_ms,
+                id: format!("elsewhere-{at_ms}-{i}"),
+                tokens: if i == 0 { tokens } else { 0 },
+            });
+        }
+        entries.make_contiguous().sort_by_key(|e| e.at_ms);
+    }
+
+    /// This replica's own requests and tokens in a bucket's window now.
+    pub fn window_use(&self, model: &str, project: &str, window_ms: u64) -> (u32, u64) {
+        let now_ms = self.clock.now_ms();
+        let mut state = self.lock();
+        let bucket = bucket_key(model, project);
+        state.prune(&bucket, now_ms, window_ms);
+        state.windows.get(&bucket).map_or((0, 0), |entries| {
+            (
+                u32::try_from(entries.len()).unwrap_or(u32::MAX),
+                entries.iter().map(|e| e.tokens).sum(),
+            )
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -189,12 +218,22 @@ impl State {
                 id: request.entry_id.clone(),
                 tokens: request.tokens,
             });
-        *self.days.entry((bucket.0, bucket.1, day.0)).or_default() += 1;
+        *self
+            .days
+            .entry((bucket.0.clone(), bucket.1.clone(), day.0))
+            .or_default() += 1;
         let leased = candidate.max_in_flight.is_some();
         if leased {
             self.live_leases(&candidate.key_id, now_ms)
                 .push((request.entry_id.clone(), now_ms + request.lease_ttl_ms));
         }
+        let (window_requests, window_tokens) =
+            self.windows.get(&bucket).map_or((0, 0), |entries| {
+                (
+                    u32::try_from(entries.len()).unwrap_or(u32::MAX),
+                    entries.iter().map(|e| e.tokens).sum(),
+                )
+            });
         // Old day counters are dead weight; drop them as days pass.
         self.days
             .retain(|(_, _, start), _| *start + 2 * 86_400_000 > now_ms);
@@ -208,6 +247,8 @@ impl State {
             day_start_ms: day.0,
             leased,
             pacing_interval_ms: pacing_interval_ms(&candidate.limits, request.window_ms),
+            window_requests,
+            window_tokens,
         }
     }
 }

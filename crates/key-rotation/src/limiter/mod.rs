@@ -73,6 +73,10 @@ pub struct Ticket {
     /// The GCRA emission interval this admission advanced its bucket by,
     /// handed back by a refund.
     pub pacing_interval_ms: u64,
+    /// The bucket's requests and tokens in the window, this one included, as
+    /// the deciding backend saw them.
+    pub window_requests: u32,
+    pub window_tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

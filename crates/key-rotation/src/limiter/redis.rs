@@ -112,6 +112,35 @@ impl RedisLimiter {
         &self.names
     }
 
+    /// Writes admissions made while Redis was unreachable into the shared
+    /// windows, so a recovered (or restarted) Redis counts them too.
+    pub async fn replay(&self, tickets: &[(Ticket, u64)]) -> Result<(), LimiterError> {
+        if tickets.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (ticket, window_ms) in tickets {
+            let window = self.names.window(&ticket.model, &ticket.project);
+            pipe.cmd("ZADD")
+                .arg(&window)
+                .arg(ticket.admitted_at_ms)
+                .arg(format!("{}:{}", ticket.entry_id, ticket.tokens))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&window)
+                .arg(window_ms + 1000)
+                .ignore();
+        }
+        let mut connection = self.redis.connection().await?;
+        tokio::time::timeout(
+            self.redis.deadline(),
+            pipe.query_async::<()>(&mut connection),
+        )
+        .await
+        .map_err(|_| LimiterError::Unavailable("redis deadline".into()))?
+        .map_err(|err| LimiterError::Unavailable(err.to_string()))
+    }
+
     async fn ticket_op(&self, ticket: &Ticket, op: &str, tokens: u64) -> Result<(), LimiterError> {
         let mut invocation = TICKET.prepare_invoke();
         invocation
@@ -180,7 +209,7 @@ impl Limiter for RedisLimiter {
         }
         let reply: Vec<i64> = self.redis.invoke(&invocation).await?;
         match reply.as_slice() {
-            [1, index, now_ms] => {
+            [1, index, now_ms, requests, tokens] => {
                 let candidate = usize::try_from(*index - 1)
                     .ok()
                     .and_then(|i| request.candidates.get(i))
@@ -200,6 +229,8 @@ impl Limiter for RedisLimiter {
                         &candidate.limits,
                         request.window_ms,
                     ),
+                    window_requests: u32::try_from(*requests).unwrap_or(u32::MAX),
+                    window_tokens: u64::try_from(*tokens).unwrap_or(0),
                 }))
             }
             [0, wait] => Ok(Decision::NoRoom {

@@ -327,3 +327,168 @@ async fn passwords_tokens_and_secrets_never_reach_the_logs() {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }
+
+fn keys_json(keys: &[(&str, u32)]) -> String {
+    let entries: Vec<String> = keys
+        .iter()
+        .map(|(id, rpm)| {
+            format!(r#"{{"key_id": "{id}", "model_name": "gemini-2.5-flash", "provider": "gemini", "rpm": {rpm}, "tpm": 100000}}"#)
+        })
+        .collect();
+    format!(r#"{{"keys": [{}]}}"#, entries.join(","))
+}
+
+fn with_keys(env: &mut Vec<(String, String)>, keys_file: &std::path::Path, ids: &[&str]) {
+    env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
+    for id in ids {
+        env.push((
+            format!("GEMINI_KEY_{}", id.to_uppercase()),
+            format!("AIzaSy-private-{id}-WXYZ"),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_keys_file_stops_start_up_naming_the_key_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 0)])).unwrap();
+    let mut env = base_env(
+        &dir,
+        "sqlite://unused.db",
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    with_keys(&mut env, &keys_file, &["flash_01"]);
+    let output = run_with_stdin(algoagent(&env), "").await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("KEYS_FILE") && stderr.contains("key flash_01 field rpm"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn keys_status_shows_masked_keys_and_their_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("keys.json");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../keys.example.json"),
+        &keys_file,
+    )
+    .unwrap();
+    let mut env = base_env(
+        &dir,
+        "sqlite://unused.db",
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    let ids = [
+        "flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05",
+    ];
+    with_keys(&mut env, &keys_file, &ids);
+    let mut command = algoagent(&env);
+    command.args(["keys", "status"]);
+    let output = run_with_stdin(command, "").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for id in ids {
+        assert!(
+            stdout.contains(&format!("{id} …WXYZ")),
+            "{id} missing from:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("algoagent-pro-05") && stdout.contains("0/60"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("AIzaSy-private"),
+        "a secret was printed:\n{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn keys_reload_makes_the_running_server_reread_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
+    let mut env = base_env(
+        &dir,
+        &database.url,
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    with_keys(&mut env, &keys_file, &["flash_01", "flash_02"]);
+    let server = ServerProcess::start(env.clone()).await;
+
+    // A broken file is refused by the command and the server is not asked.
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15), ("flash_01", 15)])).unwrap();
+    let mut command = algoagent(&env);
+    command.args(["keys", "reload"]);
+    let output = run_with_stdin(command, "").await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("duplicate id"));
+
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15), ("flash_02", 15)])).unwrap();
+    let mut command = algoagent(&env);
+    command.args(["keys", "reload"]);
+    let output = run_with_stdin(command, "").await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 key(s)"));
+
+    // The reload is asynchronous: wait for the server to log it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, logs) = server.terminate().await;
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("key pool reloaded"), "{logs}");
+    let loads: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("key pool loaded"))
+        .collect();
+    assert_eq!(loads.len(), 2, "{logs}");
+    assert!(
+        loads[0].contains("keys=1") && loads[1].contains("keys=2"),
+        "{loads:?}"
+    );
+    assert!(!logs.contains("AIzaSy-private"));
+}
+
+#[tokio::test]
+async fn keys_reset_needs_the_shared_state_and_lifts_a_projects_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
+    let mut env = base_env(
+        &dir,
+        "sqlite://unused.db",
+        "a-jwt-secret-that-is-long-enough-for-hs256",
+    );
+    with_keys(&mut env, &keys_file, &["flash_01"]);
+    let mut command = algoagent(&env);
+    command.args(["keys", "reset", "flash_01"]);
+    let output = run_with_stdin(command, "").await;
+    if crate::helpers::redis_url().is_some() {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("reset 1 key(s) of project flash_01")
+        );
+        let mut command = algoagent(&env);
+        command.args(["keys", "reset", "no-such-project"]);
+        assert!(!run_with_stdin(command, "").await.status.success());
+    } else {
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains("REDIS_URL"));
+    }
+}
