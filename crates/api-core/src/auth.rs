@@ -26,13 +26,8 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<AuthUser, ApiError> {
     let token = bearer_token(headers).ok_or(ApiError::NotAuthenticated)?;
-    let claims = state
-        .jwt
-        .verify(token, TokenKind::Access)
-        .map_err(|_| ApiError::TokenNotValid)?;
-    Ok(AuthUser {
-        user_id: claims.user_id,
-    })
+    let claims = state.jwt.verify(token, TokenKind::Access).map_err(|_| ApiError::TokenNotValid)?;
+    Ok(AuthUser { user_id: claims.user_id })
 }
 
 /// Middleware: refuses the request unless it carries a valid access token.
@@ -53,11 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         // Present only behind `require_auth`; a handler that asks for it on a
         // public route is refused rather than silently anonymous.
-        parts
-            .extensions
-            .get::<AuthUser>()
-            .copied()
-            .ok_or(ApiError::NotAuthenticated)
+        parts.extensions.get::<AuthUser>().copied().ok_or(ApiError::NotAuthenticated)
     }
 }
 
@@ -69,10 +60,7 @@ pub struct MaybeAuthUser(pub Option<AuthUser>);
 impl FromRequestParts<AppState> for MaybeAuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(MaybeAuthUser(authenticate(state, &parts.headers).ok()))
     }
 }

@@ -60,18 +60,13 @@ pub struct ClientIp(pub IpAddr);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        Ok(ClientIp(
-            state.trusted_proxies.client_ip(peer, &parts.headers),
-        ))
+        Ok(ClientIp(state.trusted_proxies.client_ip(peer, &parts.headers)))
     }
 }
 
@@ -93,28 +88,19 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let proxies = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
-        assert_eq!(
-            proxies.client_ip(ip("203.0.113.9"), &headers("1.2.3.4")),
-            ip("203.0.113.9")
-        );
+        assert_eq!(proxies.client_ip(ip("203.0.113.9"), &headers("1.2.3.4")), ip("203.0.113.9"));
     }
 
     #[test]
     fn the_first_untrusted_hop_from_the_right_is_the_client() {
         let proxies = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
         let forwarded = headers("6.6.6.6, 198.51.100.7, 10.1.2.3");
-        assert_eq!(
-            proxies.client_ip(ip("10.0.0.1"), &forwarded),
-            ip("198.51.100.7")
-        );
+        assert_eq!(proxies.client_ip(ip("10.0.0.1"), &forwarded), ip("198.51.100.7"));
     }
 
     #[test]
     fn without_the_header_a_trusted_peer_is_the_client() {
         let proxies = TrustedProxies::new(vec!["127.0.0.1/32".parse().unwrap()]);
-        assert_eq!(
-            proxies.client_ip(ip("127.0.0.1"), &HeaderMap::new()),
-            ip("127.0.0.1")
-        );
+        assert_eq!(proxies.client_ip(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
     }
 }

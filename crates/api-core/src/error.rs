@@ -50,10 +50,7 @@ pub enum ApiError {
     #[error("validation failed: {0:?}")]
     Validation(FieldErrors),
     #[error("bad request: {message}")]
-    BadRequest {
-        message: String,
-        details: Option<String>,
-    },
+    BadRequest { message: String, details: Option<String> },
     #[error("authentication credentials were not provided")]
     NotAuthenticated,
     #[error("token not valid")]
@@ -87,20 +84,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            message: message.into(),
-            details: None,
-        }
+        ApiError::BadRequest { message: message.into(), details: None }
     }
 
-    pub fn bad_request_with_details(
-        message: impl Into<String>,
-        details: impl Into<String>,
-    ) -> Self {
-        ApiError::BadRequest {
-            message: message.into(),
-            details: Some(details.into()),
-        }
+    pub fn bad_request_with_details(message: impl Into<String>, details: impl Into<String>) -> Self {
+        ApiError::BadRequest { message: message.into(), details: Some(details.into()) }
     }
 
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
@@ -151,11 +139,8 @@ impl ApiError {
         let code = self.code();
         match self {
             ApiError::Validation(fields) => {
-                let mut body: Map<String, Value> = fields
-                    .0
-                    .iter()
-                    .map(|(field, messages)| (field.clone(), json!(messages)))
-                    .collect();
+                let mut body: Map<String, Value> =
+                    fields.0.iter().map(|(field, messages)| (field.clone(), json!(messages))).collect();
                 body.insert("code".into(), json!(code));
                 Value::Object(body)
             }
@@ -261,9 +246,6 @@ mod tests {
         errors.add("password", "too short");
         errors.add("password", "too common");
         let body = ApiError::Validation(errors).body();
-        assert_eq!(
-            body,
-            json!({"password": ["too short", "too common"], "code": "invalid"})
-        );
+        assert_eq!(body, json!({"password": ["too short", "too common"], "code": "invalid"}));
     }
 }

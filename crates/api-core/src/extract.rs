@@ -24,9 +24,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<Value>::from_request(req, state)
-            .await
-            .map_err(json_rejection_to_error)?;
+        let axum::Json(value) = axum::Json::<Value>::from_request(req, state).await.map_err(json_rejection_to_error)?;
         from_json_value(value).map(ApiJson)
     }
 }
@@ -43,13 +41,8 @@ pub fn from_json_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError>
         let inner = err.inner().to_string();
         let path = err.path().to_string();
         let (field, message) = match missing_field_name(&inner) {
-            Some(missing) if path == "." => {
-                (missing.to_string(), "This field is required.".to_string())
-            }
-            Some(missing) => (
-                format!("{path}.{missing}"),
-                "This field is required.".to_string(),
-            ),
+            Some(missing) if path == "." => (missing.to_string(), "This field is required.".to_string()),
+            Some(missing) => (format!("{path}.{missing}"), "This field is required.".to_string()),
             None => (top_level_field(&path), inner),
         };
         ApiError::Validation(FieldErrors::single(field, message))
@@ -73,16 +66,10 @@ fn top_level_field(path: &str) -> String {
 fn json_rejection_to_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        JsonRejection::JsonSyntaxError(err) => {
-            ApiError::bad_request_with_details("Malformed JSON", err.body_text())
-        }
-        JsonRejection::JsonDataError(err) => {
-            ApiError::bad_request_with_details("Invalid JSON", err.body_text())
-        }
+        JsonRejection::JsonSyntaxError(err) => ApiError::bad_request_with_details("Malformed JSON", err.body_text()),
+        JsonRejection::JsonDataError(err) => ApiError::bad_request_with_details("Invalid JSON", err.body_text()),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        other => {
-            ApiError::bad_request_with_details("Could not read the request body", other.body_text())
-        }
+        other => ApiError::bad_request_with_details("Could not read the request body", other.body_text()),
     }
 }
 
@@ -95,9 +82,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ResourceId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound)?;
         raw.parse().map(ResourceId).map_err(|_| ApiError::NotFound)
     }
 }
@@ -126,17 +111,12 @@ mod tests {
     #[test]
     fn a_missing_field_is_named() {
         let errors = field_error(from_json_value(json!({"username": "a"})));
-        assert_eq!(
-            errors,
-            FieldErrors::single("password", "This field is required.")
-        );
+        assert_eq!(errors, FieldErrors::single("password", "This field is required."));
     }
 
     #[test]
     fn a_wrong_type_names_the_top_level_field() {
-        let errors = field_error(from_json_value(
-            json!({"username": "a", "password": "b", "symbols": ["x", 3]}),
-        ));
+        let errors = field_error(from_json_value(json!({"username": "a", "password": "b", "symbols": ["x", 3]})));
         let rendered = format!("{errors:?}");
         assert!(rendered.contains("\"symbols\""), "{rendered}");
     }

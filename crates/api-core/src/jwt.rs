@@ -65,11 +65,7 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(
-        &self,
-        user_id: i64,
-        kind: TokenKind,
-    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+    pub fn issue(&self, user_id: i64, kind: TokenKind) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
             TokenKind::Refresh => self.refresh_ttl,
@@ -103,11 +99,7 @@ mod tests {
     use super::*;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(
-            &[7u8; 32],
-            Duration::from_secs(3600),
-            Duration::from_secs(7 * 86400),
-        )
+        JwtKeys::new(&[7u8; 32], Duration::from_secs(3600), Duration::from_secs(7 * 86400))
     }
 
     #[test]
@@ -118,25 +110,18 @@ mod tests {
         assert_eq!(claims.user_id, 42);
         assert_eq!(claims.iss, ISSUER);
         assert_eq!(claims.exp - claims.iat, 3600);
-        assert!(matches!(
-            keys.verify(&issued.token, TokenKind::Refresh),
-            Err(TokenError::WrongKind { .. })
-        ));
+        assert!(matches!(keys.verify(&issued.token, TokenKind::Refresh), Err(TokenError::WrongKind { .. })));
     }
 
     #[test]
     fn another_algorithm_or_secret_is_refused() {
         let keys = keys();
         let claims = keys.issue(1, TokenKind::Access).unwrap().claims;
-        let hs512 = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims,
-            &EncodingKey::from_secret(&[7u8; 32]),
-        )
-        .unwrap();
+        let hs512 =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(&[7u8; 32]))
+                .unwrap();
         assert!(keys.verify(&hs512, TokenKind::Access).is_err());
-        let other_secret =
-            JwtKeys::new(&[8u8; 32], Duration::from_secs(60), Duration::from_secs(60));
+        let other_secret = JwtKeys::new(&[8u8; 32], Duration::from_secs(60), Duration::from_secs(60));
         let forged = other_secret.issue(1, TokenKind::Access).unwrap().token;
         assert!(keys.verify(&forged, TokenKind::Access).is_err());
     }
@@ -146,12 +131,9 @@ mod tests {
         let keys = keys();
         let mut claims = keys.issue(1, TokenKind::Access).unwrap().claims;
         claims.exp = Utc::now().timestamp() - 1;
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(&[7u8; 32]),
-        )
-        .unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&[7u8; 32]))
+                .unwrap();
         assert!(keys.verify(&token, TokenKind::Access).is_err());
     }
 }

@@ -43,20 +43,12 @@ impl PageRequest {
         }
         let next = (self.page < last_page).then(|| self.link(self.page + 1));
         let previous = (self.page > 1).then(|| self.link(self.page - 1));
-        Ok(Page {
-            count,
-            next,
-            previous,
-            results,
-        })
+        Ok(Page { count, next, previous, results })
     }
 
     fn link(&self, page: i64) -> String {
-        let mut query: Vec<String> = self
-            .other_query
-            .iter()
-            .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
-            .collect();
+        let mut query: Vec<String> =
+            self.other_query.iter().map(|(key, value)| format!("{}={}", encode(key), encode(value))).collect();
         if page > 1 {
             query.push(format!("page={page}"));
         }
@@ -72,9 +64,7 @@ fn encode(component: &str) -> String {
     component
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -82,9 +72,7 @@ fn encode(component: &str) -> String {
 
 fn decode(component: &str) -> String {
     fn hex(byte: u8) -> Option<u8> {
-        (byte as char)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
+        (byte as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
     let bytes = component.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -117,40 +105,23 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
             .unwrap_or_else(|| parts.uri.clone());
         let mut page = 1;
         let mut other_query = Vec::new();
-        for pair in uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
+        for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let (key, value) = (decode(key), decode(value));
             if key == "page" {
-                page = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|p| *p >= 1)
-                    .ok_or(ApiError::NotFound)?;
+                page = value.parse::<i64>().ok().filter(|p| *p >= 1).ok_or(ApiError::NotFound)?;
             } else {
                 other_query.push((key, value));
             }
         }
-        let host = parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
+        let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
         let scheme = parts
             .headers
             .get("x-forwarded-proto")
             .and_then(|h| h.to_str().ok())
             .filter(|proto| *proto == "https")
             .unwrap_or("http");
-        Ok(PageRequest {
-            page,
-            base_url: format!("{scheme}://{host}{}", uri.path()),
-            other_query,
-        })
+        Ok(PageRequest { page, base_url: format!("{scheme}://{host}{}", uri.path()), other_query })
     }
 }
 
@@ -159,24 +130,14 @@ mod tests {
     use super::*;
 
     fn request(page: i64) -> PageRequest {
-        PageRequest {
-            page,
-            base_url: "http://h/api/x/".into(),
-            other_query: vec![("search".into(), "a b".into())],
-        }
+        PageRequest { page, base_url: "http://h/api/x/".into(), other_query: vec![("search".into(), "a b".into())] }
     }
 
     #[test]
     fn links_keep_other_filters_and_point_at_neighbours() {
         let page = request(2).into_page(120, vec![(); 50]).unwrap();
-        assert_eq!(
-            page.next.as_deref(),
-            Some("http://h/api/x/?search=a%20b&page=3")
-        );
-        assert_eq!(
-            page.previous.as_deref(),
-            Some("http://h/api/x/?search=a%20b")
-        );
+        assert_eq!(page.next.as_deref(), Some("http://h/api/x/?search=a%20b&page=3"));
+        assert_eq!(page.previous.as_deref(), Some("http://h/api/x/?search=a%20b"));
     }
 
     #[test]

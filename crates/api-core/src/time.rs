@@ -8,18 +8,12 @@ pub fn iso8601(at: &DateTime<Utc>) -> String {
 }
 
 /// For `#[serde(serialize_with = "api_core::time::serialize")]`.
-pub fn serialize<S: serde::Serializer>(
-    at: &DateTime<Utc>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub fn serialize<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&iso8601(at))
 }
 
 /// For `#[serde(serialize_with = "api_core::time::serialize_opt")]`.
-pub fn serialize_opt<S: serde::Serializer>(
-    at: &Option<DateTime<Utc>>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+pub fn serialize_opt<S: serde::Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
     match at {
         Some(at) => serializer.serialize_str(&iso8601(at)),
         None => serializer.serialize_none(),

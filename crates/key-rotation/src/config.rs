@@ -112,10 +112,7 @@ pub struct KeySpec {
 impl KeySpec {
     /// The quota bucket: Google counts per project and model.
     pub fn bucket(&self) -> BucketId {
-        BucketId {
-            project: self.project.clone(),
-            model: self.model.clone(),
-        }
+        BucketId { project: self.project.clone(), model: self.model.clone() }
     }
 }
 
@@ -180,11 +177,7 @@ pub enum PoolConfigError {
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error("key {key} field {field}: {reason}")]
-    Key {
-        key: String,
-        field: String,
-        reason: String,
-    },
+    Key { key: String, field: String, reason: String },
     #[error("field {field}: {reason}")]
     Pool { field: String, reason: String },
 }
@@ -221,18 +214,11 @@ fn strip_doc_fields(object: &mut Map<String, Value>) {
 }
 
 fn pool_error(field: &str, reason: impl Into<String>) -> PoolConfigError {
-    PoolConfigError::Pool {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    PoolConfigError::Pool { field: field.to_string(), reason: reason.into() }
 }
 
 fn key_error(key: &str, field: &str, reason: impl Into<String>) -> PoolConfigError {
-    PoolConfigError::Key {
-        key: key.to_string(),
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    PoolConfigError::Key { key: key.to_string(), field: field.to_string(), reason: reason.into() }
 }
 
 /// Reads `path`, or, when it does not exist, builds the pool from the keys the
@@ -240,17 +226,11 @@ fn key_error(key: &str, field: &str, reason: impl Into<String>) -> PoolConfigErr
 pub fn load_pool(path: &Path, secrets: &dyn SecretSource) -> Result<PoolConfig, PoolConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_pool(&text, secrets).map_err(|err| match err {
-            PoolConfigError::File { reason, .. } => PoolConfigError::File {
-                path: path.display().to_string(),
-                reason,
-            },
+            PoolConfigError::File { reason, .. } => PoolConfigError::File { path: path.display().to_string(), reason },
             other => other,
         }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(pool_from_discovered(secrets)),
-        Err(err) => Err(PoolConfigError::File {
-            path: path.display().to_string(),
-            reason: err.to_string(),
-        }),
+        Err(err) => Err(PoolConfigError::File { path: path.display().to_string(), reason: err.to_string() }),
     }
 }
 
@@ -262,12 +242,7 @@ fn pool_from_discovered(secrets: &dyn SecretSource) -> PoolConfig {
             key_id,
             model: DEFAULT_MODEL.to_string(),
             provider: "gemini".to_string(),
-            limits: BucketLimits {
-                rpm: DEFAULT_RPM,
-                tpm: DEFAULT_TPM,
-                rpd: Some(DEFAULT_RPD),
-                burst: DEFAULT_RPM,
-            },
+            limits: BucketLimits { rpm: DEFAULT_RPM, tpm: DEFAULT_TPM, rpd: Some(DEFAULT_RPD), burst: DEFAULT_RPM },
             max_in_flight: None,
             priority: 0,
             workload: Workload::Light,
@@ -281,18 +256,11 @@ fn pool_from_discovered(secrets: &dyn SecretSource) -> PoolConfig {
 
 /// Parses the text of a keys.json.
 pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, PoolConfigError> {
-    let mut root: Value = serde_json::from_str(text).map_err(|err| PoolConfigError::File {
-        path: String::new(),
-        reason: format!("not valid JSON: {err}"),
-    })?;
-    let object = root
-        .as_object_mut()
-        .ok_or_else(|| pool_error("(root)", "expected a JSON object"))?;
+    let mut root: Value = serde_json::from_str(text)
+        .map_err(|err| PoolConfigError::File { path: String::new(), reason: format!("not valid JSON: {err}") })?;
+    let object = root.as_object_mut().ok_or_else(|| pool_error("(root)", "expected a JSON object"))?;
     strip_doc_fields(object);
-    if let Some(unknown) = object
-        .keys()
-        .find(|name| !POOL_FIELDS.contains(&name.as_str()))
-    {
+    if let Some(unknown) = object.keys().find(|name| !POOL_FIELDS.contains(&name.as_str())) {
         return Err(pool_error(unknown, "unknown field"));
     }
 
@@ -301,34 +269,20 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
         Some(Value::String(name)) => Strategy::parse(name).ok_or_else(|| {
             pool_error(
                 "rotation_strategy",
-                format!(
-                    "unknown strategy {name:?} (expected priority, round_robin or least_loaded)"
-                ),
+                format!("unknown strategy {name:?} (expected priority, round_robin or least_loaded)"),
             )
         })?,
         Some(_) => return Err(pool_error("rotation_strategy", "expected a string")),
     };
-    let window = positive_seconds(
-        object.get("window_seconds"),
-        "window_seconds",
-        DEFAULT_WINDOW,
-    )?;
-    let health_check_interval = positive_seconds(
-        object.get("health_check_interval"),
-        "health_check_interval",
-        DEFAULT_HEALTH_CHECK_INTERVAL,
-    )?;
+    let window = positive_seconds(object.get("window_seconds"), "window_seconds", DEFAULT_WINDOW)?;
+    let health_check_interval =
+        positive_seconds(object.get("health_check_interval"), "health_check_interval", DEFAULT_HEALTH_CHECK_INTERVAL)?;
     let quota_warning_threshold = match object.get("quota_warning_threshold") {
         None | Some(Value::Null) => DEFAULT_QUOTA_WARNING,
         Some(value) => value
             .as_f64()
             .filter(|v| *v > 0.0 && *v < 1.0)
-            .ok_or_else(|| {
-                pool_error(
-                    "quota_warning_threshold",
-                    "expected a fraction between 0 and 1",
-                )
-            })?,
+            .ok_or_else(|| pool_error("quota_warning_threshold", "expected a fraction between 0 and 1"))?,
     };
     let fallback_order: Vec<String> = match object.get("fallback_order") {
         None | Some(Value::Null) => Vec::new(),
@@ -344,10 +298,7 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
     let mut keys = Vec::with_capacity(raw_keys.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (index, mut raw) in raw_keys.into_iter().enumerate() {
-        let label = raw
-            .get("key_id")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("#{index}"), str::to_string);
+        let label = raw.get("key_id").and_then(Value::as_str).map_or_else(|| format!("#{index}"), str::to_string);
         if let Some(object) = raw.as_object_mut() {
             strip_doc_fields(object);
         }
@@ -369,10 +320,7 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
     }
     for id in &fallback_order {
         if !seen.contains_key(id) {
-            return Err(pool_error(
-                "fallback_order",
-                format!("names unknown key {id:?}"),
-            ));
+            return Err(pool_error("fallback_order", format!("names unknown key {id:?}")));
         }
     }
     check_projects_agree(&keys)?;
@@ -388,11 +336,7 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
     })
 }
 
-fn positive_seconds(
-    value: Option<&Value>,
-    field: &str,
-    default: Duration,
-) -> Result<Duration, PoolConfigError> {
+fn positive_seconds(value: Option<&Value>, field: &str, default: Duration) -> Result<Duration, PoolConfigError> {
     match value {
         None | Some(Value::Null) => Ok(default),
         Some(value) => value
@@ -404,13 +348,10 @@ fn positive_seconds(
 }
 
 fn positive(key: &str, field: &'static str, value: i64) -> Result<u64, PoolConfigError> {
-    u64::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| {
-        key_error(
-            key,
-            field,
-            format!("must be greater than zero, got {value}"),
-        )
-    })
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| key_error(key, field, format!("must be greater than zero, got {value}")))
 }
 
 fn positive_u32(key: &str, field: &'static str, value: i64) -> Result<u32, PoolConfigError> {
@@ -419,55 +360,31 @@ fn positive_u32(key: &str, field: &'static str, value: i64) -> Result<u32, PoolC
 }
 
 /// Validates one entry; `None` when it has no secret (skipped with a warning).
-fn validate_key(
-    raw: RawKey,
-    secrets: &dyn SecretSource,
-) -> Result<Option<KeySpec>, PoolConfigError> {
+fn validate_key(raw: RawKey, secrets: &dyn SecretSource) -> Result<Option<KeySpec>, PoolConfigError> {
     let id = raw.key_id.as_str();
     let rpm = positive_u32(id, "rpm", raw.rpm)?;
     let tpm = positive(id, "tpm", raw.tpm)?;
     let rpd = raw.rpd.map(|v| positive_u32(id, "rpd", v)).transpose()?;
-    let burst = raw
-        .burst_capacity
-        .map(|v| positive_u32(id, "burst_capacity", v))
-        .transpose()?;
+    let burst = raw.burst_capacity.map(|v| positive_u32(id, "burst_capacity", v)).transpose()?;
     if let Some(burst) = burst {
         if burst > rpm {
-            return Err(key_error(
-                id,
-                "burst_capacity",
-                format!("{burst} is greater than rpm {rpm}"),
-            ));
+            return Err(key_error(id, "burst_capacity", format!("{burst} is greater than rpm {rpm}")));
         }
     }
-    let max_in_flight = raw
-        .max_in_flight
-        .map(|v| positive_u32(id, "max_in_flight", v))
-        .transpose()?;
+    let max_in_flight = raw.max_in_flight.map(|v| positive_u32(id, "max_in_flight", v)).transpose()?;
     if raw.model_name.trim().is_empty() {
         return Err(key_error(id, "model_name", "must not be empty"));
     }
     if raw.provider != "gemini" {
-        return Err(key_error(
-            id,
-            "provider",
-            format!("unsupported provider {:?} (expected gemini)", raw.provider),
-        ));
+        return Err(key_error(id, "provider", format!("unsupported provider {:?} (expected gemini)", raw.provider)));
     }
     let workload = match raw.workload_type.as_deref() {
         None => Workload::for_model(&raw.model_name),
-        Some(name) => Workload::parse(name).ok_or_else(|| {
-            key_error(
-                id,
-                "workload_type",
-                format!("expected light or heavy, got {name:?}"),
-            )
-        })?,
+        Some(name) => Workload::parse(name)
+            .ok_or_else(|| key_error(id, "workload_type", format!("expected light or heavy, got {name:?}")))?,
     };
     let project = match raw.project {
-        Some(project) if project.trim().is_empty() => {
-            return Err(key_error(id, "project", "must not be empty"))
-        }
+        Some(project) if project.trim().is_empty() => return Err(key_error(id, "project", "must not be empty")),
         Some(project) => project,
         None => raw.key_id.clone(),
     };
@@ -480,12 +397,7 @@ fn validate_key(
         model: raw.model_name,
         provider: raw.provider,
         project,
-        limits: BucketLimits {
-            rpm,
-            tpm,
-            rpd,
-            burst: burst.unwrap_or(rpm),
-        },
+        limits: BucketLimits { rpm, tpm, rpd, burst: burst.unwrap_or(rpm) },
         max_in_flight,
         priority: raw.priority.unwrap_or(0),
         workload,
@@ -535,16 +447,8 @@ mod tests {
     use crate::secrets::EnvSecrets;
 
     fn all_secrets() -> EnvSecrets {
-        let ids = [
-            "a", "b", "c", "flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03",
-            "pro_04", "pro_05",
-        ];
-        EnvSecrets::new(ids.iter().map(|id| {
-            (
-                format!("GEMINI_KEY_{}", id.to_uppercase()),
-                format!("secret-{id}-xyz1"),
-            )
-        }))
+        let ids = ["a", "b", "c", "flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"];
+        EnvSecrets::new(ids.iter().map(|id| (format!("GEMINI_KEY_{}", id.to_uppercase()), format!("secret-{id}-xyz1"))))
     }
 
     fn key(id: &str, extra: &str) -> String {
@@ -558,9 +462,7 @@ mod tests {
     }
 
     fn error(text: &str) -> String {
-        parse_pool(text, &all_secrets())
-            .expect_err("expected a config error")
-            .to_string()
+        parse_pool(text, &all_secrets()).expect_err("expected a config error").to_string()
     }
 
     #[test]
@@ -570,13 +472,7 @@ mod tests {
         assert_eq!(pool.keys.len(), 8);
         let total_rpm: u32 = pool.keys.iter().map(|k| k.limits.rpm).sum();
         assert_eq!(total_rpm, 3 * 15 + 5 * 60);
-        assert_eq!(
-            pool.keys
-                .iter()
-                .filter(|k| k.workload == Workload::Light)
-                .count(),
-            3
-        );
+        assert_eq!(pool.keys.iter().filter(|k| k.workload == Workload::Light).count(), 3);
         assert_eq!(pool.window, Duration::from_secs(60));
         assert_eq!(pool.strategy, Strategy::Priority);
     }
@@ -586,97 +482,41 @@ mod tests {
         let cases = [
             (pool(&[key("a", r#", "rpmm": 3"#)], ""), "key a field rpmm"),
             (pool(&[key("a", r#", "rpd": 0"#)], ""), "key a field rpd"),
+            (pool(&[key("a", r#", "burst_capacity": 11"#)], ""), "key a field burst_capacity"),
+            (pool(&[key("a", r#", "max_in_flight": -1"#)], ""), "key a field max_in_flight"),
+            (pool(&[key("a", r#", "workload_type": "medium""#)], ""), "key a field workload_type"),
+            (pool(&[key("a", ""), key("a", "")], ""), "key a field key_id"),
+            (pool(&[key("a", "")], r#", "rotation_strategy": "random""#), "field rotation_strategy"),
+            (pool(&[key("a", "")], r#", "window_seconds": 0"#), "field window_seconds"),
+            (pool(&[key("a", "")], r#", "fallback_order": ["zz"]"#), "field fallback_order"),
+            (pool(&[key("a", "")], r#", "colour": "blue""#), "field colour"),
             (
-                pool(&[key("a", r#", "burst_capacity": 11"#)], ""),
-                "key a field burst_capacity",
-            ),
-            (
-                pool(&[key("a", r#", "max_in_flight": -1"#)], ""),
-                "key a field max_in_flight",
-            ),
-            (
-                pool(&[key("a", r#", "workload_type": "medium""#)], ""),
-                "key a field workload_type",
-            ),
-            (
-                pool(&[key("a", ""), key("a", "")], ""),
-                "key a field key_id",
-            ),
-            (
-                pool(&[key("a", "")], r#", "rotation_strategy": "random""#),
-                "field rotation_strategy",
-            ),
-            (
-                pool(&[key("a", "")], r#", "window_seconds": 0"#),
-                "field window_seconds",
-            ),
-            (
-                pool(&[key("a", "")], r#", "fallback_order": ["zz"]"#),
-                "field fallback_order",
-            ),
-            (
-                pool(&[key("a", "")], r#", "colour": "blue""#),
-                "field colour",
-            ),
-            (
-                pool(
-                    &[
-                        key("a", r#", "project": "p""#),
-                        key("b", r#", "project": "p", "tpm": 999"#),
-                    ],
-                    "",
-                ),
+                pool(&[key("a", r#", "project": "p""#), key("b", r#", "project": "p", "tpm": 999"#)], ""),
                 "key b field tpm",
             ),
         ];
         for (text, expected) in cases {
             let message = error(&text);
-            assert!(
-                message.contains(expected),
-                "expected {expected:?} in {message:?}"
-            );
+            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
         }
         let negative = error(&pool(
-            &[
-                r#"{"key_id": "a", "model_name": "m", "provider": "gemini", "rpm": -5, "tpm": 10}"#
-                    .to_string(),
-            ],
+            &[r#"{"key_id": "a", "model_name": "m", "provider": "gemini", "rpm": -5, "tpm": 10}"#.to_string()],
             "",
         ));
-        assert!(
-            negative.contains("key a field rpm") && negative.contains("-5"),
-            "{negative}"
-        );
+        assert!(negative.contains("key a field rpm") && negative.contains("-5"), "{negative}");
     }
 
     #[test]
     fn a_key_without_a_secret_is_skipped_and_an_empty_pool_is_allowed() {
         let text = pool(&[key("a", ""), key("nosecret", "")], "");
         let loaded = parse_pool(&text, &all_secrets()).unwrap();
-        assert_eq!(
-            loaded
-                .keys
-                .iter()
-                .map(|k| k.key_id.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
-        assert!(parse_pool(r#"{"keys": []}"#, &all_secrets())
-            .unwrap()
-            .keys
-            .is_empty());
+        assert_eq!(loaded.keys.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert!(parse_pool(r#"{"keys": []}"#, &all_secrets()).unwrap().keys.is_empty());
     }
 
     #[test]
     fn keys_of_one_project_share_a_bucket() {
-        let text = pool(
-            &[
-                key("a", r#", "project": "p""#),
-                key("b", r#", "project": "p""#),
-                key("c", ""),
-            ],
-            "",
-        );
+        let text = pool(&[key("a", r#", "project": "p""#), key("b", r#", "project": "p""#), key("c", "")], "");
         let loaded = parse_pool(&text, &all_secrets()).unwrap();
         assert_eq!(loaded.keys[0].bucket(), loaded.keys[1].bucket());
         assert_ne!(loaded.keys[0].bucket(), loaded.keys[2].bucket());
@@ -685,21 +525,12 @@ mod tests {
 
     #[test]
     fn without_keys_json_environment_keys_get_the_documented_defaults() {
-        let secrets = EnvSecrets::new([(
-            "GEMINI_API_KEY".to_string(),
-            "only-one-key-abcd".to_string(),
-        )]);
+        let secrets = EnvSecrets::new([("GEMINI_API_KEY".to_string(), "only-one-key-abcd".to_string())]);
         let loaded = load_pool(Path::new("/nonexistent/keys.json"), &secrets).unwrap();
         assert_eq!(loaded.keys.len(), 1);
         let only = &loaded.keys[0];
-        assert_eq!(
-            (only.key_id.as_str(), only.model.as_str()),
-            ("default", DEFAULT_MODEL)
-        );
-        assert_eq!(
-            (only.limits.rpm, only.limits.tpm, only.limits.rpd),
-            (DEFAULT_RPM, DEFAULT_TPM, Some(DEFAULT_RPD))
-        );
+        assert_eq!((only.key_id.as_str(), only.model.as_str()), ("default", DEFAULT_MODEL));
+        assert_eq!((only.limits.rpm, only.limits.tpm, only.limits.rpd), (DEFAULT_RPM, DEFAULT_TPM, Some(DEFAULT_RPD)));
         assert_eq!(format!("{:?}", only.secret), "…abcd");
         let empty = load_pool(Path::new("/nonexistent/keys.json"), &EnvSecrets::default()).unwrap();
         assert!(empty.keys.is_empty());

@@ -59,11 +59,7 @@ pub struct RedisEventLog {
 
 impl RedisEventLog {
     pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
-        Self {
-            redis,
-            key: format!("{prefix}:events"),
-            fallback: MemoryEventLog::default(),
-        }
+        Self { redis, key: format!("{prefix}:events"), fallback: MemoryEventLog::default() }
     }
 }
 
@@ -89,12 +85,9 @@ impl EventLog for RedisEventLog {
             .arg(7 * 86_400_000u64)
             .ignore();
         let stored = match self.redis.connection().await {
-            Ok(mut connection) => tokio::time::timeout(
-                self.redis.deadline(),
-                pipe.query_async::<()>(&mut connection),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok()),
+            Ok(mut connection) => tokio::time::timeout(self.redis.deadline(), pipe.query_async::<()>(&mut connection))
+                .await
+                .is_ok_and(|r| r.is_ok()),
             Err(_) => false,
         };
         if !stored {
@@ -106,10 +99,7 @@ impl EventLog for RedisEventLog {
         let mut cmd = redis::cmd("LRANGE");
         cmd.arg(&self.key).arg(0).arg(limit.saturating_sub(1));
         match self.redis.query::<Vec<String>>(&cmd).await {
-            Ok(items) => items
-                .iter()
-                .filter_map(|item| serde_json::from_str(item).ok())
-                .collect(),
+            Ok(items) => items.iter().filter_map(|item| serde_json::from_str(item).ok()).collect(),
             Err(_) => self.fallback.recent(limit).await,
         }
     }

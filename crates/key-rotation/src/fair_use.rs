@@ -76,10 +76,7 @@ impl Default for MemoryFairUse {
 
 impl MemoryFairUse {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            users: Mutex::new(HashMap::new()),
-            clock,
-        }
+        Self { users: Mutex::new(HashMap::new()), clock }
     }
 }
 
@@ -100,11 +97,7 @@ impl FairUse for MemoryFairUse {
         let tolerance = interval * u64::from(limits.burst.saturating_sub(1));
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         let state = users.entry(user.to_string()).or_default();
-        while state
-            .tokens
-            .front()
-            .is_some_and(|(at, _, _)| at + MINUTE_MS <= now)
-        {
+        while state.tokens.front().is_some_and(|(at, _, _)| at + MINUTE_MS <= now) {
             state.tokens.pop_front();
         }
         let tat = state.tat_ms.max(now);
@@ -121,9 +114,7 @@ impl FairUse for MemoryFairUse {
             }
         }
         if wait > 0 {
-            return Ok(UserDecision::Limited {
-                retry_after: Duration::from_millis(wait),
-            });
+            return Ok(UserDecision::Limited { retry_after: Duration::from_millis(wait) });
         }
         state.tat_ms = tat + interval;
         state.tokens.push_back((now, entry_id.to_string(), tokens));
@@ -157,19 +148,12 @@ pub struct RedisFairUse {
 
 impl RedisFairUse {
     pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
-        Self {
-            redis,
-            prefix: prefix.to_string(),
-            fallback: MemoryFairUse::default(),
-        }
+        Self { redis, prefix: prefix.to_string(), fallback: MemoryFairUse::default() }
     }
 
     fn keys(&self, user: &str) -> (String, String) {
         let user = user.replace(['{', '}'], "_");
-        (
-            format!("{}:{{u:{user}}}:gcra", self.prefix),
-            format!("{}:{{u:{user}}}:tokens", self.prefix),
-        )
+        (format!("{}:{{u:{user}}}:gcra", self.prefix), format!("{}:{{u:{user}}}:tokens", self.prefix))
     }
 }
 
@@ -208,9 +192,7 @@ impl FairUse for RedisFairUse {
                 [0, wait] => Ok(UserDecision::Limited {
                     retry_after: Duration::from_millis(u64::try_from(*wait).unwrap_or(1).max(1)),
                 }),
-                other => Err(LimiterError::Unavailable(format!(
-                    "unexpected fair-use reply {other:?}"
-                ))),
+                other => Err(LimiterError::Unavailable(format!("unexpected fair-use reply {other:?}"))),
             },
             Err(err) => {
                 tracing::warn!(error = %err, "fair use: Redis unreachable, using this replica's limits");

@@ -46,25 +46,11 @@ impl Outcome {
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Success { .. } => "success",
-            Outcome::RateLimited {
-                zero_limit: true, ..
-            } => "quota_zero",
-            Outcome::RateLimited {
-                scope: QuotaScope::PerMinute,
-                ..
-            } => "rate_limited_minute",
-            Outcome::RateLimited {
-                scope: QuotaScope::PerDay,
-                ..
-            } => "rate_limited_day",
-            Outcome::RateLimited {
-                scope: QuotaScope::InputTokens,
-                ..
-            } => "rate_limited_tokens",
-            Outcome::RateLimited {
-                scope: QuotaScope::Unknown,
-                ..
-            } => "rate_limited",
+            Outcome::RateLimited { zero_limit: true, .. } => "quota_zero",
+            Outcome::RateLimited { scope: QuotaScope::PerMinute, .. } => "rate_limited_minute",
+            Outcome::RateLimited { scope: QuotaScope::PerDay, .. } => "rate_limited_day",
+            Outcome::RateLimited { scope: QuotaScope::InputTokens, .. } => "rate_limited_tokens",
+            Outcome::RateLimited { scope: QuotaScope::Unknown, .. } => "rate_limited",
             Outcome::KeyInvalid => "key_invalid",
             Outcome::KeyLeaked => "key_leaked",
             Outcome::KeyBlocked => "key_blocked",

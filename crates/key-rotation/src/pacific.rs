@@ -59,8 +59,7 @@ pub fn day_bounds(instant: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
 
 /// `day_bounds` of a millisecond timestamp, in milliseconds.
 pub fn day_bounds_ms(now_ms: u64) -> (u64, u64) {
-    let instant = DateTime::from_timestamp_millis(i64::try_from(now_ms).unwrap_or(i64::MAX))
-        .unwrap_or_default();
+    let instant = DateTime::from_timestamp_millis(i64::try_from(now_ms).unwrap_or(i64::MAX)).unwrap_or_default();
     let (start, end) = day_bounds(instant);
     let to_ms = |t: DateTime<Utc>| u64::try_from(t.timestamp_millis()).unwrap_or(0);
     (to_ms(start), to_ms(end))
@@ -80,10 +79,7 @@ mod tests {
         assert_eq!(start, utc("2026-01-15T08:00:00Z"));
         assert_eq!(end, utc("2026-01-16T08:00:00Z"));
         // 03:00 UTC on the 16th is still the evening of the 15th in California.
-        assert_eq!(
-            day_bounds(utc("2026-01-16T03:00:00Z")).0,
-            utc("2026-01-15T08:00:00Z")
-        );
+        assert_eq!(day_bounds(utc("2026-01-16T03:00:00Z")).0, utc("2026-01-15T08:00:00Z"));
     }
 
     #[test]
@@ -116,14 +112,8 @@ mod tests {
 
     #[test]
     fn nth_sunday_finds_the_rule_dates() {
-        assert_eq!(
-            nth_sunday(2027, 3, 2),
-            NaiveDate::from_ymd_opt(2027, 3, 14).unwrap()
-        );
-        assert_eq!(
-            nth_sunday(2027, 11, 1),
-            NaiveDate::from_ymd_opt(2027, 11, 7).unwrap()
-        );
+        assert_eq!(nth_sunday(2027, 3, 2), NaiveDate::from_ymd_opt(2027, 3, 14).unwrap());
+        assert_eq!(nth_sunday(2027, 11, 1), NaiveDate::from_ymd_opt(2027, 11, 7).unwrap());
         assert_eq!(nth_sunday(2030, 3, 2).weekday(), chrono::Weekday::Sun);
     }
 }

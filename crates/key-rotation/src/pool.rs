@@ -13,8 +13,7 @@ use crate::clock::Clock;
 use crate::config::{KeySpec, PoolConfig, Strategy, Workload};
 use crate::events::{EventLog, RotationEvent};
 use crate::limiter::{
-    AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Pick, Ticket,
-    MAX_CANDIDATES,
+    AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Pick, Ticket, MAX_CANDIDATES,
 };
 use crate::outcome::{Outcome, QuotaScope};
 use crate::pacific;
@@ -161,10 +160,7 @@ impl PoolMetrics {
 
     /// (key id, outcome kind) → count.
     pub fn outcomes(&self) -> BTreeMap<(String, &'static str), u64> {
-        self.outcomes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.outcomes.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -221,20 +217,14 @@ impl KeyPool {
             metrics: PoolMetrics::default(),
             replica: format!(
                 "{:016x}",
-                stable_hash(&[
-                    &std::process::id().to_string(),
-                    &format!("{:?}", std::time::SystemTime::now())
-                ])
+                stable_hash(&[&std::process::id().to_string(), &format!("{:?}", std::time::SystemTime::now())])
             ),
             sequence: AtomicU64::new(0),
         }
     }
 
     pub fn config(&self) -> Arc<PoolConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Swaps in a new configuration. Calls already admitted keep the key
@@ -259,19 +249,13 @@ impl KeyPool {
 
     /// The order keys are tried in, before sticky and rotation.
     fn ordered<'a>(config: &'a PoolConfig, keys: Vec<&'a KeySpec>) -> Vec<&'a KeySpec> {
-        let rank: HashMap<&str, usize> = config
-            .fallback_order
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
+        let rank: HashMap<&str, usize> =
+            config.fallback_order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         let mut keys = keys;
         keys.sort_by(|a, b| {
             let ra = rank.get(a.key_id.as_str()).copied().unwrap_or(usize::MAX);
             let rb = rank.get(b.key_id.as_str()).copied().unwrap_or(usize::MAX);
-            ra.cmp(&rb)
-                .then(a.priority.cmp(&b.priority))
-                .then(a.key_id.cmp(&b.key_id))
+            ra.cmp(&rb).then(a.priority.cmp(&b.priority)).then(a.key_id.cmp(&b.key_id))
         });
         keys
     }
@@ -293,8 +277,7 @@ impl KeyPool {
                 vec![keys]
             }
             None => {
-                let preferred: Vec<&KeySpec> =
-                    active().filter(|k| k.workload == spec.workload).collect();
+                let preferred: Vec<&KeySpec> = active().filter(|k| k.workload == spec.workload).collect();
                 let other: Vec<&KeySpec> = if spec.allow_spill || preferred.is_empty() {
                     active().filter(|k| k.workload != spec.workload).collect()
                 } else {
@@ -303,26 +286,16 @@ impl KeyPool {
                 vec![preferred, other]
             }
         };
-        let max_tpm = families
-            .iter()
-            .flatten()
-            .map(|k| k.limits.tpm)
-            .max()
-            .ok_or(PoolError::NoKeys)?;
+        let max_tpm = families.iter().flatten().map(|k| k.limits.tpm).max().ok_or(PoolError::NoKeys)?;
         if spec.estimated_tokens > max_tpm {
-            return Err(PoolError::TooLarge {
-                estimated: spec.estimated_tokens,
-                max_tpm,
-            });
+            return Err(PoolError::TooLarge { estimated: spec.estimated_tokens, max_tpm });
         }
         let mut groups = Vec::new();
         for family in families.into_iter().filter(|f| !f.is_empty()) {
             let mut ordered = Self::ordered(&config, family);
             if let Some(user) = &spec.sticky_user {
                 // Rendezvous hashing: the user's key stays theirs as keys come and go.
-                if let Some(best) =
-                    (0..ordered.len()).max_by_key(|&i| stable_hash(&[user, &ordered[i].key_id]))
-                {
+                if let Some(best) = (0..ordered.len()).max_by_key(|&i| stable_hash(&[user, &ordered[i].key_id])) {
                     let chosen = ordered.remove(best);
                     ordered.insert(0, chosen);
                 }
@@ -362,28 +335,16 @@ impl KeyPool {
             let request = AdmitRequest {
                 candidates,
                 tokens: spec.estimated_tokens,
-                pick: if config.strategy == Strategy::LeastLoaded {
-                    Pick::LeastLoaded
-                } else {
-                    Pick::FirstFit
-                },
+                pick: if config.strategy == Strategy::LeastLoaded { Pick::LeastLoaded } else { Pick::FirstFit },
                 rotate: config.strategy == Strategy::RoundRobin && spec.sticky_user.is_none(),
                 window_ms: duration_ms(config.effective_window()),
                 lease_ttl_ms: duration_ms(self.options.lease_ttl),
-                entry_id: format!(
-                    "{}-{}",
-                    self.replica,
-                    self.sequence.fetch_add(1, Ordering::Relaxed)
-                ),
+                entry_id: format!("{}-{}", self.replica, self.sequence.fetch_add(1, Ordering::Relaxed)),
             };
             match self.limiter.admit(&request).await? {
                 Decision::Admitted(ticket) => {
-                    let key = config
-                        .keys
-                        .iter()
-                        .find(|k| k.key_id == ticket.key_id)
-                        .cloned()
-                        .ok_or(PoolError::Unusable)?;
+                    let key =
+                        config.keys.iter().find(|k| k.key_id == ticket.key_id).cloned().ok_or(PoolError::Unusable)?;
                     self.metrics.admitted.fetch_add(1, Ordering::Relaxed);
                     self.touch(&key.key_id, None);
                     return Ok(AdmitResult::Granted(Box::new(Grant { key, ticket })));
@@ -398,9 +359,7 @@ impl KeyPool {
         match earliest {
             Some(wait) => {
                 self.metrics.full.fetch_add(1, Ordering::Relaxed);
-                Ok(AdmitResult::Full {
-                    retry_after: Duration::from_millis(wait.max(1)),
-                })
+                Ok(AdmitResult::Full { retry_after: Duration::from_millis(wait.max(1)) })
             }
             None => Err(PoolError::Unusable),
         }
@@ -461,43 +420,24 @@ impl KeyPool {
             Outcome::UpstreamUnavailable | Outcome::TimedOut | Outcome::CallerError => {
                 self.limiter.release(ticket).await?;
             }
-            Outcome::RateLimited {
-                scope,
-                retry_delay,
-                zero_limit,
-            } => {
+            Outcome::RateLimited { scope, retry_delay, zero_limit } => {
                 self.limiter.release(ticket).await?;
                 let (duration, reason) = if *zero_limit {
-                    (
-                        self.options.zero_limit_ttl,
-                        "quota limit 0: needs an admin reset".to_string(),
-                    )
+                    (self.options.zero_limit_ttl, "quota limit 0: needs an admin reset".to_string())
                 } else {
                     match scope {
                         QuotaScope::PerDay => {
                             let now = self.clock.now_ms();
                             let (_, day_end) = pacific::day_bounds_ms(now);
-                            (
-                                Duration::from_millis(day_end.saturating_sub(now)),
-                                "per-day quota exhausted".to_string(),
-                            )
+                            (Duration::from_millis(day_end.saturating_sub(now)), "per-day quota exhausted".to_string())
                         }
                         QuotaScope::PerMinute | QuotaScope::InputTokens | QuotaScope::Unknown => {
                             let delay = retry_delay.unwrap_or(self.options.default_cooldown);
-                            (
-                                delay,
-                                format!(
-                                    "{} (retry in {:.1}s)",
-                                    outcome.kind(),
-                                    delay.as_secs_f64()
-                                ),
-                            )
+                            (delay, format!("{} (retry in {:.1}s)", outcome.kind(), delay.as_secs_f64()))
                         }
                     }
                 };
-                self.limiter
-                    .cool_down(&key.model, &key.project, duration_ms(duration), &reason)
-                    .await?;
+                self.limiter.cool_down(&key.model, &key.project, duration_ms(duration), &reason).await?;
                 self.record("cooldown", Some(key), reason).await;
             }
             Outcome::KeyInvalid | Outcome::KeyBlocked | Outcome::KeyLeaked => {
@@ -507,35 +447,17 @@ impl KeyPool {
                     Outcome::KeyBlocked => "key blocked for this API (API_KEY_SERVICE_BLOCKED)",
                     _ => "key invalid (API_KEY_INVALID)",
                 };
-                self.limiter
-                    .disable(
-                        &key.model,
-                        &key.key_id,
-                        duration_ms(self.options.disable_ttl),
-                        reason,
-                    )
-                    .await?;
+                self.limiter.disable(&key.model, &key.key_id, duration_ms(self.options.disable_ttl), reason).await?;
                 self.record("disabled", Some(key), reason.to_string()).await;
             }
             Outcome::ProjectDisabled => {
                 self.limiter.release(ticket).await?;
                 let reason = "project's API is disabled (SERVICE_DISABLED)";
-                for other in self
-                    .config()
-                    .keys
-                    .iter()
-                    .filter(|k| k.project == key.project)
-                {
+                for other in self.config().keys.iter().filter(|k| k.project == key.project) {
                     self.limiter
-                        .disable(
-                            &other.model,
-                            &other.key_id,
-                            duration_ms(self.options.disable_ttl),
-                            reason,
-                        )
+                        .disable(&other.model, &other.key_id, duration_ms(self.options.disable_ttl), reason)
                         .await?;
-                    self.record("disabled", Some(other), reason.to_string())
-                        .await;
+                    self.record("disabled", Some(other), reason.to_string()).await;
                 }
             }
         }
@@ -546,26 +468,13 @@ impl KeyPool {
     /// the operator's answer to `limit: 0` or a replaced key.
     pub async fn reset(&self, project: &str, model: Option<&str>) -> Result<usize, LimiterError> {
         let config = self.config();
-        let keys: Vec<&KeySpec> = config
-            .keys
-            .iter()
-            .filter(|k| k.project == project && model.is_none_or(|m| m == k.model))
-            .collect();
+        let keys: Vec<&KeySpec> =
+            config.keys.iter().filter(|k| k.project == project && model.is_none_or(|m| m == k.model)).collect();
         for key in &keys {
-            self.limiter
-                .clear_cooldown(&key.model, &key.project)
-                .await?;
+            self.limiter.clear_cooldown(&key.model, &key.project).await?;
             self.limiter.enable(&key.model, &key.key_id).await?;
-            self.probes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key.key_id);
-            self.record(
-                "reset",
-                Some(key),
-                "cooldown and disable lifted by an operator".into(),
-            )
-            .await;
+            self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+            self.record("reset", Some(key), "cooldown and disable lifted by an operator".into()).await;
         }
         Ok(keys.len())
     }
@@ -579,10 +488,7 @@ impl KeyPool {
         let base = duration_ms(config.health_check_interval);
         for key in config.keys.iter().filter(|k| k.active) {
             let Some(restriction) = self.limiter.disabled(&key.model, &key.key_id).await? else {
-                self.probes
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&key.key_id);
+                self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
                 continue;
             };
             if restriction.reason == LEAKED {
@@ -598,47 +504,27 @@ impl KeyPool {
             if backoff.next_at_ms > now {
                 continue;
             }
-            if !self
-                .limiter
-                .try_lock(&format!("probe:{}", key.key_id), base.max(1_000))
-                .await?
-            {
+            if !self.limiter.try_lock(&format!("probe:{}", key.key_id), base.max(1_000)).await? {
                 continue;
             }
             let result = probe.probe(key).await;
             match result {
                 ProbeResult::Healthy => {
                     self.limiter.enable(&key.model, &key.key_id).await?;
-                    self.probes
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&key.key_id);
-                    self.record("enabled", Some(key), "probe succeeded".into())
-                        .await;
+                    self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+                    self.record("enabled", Some(key), "probe succeeded".into()).await;
                 }
                 ProbeResult::Dead(_) | ProbeResult::Inconclusive => {
                     let failures = backoff.failures.saturating_add(1);
-                    let delay = base
-                        .saturating_mul(1u64 << failures.min(16))
-                        .min(duration_ms(self.options.max_probe_backoff));
+                    let delay =
+                        base.saturating_mul(1u64 << failures.min(16)).min(duration_ms(self.options.max_probe_backoff));
                     self.probes
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .insert(
-                            key.key_id.clone(),
-                            ProbeBackoff {
-                                next_at_ms: now + delay,
-                                failures,
-                            },
-                        );
+                        .insert(key.key_id.clone(), ProbeBackoff { next_at_ms: now + delay, failures });
                     if let ProbeResult::Dead(Outcome::KeyLeaked) = result {
                         self.limiter
-                            .disable(
-                                &key.model,
-                                &key.key_id,
-                                duration_ms(self.options.disable_ttl),
-                                LEAKED,
-                            )
+                            .disable(&key.model, &key.key_id, duration_ms(self.options.disable_ttl), LEAKED)
                             .await?;
                         self.record("disabled", Some(key), LEAKED.into()).await;
                     }
@@ -652,18 +538,11 @@ impl KeyPool {
     pub async fn health(&self) -> Result<Vec<KeyHealth>, LimiterError> {
         let config = self.config();
         let window_ms = duration_ms(config.effective_window());
-        let stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut out = Vec::with_capacity(config.keys.len());
         for key in &config.keys {
             let disabled = self.limiter.disabled(&key.model, &key.key_id).await?;
-            let usage = self
-                .limiter
-                .usage(&key.model, &key.project, window_ms)
-                .await?;
+            let usage = self.limiter.usage(&key.model, &key.project, window_ms).await?;
             let (state, until, reason) = match (&disabled, &usage.cooldown) {
                 _ if !key.active => ("inactive", None, None),
                 (Some(d), _) => ("disabled", None, Some(d.reason.clone())),
@@ -695,21 +574,10 @@ impl KeyPool {
         }
         let mut out = Vec::with_capacity(seen.len());
         for (bucket, limits) in seen {
-            let BucketUsage {
-                requests_in_window,
-                tokens_in_window,
-                requests_today,
-                ..
-            } = self
-                .limiter
-                .usage(&bucket.model, &bucket.project, window_ms)
-                .await?;
-            let used = crate::limiter::remaining_fraction(
-                &limits,
-                requests_in_window,
-                tokens_in_window,
-                requests_today,
-            );
+            let BucketUsage { requests_in_window, tokens_in_window, requests_today, .. } =
+                self.limiter.usage(&bucket.model, &bucket.project, window_ms).await?;
+            let used =
+                crate::limiter::remaining_fraction(&limits, requests_in_window, tokens_in_window, requests_today);
             out.push(BucketView {
                 project: bucket.project,
                 model: bucket.model,

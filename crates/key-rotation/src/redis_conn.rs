@@ -28,20 +28,14 @@ pub struct RedisHandle {
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The connection info may hold a password; never print it.
-        f.debug_struct("RedisHandle")
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisHandle").field("deadline", &self.deadline).finish_non_exhaustive()
     }
 }
 
 impl RedisHandle {
     /// Parses `url` without connecting.
     pub fn new(url: &str, deadline: Duration) -> Result<Self, RedisError> {
-        Ok(Self {
-            client: Client::open(url)?,
-            connection: Mutex::new(None),
-            deadline,
-        })
+        Ok(Self { client: Client::open(url)?, connection: Mutex::new(None), deadline })
     }
 
     pub fn deadline(&self) -> Duration {
@@ -54,12 +48,9 @@ impl RedisHandle {
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let connection = tokio::time::timeout(
-            self.deadline,
-            self.client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| RedisError::Deadline(self.deadline))??;
+        let connection = tokio::time::timeout(self.deadline, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| RedisError::Deadline(self.deadline))??;
         *slot = Some(connection.clone());
         Ok(connection)
     }
@@ -68,8 +59,7 @@ impl RedisHandle {
     /// so the next call reconnects.
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        let outcome =
-            tokio::time::timeout(self.deadline, cmd.query_async::<T>(&mut connection)).await;
+        let outcome = tokio::time::timeout(self.deadline, cmd.query_async::<T>(&mut connection)).await;
         self.settle(outcome).await
     }
 
@@ -79,9 +69,7 @@ impl RedisHandle {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection().await?;
-        let outcome =
-            tokio::time::timeout(self.deadline, invocation.invoke_async::<T>(&mut connection))
-                .await;
+        let outcome = tokio::time::timeout(self.deadline, invocation.invoke_async::<T>(&mut connection)).await;
         self.settle(outcome).await
     }
 
@@ -92,8 +80,7 @@ impl RedisHandle {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
-                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
-                {
+                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
                     self.connection.lock().await.take();
                 }
                 Err(err.into())

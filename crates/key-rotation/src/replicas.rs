@@ -37,22 +37,12 @@ pub struct ReplicaRegistry {
 
 impl ReplicaRegistry {
     pub fn new(redis: Arc<RedisHandle>, prefix: &str, id: &str, ttl: Duration) -> Self {
-        Self {
-            redis,
-            key: format!("{prefix}:replicas"),
-            id: id.to_string(),
-            ttl,
-            live: AtomicU32::new(1),
-        }
+        Self { redis, key: format!("{prefix}:replicas"), id: id.to_string(), ttl, live: AtomicU32::new(1) }
     }
 
     async fn send(&self, op: &str) -> Result<u32, RedisError> {
         let mut invocation = HEARTBEAT.prepare_invoke();
-        invocation
-            .key(&self.key)
-            .arg(op)
-            .arg(&self.id)
-            .arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+        invocation.key(&self.key).arg(op).arg(&self.id).arg(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
         let live: u32 = self.redis.invoke(&invocation).await?;
         Ok(live)
     }

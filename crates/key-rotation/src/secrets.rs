@@ -18,10 +18,7 @@ impl ApiKeySecret {
         let secret: String = secret.into();
         let chars: Vec<char> = secret.chars().collect();
         let last4: String = chars[chars.len().saturating_sub(4)..].iter().collect();
-        Self {
-            secret: SecretString::from(secret),
-            last4,
-        }
+        Self { secret: SecretString::from(secret), last4 }
     }
 
     /// The secret itself, for the one header that carries it upstream.
@@ -59,12 +56,7 @@ pub struct EnvSecrets {
 
 impl EnvSecrets {
     pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self {
-            vars: vars
-                .into_iter()
-                .filter(|(_, value)| !value.trim().is_empty())
-                .collect(),
-        }
+        Self { vars: vars.into_iter().filter(|(_, value)| !value.trim().is_empty()).collect() }
     }
 
     pub fn from_process() -> Self {
@@ -74,13 +66,7 @@ impl EnvSecrets {
     fn list_entries(&self) -> Vec<String> {
         self.vars
             .get("GEMINI_API_KEYS")
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
             .unwrap_or_default()
     }
 }
@@ -92,44 +78,30 @@ fn env_suffix(key_id: &str) -> String {
 impl SecretSource for EnvSecrets {
     fn secret_for(&self, key_id: &str) -> Option<ApiKeySecret> {
         let suffix = env_suffix(key_id);
-        let named = ["GEMINI_KEY_", "API_KEY_"]
-            .iter()
-            .find_map(|prefix| self.vars.get(&format!("{prefix}{suffix}")).cloned());
+        let named =
+            ["GEMINI_KEY_", "API_KEY_"].iter().find_map(|prefix| self.vars.get(&format!("{prefix}{suffix}")).cloned());
         let listed = || {
             let index: usize = key_id.strip_prefix("key_")?.parse().ok()?;
             self.list_entries().get(index.checked_sub(1)?).cloned()
         };
-        let single = || {
-            (key_id == "default")
-                .then(|| self.vars.get("GEMINI_API_KEY").cloned())
-                .flatten()
-        };
-        named
-            .or_else(listed)
-            .or_else(single)
-            .map(|s| ApiKeySecret::new(s.trim()))
+        let single = || (key_id == "default").then(|| self.vars.get("GEMINI_API_KEY").cloned()).flatten();
+        named.or_else(listed).or_else(single).map(|s| ApiKeySecret::new(s.trim()))
     }
 
     fn discover(&self) -> Vec<(String, ApiKeySecret)> {
         let mut found: BTreeMap<String, ApiKeySecret> = BTreeMap::new();
         for (name, value) in &self.vars {
-            let id = name
-                .strip_prefix("GEMINI_KEY_")
-                .or_else(|| name.strip_prefix("API_KEY_"))
-                .filter(|id| !id.is_empty());
+            let id =
+                name.strip_prefix("GEMINI_KEY_").or_else(|| name.strip_prefix("API_KEY_")).filter(|id| !id.is_empty());
             if let Some(id) = id {
                 found.insert(id.to_ascii_lowercase(), ApiKeySecret::new(value.trim()));
             }
         }
         for (index, secret) in self.list_entries().into_iter().enumerate() {
-            found
-                .entry(format!("key_{}", index + 1))
-                .or_insert_with(|| ApiKeySecret::new(secret));
+            found.entry(format!("key_{}", index + 1)).or_insert_with(|| ApiKeySecret::new(secret));
         }
         if let Some(single) = self.vars.get("GEMINI_API_KEY") {
-            found
-                .entry("default".to_string())
-                .or_insert_with(|| ApiKeySecret::new(single.trim()));
+            found.entry("default".to_string()).or_insert_with(|| ApiKeySecret::new(single.trim()));
         }
         found.into_iter().collect()
     }
@@ -149,10 +121,7 @@ pub struct FileSecretsError {
 
 impl FileSecrets {
     pub fn load(path: &Path) -> Result<Self, FileSecretsError> {
-        let error = |reason: String| FileSecretsError {
-            path: path.display().to_string(),
-            reason,
-        };
+        let error = |reason: String| FileSecretsError { path: path.display().to_string(), reason };
         let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
         #[cfg(unix)]
         {
@@ -172,16 +141,11 @@ impl FileSecrets {
 
 impl SecretSource for FileSecrets {
     fn secret_for(&self, key_id: &str) -> Option<ApiKeySecret> {
-        self.secrets
-            .get(key_id)
-            .map(|s| ApiKeySecret::new(s.trim()))
+        self.secrets.get(key_id).map(|s| ApiKeySecret::new(s.trim()))
     }
 
     fn discover(&self) -> Vec<(String, ApiKeySecret)> {
-        self.secrets
-            .iter()
-            .map(|(id, s)| (id.clone(), ApiKeySecret::new(s.trim())))
-            .collect()
+        self.secrets.iter().map(|(id, s)| (id.clone(), ApiKeySecret::new(s.trim()))).collect()
     }
 }
 
@@ -218,11 +182,8 @@ mod tests {
             ("GEMINI_API_KEY", "single"),
             ("UNRELATED", "x"),
         ]);
-        let found: Vec<(String, String)> = source
-            .discover()
-            .into_iter()
-            .map(|(id, s)| (id, s.expose().to_string()))
-            .collect();
+        let found: Vec<(String, String)> =
+            source.discover().into_iter().map(|(id, s)| (id, s.expose().to_string())).collect();
         assert_eq!(
             found,
             vec![

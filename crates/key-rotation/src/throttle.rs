@@ -54,31 +54,16 @@ impl MemoryThrottle {
         Self::default()
     }
 
-    fn decide(
-        &self,
-        bucket: &str,
-        limit: u32,
-        window: Duration,
-        record: bool,
-    ) -> Result<(), Throttled> {
+    fn decide(&self, bucket: &str, limit: u32, window: Duration, record: bool) -> Result<(), Throttled> {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         buckets.calls_since_sweep += 1;
         if buckets.calls_since_sweep >= SWEEP_EVERY {
             buckets.calls_since_sweep = 0;
-            buckets.logs.retain(|_, log| {
-                log.back()
-                    .is_some_and(|last| now.duration_since(*last) < MAX_WINDOW)
-            });
+            buckets.logs.retain(|_, log| log.back().is_some_and(|last| now.duration_since(*last) < MAX_WINDOW));
         }
         let log = buckets.logs.entry(bucket.to_string()).or_default();
-        while log
-            .front()
-            .is_some_and(|first| now.duration_since(*first) >= window)
-        {
+        while log.front().is_some_and(|first| now.duration_since(*first) >= window) {
             log.pop_front();
         }
         if log.len() >= limit as usize {
@@ -132,18 +117,8 @@ impl RedisThrottle {
         }
     }
 
-    async fn run(
-        &self,
-        op: &str,
-        bucket: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<(), Throttled> {
-        let member = format!(
-            "{:x}-{}",
-            self.replica,
-            self.sequence.fetch_add(1, Ordering::Relaxed)
-        );
+    async fn run(&self, op: &str, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
+        let member = format!("{:x}-{}", self.replica, self.sequence.fetch_add(1, Ordering::Relaxed));
         let mut invocation = THROTTLE.prepare_invoke();
         invocation
             .key(format!("{}:throttle:{bucket}", self.prefix))
@@ -153,9 +128,7 @@ impl RedisThrottle {
             .arg(member);
         match self.redis.invoke::<u64>(&invocation).await {
             Ok(0) => Ok(()),
-            Ok(wait_ms) => Err(Throttled {
-                retry_after: Duration::from_millis(wait_ms),
-            }),
+            Ok(wait_ms) => Err(Throttled { retry_after: Duration::from_millis(wait_ms) }),
             Err(err) => {
                 tracing::warn!(error = %err, "throttle: Redis unreachable, counting on this replica");
                 self.fallback.decide(bucket, limit, window, op == "hit")
@@ -181,10 +154,7 @@ mod tests {
 
     fn throttles() -> Vec<Box<dyn Throttle>> {
         let mut all: Vec<Box<dyn Throttle>> = vec![Box::new(MemoryThrottle::new())];
-        if let Some(url) = std::env::var("TEST_REDIS_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        {
+        if let Some(url) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) {
             let handle = Arc::new(RedisHandle::new(&url, Duration::from_secs(2)).unwrap());
             let prefix = format!("throttle-test-{}", std::process::id());
             all.push(Box::new(RedisThrottle::new(handle, &prefix)));
@@ -203,10 +173,7 @@ mod tests {
             let refused = throttle.hit(&bucket, 3, window).await.unwrap_err();
             assert!(refused.retry_after > Duration::from_secs(59) && refused.retry_after <= window);
             assert!(throttle.check(&bucket, 3, window).await.is_err());
-            throttle
-                .check(&format!("{bucket}-other"), 3, window)
-                .await
-                .unwrap();
+            throttle.check(&format!("{bucket}-other"), 3, window).await.unwrap();
         }
     }
 
@@ -228,10 +195,7 @@ mod tests {
     async fn check_records_nothing() {
         let throttle = MemoryThrottle::new();
         for _ in 0..10 {
-            throttle
-                .check("b", 1, Duration::from_secs(60))
-                .await
-                .unwrap();
+            throttle.check("b", 1, Duration::from_secs(60)).await.unwrap();
         }
         throttle.hit("b", 1, Duration::from_secs(60)).await.unwrap();
     }

@@ -46,17 +46,10 @@ impl App {
     pub async fn build(config: &Config) -> anyhow::Result<App> {
         let store = connect_store(config).await?;
         if config.run_migrations {
-            store
-                .migrate()
-                .await
-                .context("applying database migrations")?;
+            store.migrate().await.context("applying database migrations")?;
         }
         let secret = crate::secrets::jwt_secret(config)?;
-        let jwt = JwtKeys::new(
-            secret.expose_secret().as_bytes(),
-            config.access_token_ttl,
-            config.refresh_token_ttl,
-        );
+        let jwt = JwtKeys::new(secret.expose_secret().as_bytes(), config.access_token_ttl, config.refresh_token_ttl);
         let keys = crate::keys::build(config)?;
         let state = AppState::new(AppStateInner {
             store,
@@ -72,13 +65,7 @@ impl App {
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
-        Ok(App {
-            listener,
-            router,
-            state,
-            keys,
-            config: config.clone(),
-        })
+        Ok(App { listener, router, state, keys, config: config.clone() })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -90,28 +77,19 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
         let mut background = tokio::task::JoinSet::new();
         if let Some(registry) = &self.keys.registry {
             background.spawn(registry.clone().run(crate::keys::HEARTBEAT_EVERY));
         }
-        background.spawn(reload_on_sighup(
-            self.keys.pool.clone(),
-            self.config.clone(),
-        ));
+        background.spawn(reload_on_sighup(self.keys.pool.clone(), self.config.clone()));
         let pid_file = write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
-        let make_service =
-            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service);
-        axum::serve(self.listener, make_service)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let make_service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service);
+        axum::serve(self.listener, make_service).with_graceful_shutdown(shutdown).await?;
         background.shutdown().await;
         if let Some(registry) = &self.keys.registry {
             // Leaving at once grows the others' degraded shares without waiting for a timeout.
@@ -131,8 +109,7 @@ impl App {
 /// Re-reads `KEYS_FILE` on SIGHUP (`algoagent keys reload` sends it). A bad
 /// file is logged and the running pool kept.
 async fn reload_on_sighup(pool: Arc<KeyPool>, config: Config) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; key reload by signal is unavailable");
         return;
     };
@@ -143,10 +120,7 @@ async fn reload_on_sighup(pool: Arc<KeyPool>, config: Config) {
                 pool.reload(new_config).await;
                 tracing::info!("key pool reloaded");
             }
-            Err(err) => tracing::error!(
-                error = format!("{err:#}"),
-                "key pool reload failed; keeping the running pool"
-            ),
+            Err(err) => tracing::error!(error = format!("{err:#}"), "key pool reload failed; keeping the running pool"),
         }
     }
 }
@@ -155,8 +129,8 @@ pub const PID_FILE: &str = "algoagent.pid";
 
 fn write_pid_file(config: &Config) -> Option<std::path::PathBuf> {
     let path = config.data_dir.join(PID_FILE);
-    let written = std::fs::create_dir_all(&config.data_dir)
-        .and_then(|()| std::fs::write(&path, std::process::id().to_string()));
+    let written =
+        std::fs::create_dir_all(&config.data_dir).and_then(|()| std::fs::write(&path, std::process::id().to_string()));
     match written {
         Ok(()) => Some(path),
         Err(err) => {
@@ -167,18 +141,10 @@ fn write_pid_file(config: &Config) -> Option<std::path::PathBuf> {
 }
 
 pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
-    let options = ConnectOptions {
-        max_connections: config.db_max_connections,
-        ..ConnectOptions::default()
-    };
+    let options = ConnectOptions { max_connections: config.db_max_connections, ..ConnectOptions::default() };
     Store::connect(config.database_url.expose(), &options)
         .await
-        .with_context(|| {
-            format!(
-                "connecting to DATABASE_URL {}",
-                config.database_url.redacted()
-            )
-        })
+        .with_context(|| format!("connecting to DATABASE_URL {}", config.database_url.redacted()))
 }
 
 /// The whole HTTP surface, with its middleware.
@@ -209,10 +175,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(cors_layer(&config.cors_allowed_origins))
-                .layer(middleware::from_fn_with_state(
-                    request_timeout,
-                    enforce_request_timeout,
-                ))
+                .layer(middleware::from_fn_with_state(request_timeout, enforce_request_timeout))
                 .layer(DefaultBodyLimit::max(config.max_body_bytes)),
         )
         .with_state(state)
@@ -221,15 +184,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
 /// The span every request's logs sit in. It names the matched route (not the
 /// raw path, which carries ids) and never the headers, which carry tokens.
 fn request_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("<unmatched>", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
+    let route = request.extensions().get::<MatchedPath>().map_or("<unmatched>", MatchedPath::as_str);
+    let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or_default();
     tracing::info_span!(
         "request",
         method = %request.method(),
@@ -239,11 +195,7 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
-async fn enforce_request_timeout(
-    State(limit): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn enforce_request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
@@ -252,29 +204,16 @@ async fn enforce_request_timeout(
 
 fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     let base = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
         .expose_headers([header::RETRY_AFTER, REQUEST_ID])
         .max_age(Duration::from_secs(3600));
     match origins {
         CorsOrigins::None => CorsLayer::new(),
         CorsOrigins::Any => base.allow_origin(AllowOrigin::any()),
         CorsOrigins::List(list) => {
-            let values: Vec<HeaderValue> = list
-                .iter()
-                .filter_map(|origin| HeaderValue::from_str(origin).ok())
-                .collect();
+            let values: Vec<HeaderValue> =
+                list.iter().filter_map(|origin| HeaderValue::from_str(origin).ok()).collect();
             base.allow_origin(values)
         }
     }

@@ -50,10 +50,7 @@ pub enum KeysCommand {
     Status,
     /// Lift the cooldowns and disables of a project (e.g. after `limit: 0`
     /// was fixed, or a key replaced), optionally for one model only.
-    Reset {
-        project: String,
-        model: Option<String>,
-    },
+    Reset { project: String, model: Option<String> },
     /// Validate KEYS_FILE and make the running server re-read it (SIGHUP).
     Reload,
 }
@@ -67,10 +64,7 @@ impl Cli {
         if self.no_migrate {
             flags.push(("RUN_MIGRATIONS", "false".to_string()));
         }
-        let file = self
-            .config
-            .clone()
-            .map_or(ConfigFile::Discover, ConfigFile::Explicit);
+        let file = self.config.clone().map_or(ConfigFile::Discover, ConfigFile::Explicit);
         ConfigSources::from_process(file, flags)
     }
 }
@@ -87,10 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-#[allow(
-    clippy::print_stdout,
-    reason = "the keys commands report to the operator's terminal"
-)]
+#[allow(clippy::print_stdout, reason = "the keys commands report to the operator's terminal")]
 async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
     match action {
         KeysCommand::Status => {
@@ -99,10 +90,7 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
             if services.redis.is_none() {
                 println!("note: without REDIS_URL the quota state lives inside the running server; this shows the configuration only.");
             }
-            println!(
-                "{:<28} {:<22} {:<22} {:<8} {:<13} reason",
-                "key", "model", "project", "workload", "state"
-            );
+            println!("{:<28} {:<22} {:<22} {:<8} {:<13} reason", "key", "model", "project", "workload", "state");
             for key in pool.health().await? {
                 println!(
                     "{:<28} {:<22} {:<22} {:<8} {:<13} {}",
@@ -115,10 +103,7 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
                 );
             }
             println!();
-            println!(
-                "{:<22} {:<22} {:>11} {:>17} {:>13}",
-                "project", "model", "requests", "tokens", "today"
-            );
+            println!("{:<22} {:<22} {:>11} {:>17} {:>13}", "project", "model", "requests", "tokens", "today");
             for bucket in pool.usage().await? {
                 let today = match bucket.rpd {
                     Some(rpd) => format!("{}/{rpd}", bucket.requests_today),
@@ -162,23 +147,13 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Reload => {
             let pool = crate::keys::load_pool_config(config)?;
-            println!(
-                "{} is valid: {} key(s)",
-                config.keys_file.display(),
-                pool.keys.len()
-            );
+            println!("{} is valid: {} key(s)", config.keys_file.display(), pool.keys.len());
             let pid_path = config.data_dir.join(crate::app::PID_FILE);
             let pid = std::fs::read_to_string(&pid_path)
                 .with_context(|| format!("no running server found ({})", pid_path.display()))?;
             let pid = pid.trim();
-            anyhow::ensure!(
-                pid.chars().all(|c| c.is_ascii_digit()),
-                "{} is corrupt",
-                pid_path.display()
-            );
-            let status = std::process::Command::new("kill")
-                .args(["-HUP", pid])
-                .status()?;
+            anyhow::ensure!(pid.chars().all(|c| c.is_ascii_digit()), "{} is corrupt", pid_path.display());
+            let status = std::process::Command::new("kill").args(["-HUP", pid]).status()?;
             anyhow::ensure!(status.success(), "could not signal process {pid}");
             println!("asked the server (pid {pid}) to reload");
             Ok(())
@@ -194,10 +169,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let store = app::connect_store(config).await?;
-    store
-        .migrate()
-        .await
-        .context("applying database migrations")?;
+    store.migrate().await.context("applying database migrations")?;
     tracing::info!(database = %config.database_url.redacted(), "migrations applied");
     store.close().await;
     Ok(())
@@ -207,10 +179,7 @@ async fn create_admin(config: &Config, username: &str) -> anyhow::Result<()> {
     let password = read_password()?;
     let store = app::connect_store(config).await?;
     if config.run_migrations {
-        store
-            .migrate()
-            .await
-            .context("applying database migrations")?;
+        store.migrate().await.context("applying database migrations")?;
     }
     let outcome = auth_conversation::accounts::ensure_admin(&store, username, &password).await?;
     let verb = match outcome {
@@ -230,10 +199,7 @@ fn read_password() -> anyhow::Result<String> {
         return Ok(first);
     }
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password from stdin")?;
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
     Ok(password)

@@ -25,21 +25,11 @@ pub struct Setting {
 }
 
 const fn setting(name: &'static str, default: Option<&'static str>, doc: &'static str) -> Setting {
-    Setting {
-        name,
-        default,
-        secret: false,
-        doc,
-    }
+    Setting { name, default, secret: false, doc }
 }
 
 const fn secret(name: &'static str, doc: &'static str) -> Setting {
-    Setting {
-        name,
-        default: None,
-        secret: true,
-        doc,
-    }
+    Setting { name, default: None, secret: true, doc }
 }
 
 pub const SETTINGS: &[Setting] = &[
@@ -102,10 +92,7 @@ pub enum ConfigError {
         reason: String,
     },
     #[error("{setting} is required: {reason}")]
-    Missing {
-        setting: &'static str,
-        reason: String,
-    },
+    Missing { setting: &'static str, reason: String },
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -132,11 +119,7 @@ pub struct ConfigSources {
 
 impl ConfigSources {
     pub fn from_process(file: ConfigFile, flags: Vec<(&'static str, String)>) -> Self {
-        Self {
-            file,
-            env: std::env::vars().collect(),
-            flags,
-        }
+        Self { file, env: std::env::vars().collect(), flags }
     }
 }
 
@@ -203,17 +186,13 @@ impl KeyEnv {
 
     /// The variables with their values, for the key pool's secret source.
     pub fn vars(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.0
-            .iter()
-            .map(|(name, value)| (name.clone(), value.expose_secret().to_string()))
+        self.0.iter().map(|(name, value)| (name.clone(), value.expose_secret().to_string()))
     }
 }
 
 impl fmt::Debug for KeyEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(name, _)| name))
-            .finish()
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
     }
 }
 
@@ -287,9 +266,7 @@ impl Layers {
     }
 
     fn raw(&self, name: &'static str) -> Option<&RawValue> {
-        self.values
-            .get(name)
-            .filter(|raw| !raw.value.trim().is_empty())
+        self.values.get(name).filter(|raw| !raw.value.trim().is_empty())
     }
 
     fn invalid(&self, name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -311,14 +288,9 @@ impl Layers {
         self.raw(name).map(|raw| raw.value.trim().to_string())
     }
 
-    fn parse<T: std::str::FromStr>(
-        &self,
-        name: &'static str,
-        expected: &str,
-    ) -> Result<T, ConfigError> {
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, expected: &str) -> Result<T, ConfigError> {
         let text = self.string(name).unwrap_or_default();
-        text.parse()
-            .map_err(|_| self.invalid(name, format!("expected {expected}")))
+        text.parse().map_err(|_| self.invalid(name, format!("expected {expected}")))
     }
 
     fn positive(&self, name: &'static str) -> Result<u64, ConfigError> {
@@ -335,12 +307,7 @@ impl Layers {
     }
 
     fn bool(&self, name: &'static str) -> Result<bool, ConfigError> {
-        match self
-            .string(name)
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        match self.string(name).unwrap_or_default().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" => Ok(false),
             _ => Err(self.invalid(name, "expected true or false")),
@@ -360,19 +327,13 @@ impl Layers {
 
 /// Reads every layer and validates the result.
 pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
-    let mut layers = Layers {
-        values: BTreeMap::new(),
-    };
+    let mut layers = Layers { values: BTreeMap::new() };
     for setting in SETTINGS {
         if let Some(default) = setting.default {
             layers.set(setting, default.to_string(), Origin::Default);
         }
     }
-    let env: BTreeMap<&str, &str> = sources
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let env: BTreeMap<&str, &str> = sources.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
 
     let file = match &sources.file {
         ConfigFile::Skip => None,
@@ -402,26 +363,17 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => return Ok(()),
-        Err(err) => {
-            return Err(ConfigError::File {
-                path: path.to_path_buf(),
-                reason: err.to_string(),
-            })
-        }
+        Err(err) => return Err(ConfigError::File { path: path.to_path_buf(), reason: err.to_string() }),
     };
-    let table: toml::Table = text
-        .parse()
-        .map_err(|err: toml::de::Error| ConfigError::File {
-            path: path.to_path_buf(),
-            reason: err.message().to_string(),
-        })?;
+    let table: toml::Table = text.parse().map_err(|err: toml::de::Error| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: err.message().to_string(),
+    })?;
     for (key, value) in table {
-        let setting = find_setting(&key)
-            .filter(|s| s.name != "CONFIG_FILE")
-            .ok_or_else(|| ConfigError::File {
-                path: path.to_path_buf(),
-                reason: format!("unknown setting `{key}`"),
-            })?;
+        let setting = find_setting(&key).filter(|s| s.name != "CONFIG_FILE").ok_or_else(|| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: format!("unknown setting `{key}`"),
+        })?;
         let text = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -438,10 +390,7 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
             other => {
                 return Err(ConfigError::File {
                     path: path.to_path_buf(),
-                    reason: format!(
-                        "`{key}` must be a string, number, boolean or list, not {}",
-                        other.type_str()
-                    ),
+                    reason: format!("`{key}` must be a string, number, boolean or list, not {}", other.type_str()),
                 })
             }
         };
@@ -453,21 +402,14 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
 fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError> {
     let bind_addr = layers.parse("BIND_ADDR", "host:port, e.g. 127.0.0.1:8000")?;
 
-    let database_url = layers
-        .string("DATABASE_URL")
-        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
+    let database_url = layers.string("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
     let backend = store::Backend::from_url(&database_url)
         .ok_or_else(|| layers.invalid("DATABASE_URL", "expected a postgres:// or sqlite:// URL"))?;
 
     let redis_url = match layers.string("REDIS_URL") {
-        Some(url) if url.starts_with("redis://") || url.starts_with("unix://") => {
-            Some(ConnectionUrl::new(&url))
-        }
+        Some(url) if url.starts_with("redis://") || url.starts_with("unix://") => Some(ConnectionUrl::new(&url)),
         Some(url) if url.starts_with("rediss://") => {
-            return Err(layers.invalid(
-                "REDIS_URL",
-                "TLS (rediss://) is not supported by this build",
-            ))
+            return Err(layers.invalid("REDIS_URL", "TLS (rediss://) is not supported by this build"))
         }
         Some(_) => return Err(layers.invalid("REDIS_URL", "expected a redis:// URL")),
         None => None,
@@ -479,17 +421,12 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
     };
     if let Some(secret) = &jwt_secret {
         if secret.len() < api_core::jwt::MIN_SECRET_BYTES {
-            return Err(layers.invalid(
-                jwt_name,
-                format!("must be at least {} bytes", api_core::jwt::MIN_SECRET_BYTES),
-            ));
+            return Err(layers.invalid(jwt_name, format!("must be at least {} bytes", api_core::jwt::MIN_SECRET_BYTES)));
         }
     } else if backend == store::Backend::Postgres {
         return Err(ConfigError::Missing {
             setting: "JWT_SECRET",
-            reason:
-                "a Postgres deployment runs several replicas that must share one signing secret"
-                    .into(),
+            reason: "a Postgres deployment runs several replicas that must share one signing secret".into(),
         });
     }
 
@@ -501,12 +438,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
             entry
                 .parse::<IpNet>()
                 .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    layers.invalid(
-                        "TRUSTED_PROXIES",
-                        format!("`{entry}` is not an IP address or CIDR"),
-                    )
-                })
+                .map_err(|_| layers.invalid("TRUSTED_PROXIES", format!("`{entry}` is not an IP address or CIDR")))
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -527,12 +459,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         return Err(layers.invalid("GEMINI_BASE_URL", "expected an http:// or https:// URL"));
     }
 
-    let secret_store_type = match layers
-        .string("SECRET_STORE_TYPE")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let secret_store_type = match layers.string("SECRET_STORE_TYPE").unwrap_or_default().to_ascii_lowercase().as_str() {
         "env" => SecretStoreType::Env,
         "file" => SecretStoreType::File,
         "vault" | "aws" | "azure" => {
@@ -540,22 +467,14 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         }
         _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env or file")),
     };
-    let log_format = match layers
-        .string("LOG_FORMAT")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let log_format = match layers.string("LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         _ => return Err(layers.invalid("LOG_FORMAT", "expected text or json")),
     };
     let redis_key_prefix = layers.string("REDIS_KEY_PREFIX").unwrap_or_default();
     if redis_key_prefix.is_empty() || redis_key_prefix.contains(['{', '}', ' ']) {
-        return Err(layers.invalid(
-            "REDIS_KEY_PREFIX",
-            "must be non-empty, without spaces or braces",
-        ));
+        return Err(layers.invalid("REDIS_KEY_PREFIX", "must be non-empty, without spaces or braces"));
     }
 
     Ok(Config {
@@ -564,9 +483,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         db_max_connections: layers.positive_u32("DB_MAX_CONNECTIONS")?,
         run_migrations: layers.bool("RUN_MIGRATIONS")?,
         data_dir: PathBuf::from(
-            layers
-                .string("DATA_DIR")
-                .ok_or_else(|| layers.invalid("DATA_DIR", "must not be empty"))?,
+            layers.string("DATA_DIR").ok_or_else(|| layers.invalid("DATA_DIR", "must not be empty"))?,
         ),
         redis_url,
         redis_key_prefix,
@@ -607,9 +524,7 @@ fn parse_cors(layers: &Layers) -> Result<CorsOrigins, ConfigError> {
         if !valid || axum::http::HeaderValue::from_str(origin).is_err() {
             return Err(layers.invalid(
                 "CORS_ALLOWED_ORIGINS",
-                format!(
-                    "`{origin}` is not an origin like https://app.example.com (or use * alone)"
-                ),
+                format!("`{origin}` is not an origin like https://app.example.com (or use * alone)"),
             ));
         }
     }
@@ -623,18 +538,13 @@ mod tests {
     fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         load(&ConfigSources {
             file: ConfigFile::Skip,
-            env: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             flags: vec![],
         })
     }
 
     fn error_text(pairs: &[(&str, &str)]) -> String {
-        load_env(pairs)
-            .expect_err("expected a config error")
-            .to_string()
+        load_env(pairs).expect_err("expected a config error").to_string()
     }
 
     #[test]
@@ -645,14 +555,7 @@ mod tests {
         assert!(config.redis_url.is_none() && config.jwt_secret.is_none());
         assert_eq!(config.ai_deadline, Duration::from_secs(25));
         assert_eq!(config.request_timeout, Duration::from_secs(60));
-        assert_eq!(
-            (
-                config.user_rpm_default,
-                config.user_burst_default,
-                config.user_tpm_default
-            ),
-            (10, 20, 10_000)
-        );
+        assert_eq!((config.user_rpm_default, config.user_burst_default, config.user_tpm_default), (10, 20, 10_000));
         assert_eq!(config.cors_allowed_origins, CorsOrigins::None);
     }
 
@@ -664,10 +567,7 @@ mod tests {
             (&[("REDIS_URL", "http://x")], "REDIS_URL"),
             (&[("JWT_SECRET", "short")], "JWT_SECRET"),
             (&[("SECRET_KEY", "short")], "SECRET_KEY"),
-            (
-                &[("CORS_ALLOWED_ORIGINS", "app.example.com")],
-                "CORS_ALLOWED_ORIGINS",
-            ),
+            (&[("CORS_ALLOWED_ORIGINS", "app.example.com")], "CORS_ALLOWED_ORIGINS"),
             (&[("TRUSTED_PROXIES", "10.0.0.0/99")], "TRUSTED_PROXIES"),
             (&[("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
             (&[("USER_RPM_DEFAULT", "-3")], "USER_RPM_DEFAULT"),
@@ -682,10 +582,7 @@ mod tests {
         ];
         for (env, name) in cases {
             let text = error_text(env);
-            assert!(
-                text.contains(name),
-                "error for {env:?} should name {name}: {text}"
-            );
+            assert!(text.contains(name), "error for {env:?} should name {name}: {text}");
         }
         assert!(error_text(&[("SECRET_STORE_TYPE", "vault")]).contains("not supported yet"));
     }
@@ -704,11 +601,7 @@ mod tests {
         let text = error_text(&[("DATABASE_URL", "postgres://u:p@localhost/db")]);
         assert!(text.contains("JWT_SECRET"), "{text}");
         let secret = "s".repeat(32);
-        let config = load_env(&[
-            ("DATABASE_URL", "postgres://u:p@localhost/db"),
-            ("SECRET_KEY", &secret),
-        ])
-        .unwrap();
+        let config = load_env(&[("DATABASE_URL", "postgres://u:p@localhost/db"), ("SECRET_KEY", &secret)]).unwrap();
         assert!(config.jwt_secret.is_some());
     }
 
@@ -723,10 +616,7 @@ mod tests {
         .unwrap();
         let config = load(&ConfigSources {
             file: ConfigFile::Explicit(path.clone()),
-            env: vec![
-                ("USER_RPM_DEFAULT".into(), "4".into()),
-                ("BIND_ADDR".into(), "0.0.0.0:2".into()),
-            ],
+            env: vec![("USER_RPM_DEFAULT".into(), "4".into()), ("BIND_ADDR".into(), "0.0.0.0:2".into())],
             flags: vec![("BIND_ADDR", "0.0.0.0:3".into())],
         })
         .unwrap();
@@ -741,14 +631,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("algoagent.toml");
         std::fs::write(&path, "bind_adress = \"0.0.0.0:1\"\n").unwrap();
-        let sources = |file| ConfigSources {
-            file,
-            env: vec![],
-            flags: vec![],
-        };
-        let text = load(&sources(ConfigFile::Explicit(path)))
-            .unwrap_err()
-            .to_string();
+        let sources = |file| ConfigSources { file, env: vec![], flags: vec![] };
+        let text = load(&sources(ConfigFile::Explicit(path))).unwrap_err().to_string();
         assert!(text.contains("bind_adress"), "{text}");
         let missing = dir.path().join("absent.toml");
         assert!(load(&sources(ConfigFile::Explicit(missing))).is_err());
@@ -759,11 +643,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         for setting in SETTINGS {
             let row = format!("| `{}`", setting.name);
-            assert!(
-                readme.contains(&row),
-                "README.md has no table row for {}",
-                setting.name
-            );
+            assert!(readme.contains(&row), "README.md has no table row for {}", setting.name);
         }
     }
 
@@ -778,16 +658,8 @@ mod tests {
         ])
         .unwrap();
         let debug = format!("{config:?}");
-        assert!(
-            !debug.contains("AIzaSyTHISISAKEY") && debug.contains("GEMINI_KEY_FLASH_01"),
-            "{debug}"
-        );
-        assert!(
-            !debug.contains("topsecretpw")
-                && !debug.contains("redispw")
-                && !debug.contains(&secret),
-            "{debug}"
-        );
+        assert!(!debug.contains("AIzaSyTHISISAKEY") && debug.contains("GEMINI_KEY_FLASH_01"), "{debug}");
+        assert!(!debug.contains("topsecretpw") && !debug.contains("redispw") && !debug.contains(&secret), "{debug}");
         assert!(debug.contains("postgres://app:***@db:5432/algo"), "{debug}");
     }
 }

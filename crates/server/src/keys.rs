@@ -45,17 +45,14 @@ pub fn user_limits(config: &Config) -> UserLimits {
 fn secret_source(config: &Config) -> anyhow::Result<Box<dyn SecretSource>> {
     Ok(match config.secret_store_type {
         SecretStoreType::Env => Box::new(EnvSecrets::new(config.key_env.vars())),
-        SecretStoreType::File => {
-            Box::new(FileSecrets::load(&config.key_secrets_file).context("KEY_SECRETS_FILE")?)
-        }
+        SecretStoreType::File => Box::new(FileSecrets::load(&config.key_secrets_file).context("KEY_SECRETS_FILE")?),
     })
 }
 
 /// Reads `KEYS_FILE` with the configured secrets. Errors name the key and field.
 pub fn load_pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
     let secrets = secret_source(config)?;
-    load_pool(&config.keys_file, secrets.as_ref())
-        .with_context(|| format!("KEYS_FILE {}", config.keys_file.display()))
+    load_pool(&config.keys_file, secrets.as_ref()).with_context(|| format!("KEYS_FILE {}", config.keys_file.display()))
 }
 
 /// The pool, fair use and throttles: shared through Redis when configured,
@@ -90,16 +87,8 @@ pub fn build(config: &Config) -> anyhow::Result<KeyServices> {
         });
     };
     let replica_id = format!("{}-{}", hostname(), std::process::id());
-    let registry = Arc::new(ReplicaRegistry::new(
-        handle.clone(),
-        prefix,
-        &replica_id,
-        REPLICA_TTL,
-    ));
-    let failover = Arc::new(FailoverLimiter::new(
-        RedisLimiter::new(handle.clone(), prefix),
-        registry.clone(),
-    ));
+    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, &replica_id, REPLICA_TTL));
+    let failover = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle.clone(), prefix), registry.clone()));
     let limiter: Arc<dyn Limiter> = failover.clone();
     let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(handle.clone(), prefix));
     let pool = KeyPool::new(pool_config, limiter, events, clock, options);

@@ -45,17 +45,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         .collect();
     let checks = json!({ "database": database, "redis": redis });
     if failed.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
-        )
+        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })))
     } else {
         let error = format!("{} unreachable", failed.join(" and "));
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "unavailable", "error": error, "checks": checks, "code": "not_ready" }),
-            ),
+            Json(json!({ "status": "unavailable", "error": error, "checks": checks, "code": "not_ready" })),
         )
     }
 }

@@ -29,11 +29,7 @@ fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
     let mut bytes = [0u8; 48];
     rand::rng().fill_bytes(&mut bytes);
     let generated: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     match created {
         Ok(mut file) => {
             file.write_all(generated.as_bytes())
@@ -44,8 +40,7 @@ fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
         }
         // Another process (or an earlier run) made it first: use theirs.
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let secret = SecretString::from(text.trim().to_string());
             anyhow::ensure!(
                 secret.expose_secret().len() >= api_core::jwt::MIN_SECRET_BYTES,

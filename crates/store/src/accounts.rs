@@ -93,8 +93,7 @@ pub enum RefreshRotation {
     Unknown,
 }
 
-const PROFILE_SELECT: &str =
-    "SELECT p.id, p.user_id, u.username, u.email, p.default_risk_tolerance, \
+const PROFILE_SELECT: &str = "SELECT p.id, p.user_id, u.username, u.email, p.default_risk_tolerance, \
      p.default_timeframe, p.preferred_symbols, p.trading_goals, p.strategy_preferences, \
      p.risk_parameters, p.created_at, p.updated_at, p.last_active \
      FROM user_profiles p JOIN users u ON u.id = p.user_id";
@@ -184,8 +183,7 @@ impl Store {
 
     pub async fn profile_of_user(&self, user_id: i64) -> StoreResult<Option<ProfileRow>> {
         let sql = format!("{PROFILE_SELECT} WHERE p.user_id = $1");
-        let row =
-            on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_optional(pool).await)?;
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_optional(pool).await)?;
         Ok(row)
     }
 
@@ -197,12 +195,7 @@ impl Store {
     }
 
     /// One page of the profiles `owner_id` may see, with the total count.
-    pub async fn profiles_page(
-        &self,
-        owner_id: i64,
-        limit: i64,
-        offset: i64,
-    ) -> StoreResult<(i64, Vec<ProfileRow>)> {
+    pub async fn profiles_page(&self, owner_id: i64, limit: i64, offset: i64) -> StoreResult<(i64, Vec<ProfileRow>)> {
         let sql = format!("{PROFILE_SELECT} WHERE p.user_id = $1 ORDER BY p.id LIMIT $2 OFFSET $3");
         let (count, rows) = on_pool!(self, pool => {
             let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM user_profiles WHERE user_id = $1")
@@ -278,11 +271,7 @@ impl Store {
     /// The revoke is a conditional UPDATE, so two concurrent presentations of
     /// one token cannot both rotate it: the loser sees a replay, and a replay
     /// revokes the whole family.
-    pub async fn rotate_refresh_token(
-        &self,
-        jti: &str,
-        user_id: i64,
-    ) -> StoreResult<RefreshRotation> {
+    pub async fn rotate_refresh_token(&self, jti: &str, user_id: i64) -> StoreResult<RefreshRotation> {
         let now = Utc::now();
         let rotation = on_pool!(self, pool => {
             let live: Option<(String,)> = sqlx::query_as(

@@ -67,10 +67,7 @@ pub enum StoreError {
     #[error("unsupported DATABASE_URL scheme (expected postgres:// or sqlite://)")]
     UnsupportedScheme,
     #[error("could not prepare the database directory {path}: {source}")]
-    Directory {
-        path: String,
-        source: std::io::Error,
-    },
+    Directory { path: String, source: std::io::Error },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -97,10 +94,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-        }
+        Self { max_connections: 10, acquire_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -123,9 +117,7 @@ impl Store {
                     .acquire_timeout(options.acquire_timeout)
                     .connect(url)
                     .await?;
-                Ok(Store {
-                    pool: DbPool::Postgres(pool),
-                })
+                Ok(Store { pool: DbPool::Postgres(pool) })
             }
             Some(Backend::Sqlite) => {
                 let connect = SqliteConnectOptions::from_str(url)?
@@ -140,9 +132,7 @@ impl Store {
                     .acquire_timeout(options.acquire_timeout)
                     .connect_with(connect)
                     .await?;
-                Ok(Store {
-                    pool: DbPool::Sqlite(pool),
-                })
+                Ok(Store { pool: DbPool::Sqlite(pool) })
             }
             None => Err(StoreError::UnsupportedScheme),
         }
@@ -183,10 +173,7 @@ fn ensure_parent_dir(file: &Path) -> StoreResult<()> {
     let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
         return Ok(());
     };
-    std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-        path: dir.display().to_string(),
-        source,
-    })
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })
 }
 
 #[cfg(test)]
@@ -195,18 +182,9 @@ mod tests {
 
     #[test]
     fn backend_is_chosen_by_scheme() {
-        assert_eq!(
-            Backend::from_url("postgres://u:p@h/db"),
-            Some(Backend::Postgres)
-        );
-        assert_eq!(
-            Backend::from_url("postgresql://h/db"),
-            Some(Backend::Postgres)
-        );
-        assert_eq!(
-            Backend::from_url("sqlite://data/x.db"),
-            Some(Backend::Sqlite)
-        );
+        assert_eq!(Backend::from_url("postgres://u:p@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::from_url("postgresql://h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::from_url("sqlite://data/x.db"), Some(Backend::Sqlite));
         assert_eq!(Backend::from_url("sqlite::memory:"), Some(Backend::Sqlite));
         assert_eq!(Backend::from_url("mysql://h/db"), None);
         assert_eq!(Backend::from_url("no-scheme"), None);
@@ -217,19 +195,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/deeper/app.db");
         let url = format!("sqlite://{}", path.display());
-        let store = Store::connect(&url, &ConnectOptions::default())
-            .await
-            .unwrap();
+        let store = Store::connect(&url, &ConnectOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
         store.ping().await.unwrap();
         assert!(path.exists());
-        let DbPool::Sqlite(pool) = store.pool() else {
-            panic!("expected sqlite")
-        };
-        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let DbPool::Sqlite(pool) = store.pool() else { panic!("expected sqlite") };
+        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
         assert_eq!(mode.0, "wal");
     }
 }

@@ -3,8 +3,7 @@ use std::time::Duration;
 use api_core::auth::MaybeAuthUser;
 use api_core::jwt::TokenKind;
 use api_core::{
-    ApiError, ApiJson, ApiResult, AppState, AuthUser, ClientIp, FieldErrors, Page, PageRequest,
-    ResourceId,
+    ApiError, ApiJson, ApiResult, AppState, AuthUser, ClientIp, FieldErrors, Page, PageRequest, ResourceId,
 };
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,9 +26,7 @@ const LOGIN_FAILURES_PER_IP: u32 = 20;
 const REGISTRATIONS_PER_IP: u32 = 10;
 
 fn throttled(refusal: Throttled) -> ApiError {
-    ApiError::Throttled {
-        retry_after: refusal.retry_after,
-    }
+    ApiError::Throttled { retry_after: refusal.retry_after }
 }
 
 fn username_bucket(username: &str) -> String {
@@ -58,15 +55,7 @@ pub async fn register(
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     // Counted before validation: a refused attempt still probes usernames.
-    state
-        .throttle
-        .hit(
-            &format!("registrations:ip:{ip}"),
-            REGISTRATIONS_PER_IP,
-            HOUR,
-        )
-        .await
-        .map_err(throttled)?;
+    state.throttle.hit(&format!("registrations:ip:{ip}"), REGISTRATIONS_PER_IP, HOUR).await.map_err(throttled)?;
 
     let username = request.username.trim();
     let email = request.email.trim();
@@ -77,19 +66,9 @@ pub async fn register(
     if let Some(problem) = service::email_problem(email) {
         errors.add("email", problem);
     }
-    check_length(
-        &mut errors,
-        "first_name",
-        &request.first_name,
-        NAME_MAX_CHARS,
-    );
+    check_length(&mut errors, "first_name", &request.first_name, NAME_MAX_CHARS);
     check_length(&mut errors, "last_name", &request.last_name, NAME_MAX_CHARS);
-    let attributes = UserAttributes {
-        username,
-        first_name: &request.first_name,
-        last_name: &request.last_name,
-        email,
-    };
+    let attributes = UserAttributes { username, first_name: &request.first_name, last_name: &request.last_name, email };
     let problems = password::password_problems(&request.password, &attributes);
     if problems.is_empty() && request.password != request.password2 {
         errors.add("password", "Password fields didn't match.");
@@ -99,9 +78,7 @@ pub async fn register(
     }
     errors.into_result()?;
 
-    let hash = password::hash_password(request.password)
-        .await
-        .map_err(ApiError::Internal)?;
+    let hash = password::hash_password(request.password).await.map_err(ApiError::Internal)?;
     let created = state
         .store
         .create_user(&NewUser {
@@ -116,10 +93,7 @@ pub async fn register(
     let user = match created {
         Ok(user) => user,
         Err(StoreError::UniqueViolation) => {
-            return Err(ApiError::Validation(FieldErrors::single(
-                "username",
-                USERNAME_TAKEN,
-            )))
+            return Err(ApiError::Validation(FieldErrors::single("username", USERNAME_TAKEN)))
         }
         Err(err) => return Err(err.into()),
     };
@@ -127,11 +101,7 @@ pub async fn register(
     tracing::info!(user_id = user.id, "user registered");
     Ok((
         StatusCode::CREATED,
-        Json(SessionView {
-            user: UserView::from(&user),
-            tokens,
-            message: "User registered successfully",
-        }),
+        Json(SessionView { user: UserView::from(&user), tokens, message: "User registered successfully" }),
     ))
 }
 
@@ -158,13 +128,9 @@ pub async fn login(
     let user = state.store.user_by_username(&request.username).await?;
     let hash = match &user {
         Some(user) => user.password_hash.clone(),
-        None => password::timing_decoy_hash()
-            .await
-            .map_err(ApiError::Internal)?,
+        None => password::timing_decoy_hash().await.map_err(ApiError::Internal)?,
     };
-    let matches = password::verify_password(request.password, hash)
-        .await
-        .map_err(ApiError::Internal)?;
+    let matches = password::verify_password(request.password, hash).await.map_err(ApiError::Internal)?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
         _ => {
@@ -177,16 +143,9 @@ pub async fn login(
             return Err(ApiError::InvalidCredentials);
         }
     };
-    state
-        .store
-        .record_login(user.id, chrono::Utc::now())
-        .await?;
+    state.store.record_login(user.id, chrono::Utc::now()).await?;
     let tokens = service::issue_tokens(&state, user.id, None).await?;
-    Ok(Json(SessionView {
-        user: UserView::from(&user),
-        tokens,
-        message: "Login successful",
-    }))
+    Ok(Json(SessionView { user: UserView::from(&user), tokens, message: "Login successful" }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,36 +157,20 @@ pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<super::views::TokenPair>> {
-    let claims = state
-        .jwt
-        .verify(&request.refresh, TokenKind::Refresh)
-        .map_err(|_| ApiError::TokenNotValid)?;
-    let family = match state
-        .store
-        .rotate_refresh_token(&claims.jti, claims.user_id)
-        .await?
-    {
+    let claims = state.jwt.verify(&request.refresh, TokenKind::Refresh).map_err(|_| ApiError::TokenNotValid)?;
+    let family = match state.store.rotate_refresh_token(&claims.jti, claims.user_id).await? {
         RefreshRotation::Rotated { family_id } => family_id,
         RefreshRotation::Replayed => {
-            tracing::warn!(
-                user_id = claims.user_id,
-                "revoked refresh token replayed; family revoked"
-            );
+            tracing::warn!(user_id = claims.user_id, "revoked refresh token replayed; family revoked");
             return Err(ApiError::TokenNotValid);
         }
         RefreshRotation::Unknown => return Err(ApiError::TokenNotValid),
     };
-    let active = state
-        .store
-        .user_by_id(claims.user_id)
-        .await?
-        .is_some_and(|u| u.is_active);
+    let active = state.store.user_by_id(claims.user_id).await?.is_some_and(|u| u.is_active);
     if !active {
         return Err(ApiError::TokenNotValid);
     }
-    Ok(Json(
-        service::issue_tokens(&state, claims.user_id, Some(&family)).await?,
-    ))
+    Ok(Json(service::issue_tokens(&state, claims.user_id, Some(&family)).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,11 +179,7 @@ pub struct LogoutRequest {
 }
 
 /// The body is optional: a client may log out with no refresh token to revoke.
-pub async fn logout(
-    State(state): State<AppState>,
-    user: AuthUser,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
+pub async fn logout(State(state): State<AppState>, user: AuthUser, body: Bytes) -> ApiResult<Json<Value>> {
     let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
@@ -255,29 +194,15 @@ pub async fn logout(
             .ok()
             .filter(|claims| claims.user_id == user.user_id)
             .ok_or_else(|| ApiError::bad_request("Invalid refresh token"))?;
-        state
-            .store
-            .revoke_refresh_token(&claims.jti, user.user_id)
-            .await?;
+        state.store.revoke_refresh_token(&claims.jti, user.user_id).await?;
     }
     Ok(Json(json!({ "message": "Logout successful" })))
 }
 
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Value>> {
-    let row = state
-        .store
-        .user_by_id(user.user_id)
-        .await?
-        .ok_or(ApiError::TokenNotValid)?;
-    let profile = state
-        .store
-        .profile_of_user(user.user_id)
-        .await?
-        .map(ProfileView::from);
-    let user = UserDetailView {
-        user: UserView::from(&row),
-        date_joined: row.date_joined,
-    };
+    let row = state.store.user_by_id(user.user_id).await?.ok_or(ApiError::TokenNotValid)?;
+    let profile = state.store.profile_of_user(user.user_id).await?.map(ProfileView::from);
+    let user = UserDetailView { user: UserView::from(&row), date_joined: row.date_joined };
     Ok(Json(json!({ "user": user, "profile": profile })))
 }
 
@@ -293,30 +218,14 @@ pub async fn change_password(
     ApiJson(request): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<Value>> {
     let (Some(current), Some(new)) = (request.current_password, request.new_password) else {
-        return Err(ApiError::bad_request(
-            "Both current_password and new_password are required",
-        ));
+        return Err(ApiError::bad_request("Both current_password and new_password are required"));
     };
-    let row = state
-        .store
-        .user_by_id(user.user_id)
-        .await?
-        .ok_or(ApiError::TokenNotValid)?;
+    let row = state.store.user_by_id(user.user_id).await?.ok_or(ApiError::TokenNotValid)?;
     // A stolen access token must not become an unlimited password oracle.
     let bucket = username_bucket(&row.username);
-    state
-        .throttle
-        .check(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE)
-        .await
-        .map_err(throttled)?;
-    if !password::verify_password(current, row.password_hash.clone())
-        .await
-        .map_err(ApiError::Internal)?
-    {
-        let _ = state
-            .throttle
-            .hit(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE)
-            .await;
+    state.throttle.check(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE).await.map_err(throttled)?;
+    if !password::verify_password(current, row.password_hash.clone()).await.map_err(ApiError::Internal)? {
+        let _ = state.throttle.hit(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE).await;
         return Err(ApiError::bad_request("Current password is incorrect"));
     }
     let attributes = UserAttributes {
@@ -329,29 +238,16 @@ pub async fn change_password(
     if !problems.is_empty() {
         return Err(ApiError::bad_request(problems.join(" ")));
     }
-    let hash = password::hash_password(new)
-        .await
-        .map_err(ApiError::Internal)?;
+    let hash = password::hash_password(new).await.map_err(ApiError::Internal)?;
     state.store.set_password_hash(row.id, &hash).await?;
     let revoked = state.store.revoke_all_refresh_tokens(row.id).await?;
-    tracing::info!(
-        user_id = row.id,
-        revoked,
-        "password changed; refresh tokens revoked"
-    );
+    tracing::info!(user_id = row.id, revoked, "password changed; refresh tokens revoked");
     Ok(Json(json!({ "message": "Password changed successfully" })))
 }
 
-pub async fn health(
-    State(state): State<AppState>,
-    MaybeAuthUser(user): MaybeAuthUser,
-) -> ApiResult<Json<Value>> {
+pub async fn health(State(state): State<AppState>, MaybeAuthUser(user): MaybeAuthUser) -> ApiResult<Json<Value>> {
     let username = match user {
-        Some(user) => state
-            .store
-            .user_by_id(user.user_id)
-            .await?
-            .map(|row| row.username),
+        Some(user) => state.store.user_by_id(user.user_id).await?.map(|row| row.username),
         None => None,
     };
     Ok(Json(json!({
@@ -367,10 +263,7 @@ pub async fn list_profiles(
     user: AuthUser,
     page: PageRequest,
 ) -> ApiResult<Json<Page<ProfileView>>> {
-    let (count, rows) = state
-        .store
-        .profiles_page(user.user_id, page.limit(), page.offset())
-        .await?;
+    let (count, rows) = state.store.profiles_page(user.user_id, page.limit(), page.offset()).await?;
     let results = rows.into_iter().map(ProfileView::from).collect();
     Ok(Json(page.into_page(count, results)?))
 }
@@ -380,23 +273,12 @@ pub async fn profile_detail(
     user: AuthUser,
     ResourceId(id): ResourceId,
 ) -> ApiResult<Json<ProfileView>> {
-    let row = state
-        .store
-        .profile_by_id(id, user.user_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = state.store.profile_by_id(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(row.into()))
 }
 
-pub async fn my_profile(
-    State(state): State<AppState>,
-    user: AuthUser,
-) -> ApiResult<Json<ProfileView>> {
-    let row = state
-        .store
-        .profile_of_user(user.user_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+pub async fn my_profile(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<ProfileView>> {
+    let row = state.store.profile_of_user(user.user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(row.into()))
 }
 
@@ -457,11 +339,7 @@ async fn apply_profile_changes(
     let mut fields = ProfileFields::from(&current);
     changes.apply(&mut fields);
     service::validate_profile(&fields)?;
-    let updated = state
-        .store
-        .update_profile(current.id, owner_id, &fields)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let updated = state.store.update_profile(current.id, owner_id, &fields).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(updated.into()))
 }
 

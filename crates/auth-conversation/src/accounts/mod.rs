@@ -30,9 +30,7 @@ pub fn routes() -> FeatureRoutes {
         )
         .route(
             "/api/auth/profiles/{id}",
-            get(handlers::profile_detail)
-                .patch(handlers::update_profile)
-                .put(handlers::update_profile),
+            get(handlers::profile_detail).patch(handlers::update_profile).put(handlers::update_profile),
         );
     FeatureRoutes { public, protected }
 }

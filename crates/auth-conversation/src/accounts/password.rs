@@ -29,9 +29,7 @@ pub fn password_problems(password: &str, user: &UserAttributes<'_>) -> Vec<Strin
         problems.push(format!("The password is too similar to the {attribute}."));
     }
     if password.chars().count() < MIN_LENGTH {
-        problems.push(format!(
-            "This password is too short. It must contain at least {MIN_LENGTH} characters."
-        ));
+        problems.push(format!("This password is too short. It must contain at least {MIN_LENGTH} characters."));
     }
     if COMMON_PASSWORDS.contains(password.trim().to_lowercase().as_str()) {
         problems.push("This password is too common.".to_string());
@@ -110,11 +108,7 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
 pub async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
     Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false)
     })
     .await?)
@@ -125,10 +119,7 @@ pub async fn verify_password(password: String, hash: String) -> anyhow::Result<b
 /// reveal which usernames exist.
 pub async fn timing_decoy_hash() -> anyhow::Result<String> {
     static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    DECOY
-        .get_or_try_init(|| hash_password(uuid::Uuid::new_v4().to_string()))
-        .await
-        .cloned()
+    DECOY.get_or_try_init(|| hash_password(uuid::Uuid::new_v4().to_string())).await.cloned()
 }
 
 #[cfg(test)]
@@ -155,20 +146,11 @@ mod tests {
             password_problems("short1x", &user()),
             vec!["This password is too short. It must contain at least 8 characters."]
         );
-        assert_eq!(
-            password_problems("password", &user()),
-            vec!["This password is too common."]
-        );
+        assert_eq!(password_problems("password", &user()), vec!["This password is too common."]);
         let numeric = password_problems("80412345967", &user());
         assert_eq!(numeric, vec!["This password is entirely numeric."]);
-        assert_eq!(
-            password_problems("margaret.1969x", &user()),
-            vec!["The password is too similar to the username."]
-        );
-        assert_eq!(
-            password_problems("hamilton!!", &user()),
-            vec!["The password is too similar to the last name."]
-        );
+        assert_eq!(password_problems("margaret.1969x", &user()), vec!["The password is too similar to the username."]);
+        assert_eq!(password_problems("hamilton!!", &user()), vec!["The password is too similar to the last name."]);
     }
 
     #[test]
@@ -184,12 +166,8 @@ mod tests {
         let second = hash_password("correct horse".into()).await.unwrap();
         assert_ne!(first, second);
         assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_password("correct horse".into(), first.clone())
-            .await
-            .unwrap());
+        assert!(verify_password("correct horse".into(), first.clone()).await.unwrap());
         assert!(!verify_password("wrong horse".into(), first).await.unwrap());
-        assert!(!verify_password("x".into(), "not a hash".into())
-            .await
-            .unwrap());
+        assert!(!verify_password("x".into(), "not a hash".into()).await.unwrap());
     }
 }

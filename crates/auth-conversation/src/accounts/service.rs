@@ -22,15 +22,12 @@ pub fn username_problem(username: &str) -> Option<String> {
         return Some("This field may not be blank.".into());
     }
     if username.chars().count() > USERNAME_MAX_CHARS {
-        return Some(format!(
-            "Ensure this field has no more than {USERNAME_MAX_CHARS} characters."
-        ));
+        return Some(format!("Ensure this field has no more than {USERNAME_MAX_CHARS} characters."));
     }
     let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '@' | '.' | '+' | '-');
     if !username.chars().all(allowed) {
         return Some(
-            "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters."
-                .into(),
+            "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.".into(),
         );
     }
     None
@@ -55,28 +52,15 @@ pub fn email_problem(email: &str) -> Option<String> {
 
 pub fn check_length(errors: &mut FieldErrors, field: &str, value: &str, max: usize) {
     if value.chars().count() > max {
-        errors.add(
-            field,
-            format!("Ensure this field has no more than {max} characters."),
-        );
+        errors.add(field, format!("Ensure this field has no more than {max} characters."));
     }
 }
 
 /// Issues an access token and a refresh token, recording the refresh token in
 /// `family` (a new family when `None`, as at login).
-pub async fn issue_tokens(
-    state: &AppState,
-    user_id: i64,
-    family: Option<&str>,
-) -> Result<TokenPair, ApiError> {
-    let access = state
-        .jwt
-        .issue(user_id, TokenKind::Access)
-        .map_err(ApiError::internal)?;
-    let refresh = state
-        .jwt
-        .issue(user_id, TokenKind::Refresh)
-        .map_err(ApiError::internal)?;
+pub async fn issue_tokens(state: &AppState, user_id: i64, family: Option<&str>) -> Result<TokenPair, ApiError> {
+    let access = state.jwt.issue(user_id, TokenKind::Access).map_err(ApiError::internal)?;
+    let refresh = state.jwt.issue(user_id, TokenKind::Refresh).map_err(ApiError::internal)?;
     let family = family.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
     state
         .store
@@ -88,10 +72,7 @@ pub async fn issue_tokens(
             timestamp(refresh.claims.exp),
         )
         .await?;
-    Ok(TokenPair {
-        refresh: refresh.token,
-        access: access.token,
-    })
+    Ok(TokenPair { refresh: refresh.token, access: access.token })
 }
 
 fn timestamp(seconds: i64) -> DateTime<Utc> {
@@ -102,45 +83,16 @@ fn timestamp(seconds: i64) -> DateTime<Utc> {
 pub fn validate_profile(fields: &ProfileFields) -> Result<(), ApiError> {
     let mut errors = FieldErrors::new();
     if !RISK_TOLERANCES.contains(&fields.default_risk_tolerance.as_str()) {
-        errors.add(
-            "default_risk_tolerance",
-            format!(
-                "\"{}\" is not a valid choice.",
-                fields.default_risk_tolerance
-            ),
-        );
+        errors.add("default_risk_tolerance", format!("\"{}\" is not a valid choice.", fields.default_risk_tolerance));
     }
     if fields.default_timeframe.trim().is_empty() {
         errors.add("default_timeframe", "This field may not be blank.");
     }
-    check_length(
-        &mut errors,
-        "default_timeframe",
-        &fields.default_timeframe,
-        TIMEFRAME_MAX_CHARS,
-    );
-    check_length(
-        &mut errors,
-        "trading_goals",
-        &fields.trading_goals,
-        TEXT_FIELD_MAX_CHARS,
-    );
-    check_length(
-        &mut errors,
-        "strategy_preferences",
-        &fields.strategy_preferences,
-        TEXT_FIELD_MAX_CHARS,
-    );
-    if fields.preferred_symbols.len() > 500
-        || fields
-            .preferred_symbols
-            .iter()
-            .any(|s| s.chars().count() > 32)
-    {
-        errors.add(
-            "preferred_symbols",
-            "Give at most 500 symbols of at most 32 characters each.",
-        );
+    check_length(&mut errors, "default_timeframe", &fields.default_timeframe, TIMEFRAME_MAX_CHARS);
+    check_length(&mut errors, "trading_goals", &fields.trading_goals, TEXT_FIELD_MAX_CHARS);
+    check_length(&mut errors, "strategy_preferences", &fields.strategy_preferences, TEXT_FIELD_MAX_CHARS);
+    if fields.preferred_symbols.len() > 500 || fields.preferred_symbols.iter().any(|s| s.chars().count() > 32) {
+        errors.add("preferred_symbols", "Give at most 500 symbols of at most 32 characters each.");
     }
     if !fields.risk_parameters.is_object() {
         errors.add("risk_parameters", "Expected a JSON object.");
@@ -169,23 +121,12 @@ pub enum AdminError {
 /// Gives `username` the admin role with `password`, creating the account if
 /// it does not exist yet. The password must pass the same rules as at
 /// registration.
-pub async fn ensure_admin(
-    store: &Store,
-    username: &str,
-    password: &str,
-) -> Result<AdminOutcome, AdminError> {
+pub async fn ensure_admin(store: &Store, username: &str, password: &str) -> Result<AdminOutcome, AdminError> {
     if let Some(problem) = username_problem(username) {
         return Err(AdminError::Username(problem));
     }
-    let problems = password::password_problems(
-        password,
-        &UserAttributes {
-            username,
-            first_name: "",
-            last_name: "",
-            email: "",
-        },
-    );
+    let problems =
+        password::password_problems(password, &UserAttributes { username, first_name: "", last_name: "", email: "" });
     if !problems.is_empty() {
         return Err(AdminError::Password(problems));
     }
@@ -231,9 +172,7 @@ mod tests {
     #[test]
     fn emails_need_a_local_part_and_a_dotted_domain() {
         assert_eq!(email_problem("a@b.co"), None);
-        for bad in [
-            "", "plain", "@b.co", "a@b", "a@.b.co", "a@b..co", "a b@c.co", "a@b@c.co",
-        ] {
+        for bad in ["", "plain", "@b.co", "a@b", "a@.b.co", "a@b..co", "a b@c.co", "a@b@c.co"] {
             assert!(email_problem(bad).is_some(), "{bad} should be refused");
         }
     }

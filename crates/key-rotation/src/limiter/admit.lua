@@ -1,6 +1,7 @@
 -- One admission, atomically, in one round trip. Mirrors MemoryLimiter.
--- KEYS: per candidate i (6 each): window zset, GCRA tat, day counter,
---       lease zset, bucket cooldown, key disable; then the round-robin counter.
+-- KEYS: per candidate i (7 each): window zset, token total, GCRA tat, day
+--       counter, lease zset, bucket cooldown, key disable; then the
+--       round-robin counter.
 -- ARGV: n, tokens, pick (0 first fit, 1 least loaded), rotate (0/1),
 --       window_ms, lease_ttl_ms, entry_id, day_start_ms, day_end_ms,
 --       then per candidate: rpm, tpm, rpd (0 none), burst, max_in_flight (0 none).
@@ -26,15 +27,13 @@ local function limits(i)
          tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
 end
 
-local function entry_tokens(member)
-  return tonumber(string.match(member, ':(%d+)$')) or 0
-end
+local counts = {}
 
 -- Returns fits (bool), wait_ms (or -1 for never), remaining fraction.
 local function evaluate(i)
-  local k = (i - 1) * 6
-  local win, tat_key, day_key, lease_key, cool_key, dis_key =
-    KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]
+  local k = (i - 1) * 7
+  local win, tok, tat_key, day_key, lease_key, cool_key, dis_key =
+    KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
   local rpm, tpm, rpd, burst, max_in_flight = limits(i)
   if redis.call('EXISTS', dis_key) == 1 then return false, -1, 0 end
   if tokens > tpm then return false, -1, 0 end
@@ -42,23 +41,27 @@ local function evaluate(i)
   local cool = redis.call('PTTL', cool_key)
   if cool > 0 then wait = cool end
 
-  redis.call('ZREMRANGEBYSCORE', win, '-inf', now - window)
-  local entries = redis.call('ZRANGE', win, 0, -1, 'WITHSCORES')
-  local count = #entries / 2
-  local total = 0
-  for j = 1, #entries, 2 do total = total + entry_tokens(entries[j]) end
+  local count, total = prune(win, tok, now - window)
+  counts[i] = {count, total}
   if count >= rpm then
-    local freeing = tonumber(entries[(count - rpm) * 2 + 2])
-    wait = math.max(wait, freeing + window - now)
+    local freeing = redis.call('ZRANGE', win, count - rpm, count - rpm, 'WITHSCORES')
+    wait = math.max(wait, tonumber(freeing[2]) + window - now)
   end
   if total + tokens > tpm then
-    local remaining = total
-    for j = 1, #entries, 2 do
-      remaining = remaining - entry_tokens(entries[j])
-      if remaining + tokens <= tpm then
-        wait = math.max(wait, tonumber(entries[j + 1]) + window - now)
-        break
+    -- Walk from the oldest, a chunk at a time, until enough tokens leave.
+    local remaining, start, found = total, 0, false
+    while not found do
+      local chunk = redis.call('ZRANGE', win, start, start + 63, 'WITHSCORES')
+      if #chunk == 0 then break end
+      for j = 1, #chunk, 2 do
+        remaining = remaining - entry_tokens(chunk[j])
+        if remaining + tokens <= tpm then
+          wait = math.max(wait, tonumber(chunk[j + 1]) + window - now)
+          found = true
+          break
+        end
       end
+      start = start + 64
     end
   end
 
@@ -87,29 +90,28 @@ local function evaluate(i)
 end
 
 local function admit(i)
-  local k = (i - 1) * 6
-  local members = redis.call('ZRANGE', KEYS[k + 1], 0, -1)
-  local used = 0
-  for _, member in ipairs(members) do used = used + entry_tokens(member) end
+  local k = (i - 1) * 7
   local rpm, _, _, _, max_in_flight = limits(i)
   local interval = math.max(math.floor(window / rpm), 1)
-  local tat = tonumber(redis.call('GET', KEYS[k + 2]) or now)
+  local tat = tonumber(redis.call('GET', KEYS[k + 3]) or now)
   if tat < now then tat = now end
-  redis.call('SET', KEYS[k + 2], tat + interval, 'PX', 2 * window + interval)
+  redis.call('SET', KEYS[k + 3], tat + interval, 'PX', 2 * window + interval)
   redis.call('ZADD', KEYS[k + 1], now, entry_id .. ':' .. tokens)
   redis.call('PEXPIRE', KEYS[k + 1], window + 1000)
-  redis.call('INCR', KEYS[k + 3])
-  redis.call('PEXPIREAT', KEYS[k + 3], day_end + 3600000)
+  local count, total = counts[i][1] + 1, counts[i][2] + tokens
+  store_total(KEYS[k + 2], total, window + 1000)
+  redis.call('INCR', KEYS[k + 4])
+  redis.call('PEXPIREAT', KEYS[k + 4], day_end + 3600000)
   if max_in_flight > 0 then
-    redis.call('ZADD', KEYS[k + 4], now + lease_ttl, entry_id)
-    redis.call('PEXPIRE', KEYS[k + 4], lease_ttl + 1000)
+    redis.call('ZADD', KEYS[k + 5], now + lease_ttl, entry_id)
+    redis.call('PEXPIRE', KEYS[k + 5], lease_ttl + 1000)
   end
-  return {1, i, now, #members + 1, used + tokens}
+  return {1, i, now, count, total}
 end
 
 local start = 0
 if rotate == 1 then
-  local rr = KEYS[n * 6 + 1]
+  local rr = KEYS[n * 7 + 1]
   start = redis.call('INCR', rr) % n
   redis.call('PEXPIRE', rr, 86400000)
 end

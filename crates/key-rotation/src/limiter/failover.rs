@@ -21,9 +21,7 @@ use async_trait::async_trait;
 
 use super::memory::MemoryLimiter;
 use super::redis::RedisLimiter;
-use super::{
-    AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Restriction, Ticket,
-};
+use super::{AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Restriction, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::config::BucketLimits;
 use crate::replicas::ReplicaRegistry;
@@ -86,9 +84,7 @@ fn scaled(limits: BucketLimits, share: f64) -> BucketLimits {
     BucketLimits {
         rpm,
         tpm: scale(limits.tpm),
-        rpd: limits
-            .rpd
-            .map(|rpd| u32::try_from(scale(u64::from(rpd))).unwrap_or(u32::MAX)),
+        rpd: limits.rpd.map(|rpd| u32::try_from(scale(u64::from(rpd))).unwrap_or(u32::MAX)),
         burst: limits.burst.min(rpm).max(1),
     }
 }
@@ -136,21 +132,14 @@ impl FailoverLimiter {
     fn local_request(&self, request: &AdmitRequest) -> AdmitRequest {
         let share = DEGRADED_FRACTION / f64::from(self.registry.live());
         let mut local = request.clone();
-        local.candidates = request
-            .candidates
-            .iter()
-            .map(|c| Candidate {
-                limits: scaled(c.limits, share),
-                ..c.clone()
-            })
-            .collect();
+        local.candidates =
+            request.candidates.iter().map(|c| Candidate { limits: scaled(c.limits, share), ..c.clone() }).collect();
         local
     }
 
     fn degrade(&self, err: &LimiterError) {
         tracing::debug!(error = %err, "redis admission failed");
-        self.next_retry_ms
-            .store(self.clock.now_ms() + RETRY_EVERY_MS, Ordering::Relaxed);
+        self.next_retry_ms.store(self.clock.now_ms() + RETRY_EVERY_MS, Ordering::Relaxed);
         if self.mode() == Mode::Shared {
             self.seed_from_last_seen();
         }
@@ -163,23 +152,17 @@ impl FailoverLimiter {
     /// local window as entries that expire as late as theirs possibly can.
     fn seed_from_last_seen(&self) {
         let now = self.clock.now_ms();
-        let seen: Vec<((String, String), SeenFill)> = self
-            .last_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .collect();
+        let seen: Vec<((String, String), SeenFill)> =
+            self.last_seen.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
         for ((model, project), fill) in seen {
             if fill.at_ms + fill.window_ms <= now {
                 continue;
             }
-            let (own_requests, own_tokens) =
-                self.local.window_use(&model, &project, fill.window_ms);
+            let (own_requests, own_tokens) = self.local.window_use(&model, &project, fill.window_ms);
             let others_requests = fill.requests.saturating_sub(own_requests);
             let others_tokens = fill.tokens.saturating_sub(own_tokens);
             if others_requests > 0 {
-                self.local
-                    .seed(&model, &project, others_requests, others_tokens, fill.at_ms);
+                self.local.seed(&model, &project, others_requests, others_tokens, fill.at_ms);
             }
         }
     }
@@ -191,12 +174,7 @@ impl FailoverLimiter {
         now >= due
             && self
                 .next_retry_ms
-                .compare_exchange(
-                    due,
-                    now + RETRY_EVERY_MS,
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(due, now + RETRY_EVERY_MS, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
     }
 
@@ -205,10 +183,7 @@ impl FailoverLimiter {
     async fn admit_locally(&self, request: &AdmitRequest) -> Result<Decision, LimiterError> {
         let decision = self.local.admit(&self.local_request(request)).await?;
         if let Decision::Admitted(ticket) = &decision {
-            self.unshared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((ticket.clone(), request.window_ms));
+            self.unshared.lock().unwrap_or_else(PoisonError::into_inner).push((ticket.clone(), request.window_ms));
         }
         Ok(decision)
     }
@@ -223,10 +198,7 @@ impl FailoverLimiter {
             std::mem::take(&mut *unshared)
         };
         if let Err(err) = self.redis.replay(&pending).await {
-            self.unshared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(pending);
+            self.unshared.lock().unwrap_or_else(PoisonError::into_inner).extend(pending);
             return Err(err);
         }
         Ok(())
@@ -255,20 +227,16 @@ impl Limiter for FailoverLimiter {
         match mode {
             Mode::Shared => match self.redis.admit(request).await {
                 Ok(Decision::Admitted(ticket)) => {
-                    self.local
-                        .mirror(&self.local_request(request), &ticket.key_id);
-                    self.last_seen
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(
-                            (ticket.model.clone(), ticket.project.clone()),
-                            SeenFill {
-                                requests: ticket.window_requests,
-                                tokens: ticket.window_tokens,
-                                at_ms: ticket.admitted_at_ms,
-                                window_ms: request.window_ms,
-                            },
-                        );
+                    self.local.mirror(&self.local_request(request), &ticket.key_id);
+                    self.last_seen.lock().unwrap_or_else(PoisonError::into_inner).insert(
+                        (ticket.model.clone(), ticket.project.clone()),
+                        SeenFill {
+                            requests: ticket.window_requests,
+                            tokens: ticket.window_tokens,
+                            at_ms: ticket.admitted_at_ms,
+                            window_ms: request.window_ms,
+                        },
+                    );
                     Ok(Decision::Admitted(ticket))
                 }
                 Ok(refused) => Ok(refused),
@@ -297,23 +265,17 @@ impl Limiter for FailoverLimiter {
                     return Ok(local);
                 };
                 let mut shared_request = request.clone();
-                shared_request
-                    .candidates
-                    .retain(|c| c.key_id == ticket.key_id);
+                shared_request.candidates.retain(|c| c.key_id == ticket.key_id);
                 match self.redis.admit(&shared_request).await {
                     Ok(Decision::Admitted(shared)) => {
                         if mode == Mode::Degraded {
-                            self.set_mode(Mode::Recovering {
-                                until_ms: now + RECOVERY_WINDOWS * request.window_ms,
-                            });
+                            self.set_mode(Mode::Recovering { until_ms: now + RECOVERY_WINDOWS * request.window_ms });
                         }
                         Ok(Decision::Admitted(shared))
                     }
                     Ok(refused) => {
                         if mode == Mode::Degraded {
-                            self.set_mode(Mode::Recovering {
-                                until_ms: now + RECOVERY_WINDOWS * request.window_ms,
-                            });
+                            self.set_mode(Mode::Recovering { until_ms: now + RECOVERY_WINDOWS * request.window_ms });
                         }
                         self.local.refund(&ticket).await?;
                         Ok(refused)
@@ -333,12 +295,7 @@ impl Limiter for FailoverLimiter {
         }
     }
 
-    async fn reconcile(
-        &self,
-        ticket: &Ticket,
-        actual_tokens: u64,
-        window_ms: u64,
-    ) -> Result<(), LimiterError> {
+    async fn reconcile(&self, ticket: &Ticket, actual_tokens: u64, window_ms: u64) -> Result<(), LimiterError> {
         self.both(
             self.local.reconcile(ticket, actual_tokens, window_ms),
             self.redis.reconcile(ticket, actual_tokens, window_ms),
@@ -347,22 +304,14 @@ impl Limiter for FailoverLimiter {
     }
 
     async fn release(&self, ticket: &Ticket) -> Result<(), LimiterError> {
-        self.both(self.local.release(ticket), self.redis.release(ticket))
-            .await
+        self.both(self.local.release(ticket), self.redis.release(ticket)).await
     }
 
     async fn refund(&self, ticket: &Ticket) -> Result<(), LimiterError> {
-        self.both(self.local.refund(ticket), self.redis.refund(ticket))
-            .await
+        self.both(self.local.refund(ticket), self.redis.refund(ticket)).await
     }
 
-    async fn cool_down(
-        &self,
-        model: &str,
-        project: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
+    async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         self.both(
             self.local.cool_down(model, project, duration_ms, reason),
             self.redis.cool_down(model, project, duration_ms, reason),
@@ -370,13 +319,7 @@ impl Limiter for FailoverLimiter {
         .await
     }
 
-    async fn disable(
-        &self,
-        model: &str,
-        key_id: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
+    async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         self.both(
             self.local.disable(model, key_id, duration_ms, reason),
             self.redis.disable(model, key_id, duration_ms, reason),
@@ -385,38 +328,21 @@ impl Limiter for FailoverLimiter {
     }
 
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError> {
-        self.both(
-            self.local.enable(model, key_id),
-            self.redis.enable(model, key_id),
-        )
-        .await
+        self.both(self.local.enable(model, key_id), self.redis.enable(model, key_id)).await
     }
 
     async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), LimiterError> {
-        self.both(
-            self.local.clear_cooldown(model, project),
-            self.redis.clear_cooldown(model, project),
-        )
-        .await
+        self.both(self.local.clear_cooldown(model, project), self.redis.clear_cooldown(model, project)).await
     }
 
-    async fn usage(
-        &self,
-        model: &str,
-        project: &str,
-        window_ms: u64,
-    ) -> Result<BucketUsage, LimiterError> {
+    async fn usage(&self, model: &str, project: &str, window_ms: u64) -> Result<BucketUsage, LimiterError> {
         match self.redis.usage(model, project, window_ms).await {
             Ok(usage) => Ok(usage),
             Err(_) => self.local.usage(model, project, window_ms).await,
         }
     }
 
-    async fn disabled(
-        &self,
-        model: &str,
-        key_id: &str,
-    ) -> Result<Option<Restriction>, LimiterError> {
+    async fn disabled(&self, model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError> {
         match self.redis.disabled(model, key_id).await {
             Ok(state) => Ok(state),
             Err(_) => self.local.disabled(model, key_id).await,
@@ -437,26 +363,10 @@ mod tests {
 
     #[test]
     fn the_degraded_share_scales_every_limit_and_keeps_at_least_one() {
-        let limits = BucketLimits {
-            rpm: 60,
-            tpm: 1_000_000,
-            rpd: Some(1000),
-            burst: 60,
-        };
+        let limits = BucketLimits { rpm: 60, tpm: 1_000_000, rpd: Some(1000), burst: 60 };
         let half = scaled(limits, 0.8 / 2.0);
-        assert_eq!(
-            (half.rpm, half.tpm, half.rpd, half.burst),
-            (24, 400_000, Some(400), 24)
-        );
-        let tiny = scaled(
-            BucketLimits {
-                rpm: 2,
-                tpm: 10,
-                rpd: None,
-                burst: 2,
-            },
-            0.8 / 8.0,
-        );
+        assert_eq!((half.rpm, half.tpm, half.rpd, half.burst), (24, 400_000, Some(400), 24));
+        let tiny = scaled(BucketLimits { rpm: 2, tpm: 10, rpd: None, burst: 2 }, 0.8 / 8.0);
         assert_eq!((tiny.rpm, tiny.tpm, tiny.burst), (1, 1, 1));
     }
 }

@@ -1,30 +1,23 @@
 //! The in-process limiter: exact for one process, and the fallback a replica
 //! uses (with a reduced share of each limit) while Redis is unreachable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
 use super::{
-    gcra, pacing_interval_ms, remaining_fraction, window_wait_ms, AdmitRequest, BucketUsage,
-    Candidate, Decision, Limiter, LimiterError, Pick, Restriction, Ticket,
+    gcra, pacing_interval_ms, remaining_fraction, AdmitRequest, BucketUsage, Candidate, Decision, Limiter,
+    LimiterError, Pick, Restriction, Ticket, Window,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::pacific;
 
 type BucketKey = (String, String);
 
-#[derive(Debug)]
-struct Entry {
-    at_ms: u64,
-    id: String,
-    tokens: u64,
-}
-
 #[derive(Default)]
 struct State {
-    windows: HashMap<BucketKey, VecDeque<Entry>>,
+    windows: HashMap<BucketKey, Window>,
     tats: HashMap<BucketKey, u64>,
     days: HashMap<(String, String, u64), u32>,
     leases: HashMap<String, Vec<(String, u64)>>,
@@ -57,10 +50,7 @@ fn bucket_key(model: &str, project: &str) -> BucketKey {
 
 impl MemoryLimiter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self {
-            state: Mutex::new(State::default()),
-            clock,
-        }
+        Self { state: Mutex::new(State::default()), clock }
     }
 
     /// Records an admission decided elsewhere (by Redis), so that this
@@ -79,29 +69,19 @@ impl MemoryLimiter {
     /// bucket's window: other replicas' use, as Redis last reported it.
     pub fn seed(&self, model: &str, project: &str, requests: u32, tokens: u64, at_ms: u64) {
         let mut state = self.lock();
-        let entries = state.windows.entry(bucket_key(model, project)).or_default();
+        let window = state.windows.entry(bucket_key(model, project)).or_default();
         for i in 0..requests {
-            entries.push_back(Entry {
-                at_ms,
-                id: format!("elsewhere-{at_ms}-{i}"),
-                tokens: if i == 0 { tokens } else { 0 },
-            });
+            window.push(at_ms, &format!("elsewhere-{at_ms}-{i}"), if i == 0 { tokens } else { 0 });
         }
-        entries.make_contiguous().sort_by_key(|e| e.at_ms);
     }
 
-    /// This replica's own requests and tokens in a bucket's window now.
+    /// This replica's requests and tokens in a bucket's window now.
     pub fn window_use(&self, model: &str, project: &str, window_ms: u64) -> (u32, u64) {
         let now_ms = self.clock.now_ms();
         let mut state = self.lock();
-        let bucket = bucket_key(model, project);
-        state.prune(&bucket, now_ms, window_ms);
-        state.windows.get(&bucket).map_or((0, 0), |entries| {
-            (
-                u32::try_from(entries.len()).unwrap_or(u32::MAX),
-                entries.iter().map(|e| e.tokens).sum(),
-            )
-        })
+        let window = state.windows.entry(bucket_key(model, project)).or_default();
+        window.prune(now_ms, window_ms);
+        (window.requests(), window.tokens())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -110,35 +90,14 @@ impl MemoryLimiter {
 }
 
 impl State {
-    fn prune(&mut self, bucket: &BucketKey, now_ms: u64, window_ms: u64) {
-        if let Some(entries) = self.windows.get_mut(bucket) {
-            while entries
-                .front()
-                .is_some_and(|e| e.at_ms + window_ms <= now_ms)
-            {
-                entries.pop_front();
-            }
-        }
-    }
-
     fn live_leases(&mut self, key_id: &str, now_ms: u64) -> &mut Vec<(String, u64)> {
         let leases = self.leases.entry(key_id.to_string()).or_default();
         leases.retain(|(_, expires)| *expires > now_ms);
         leases
     }
 
-    fn evaluate(
-        &mut self,
-        candidate: &Candidate,
-        request: &AdmitRequest,
-        now_ms: u64,
-        day: (u64, u64),
-    ) -> Evaluation {
-        if self
-            .disabled
-            .get(&candidate.key_id)
-            .is_some_and(|r| r.until_ms > now_ms)
-        {
+    fn evaluate(&mut self, candidate: &Candidate, request: &AdmitRequest, now_ms: u64, day: (u64, u64)) -> Evaluation {
+        if self.disabled.get(&candidate.key_id).is_some_and(|r| r.until_ms > now_ms) {
             return Evaluation::Never;
         }
         let bucket = bucket_key(&candidate.model, &candidate.project);
@@ -147,96 +106,48 @@ impl State {
         if let Some(cooldown) = self.cooldowns.get(&bucket).filter(|r| r.until_ms > now_ms) {
             wait = cooldown.until_ms - now_ms;
         }
-        self.prune(&bucket, now_ms, request.window_ms);
-        let entries: Vec<(u64, u64)> = self
-            .windows
-            .get(&bucket)
-            .map(|entries| entries.iter().map(|e| (e.at_ms, e.tokens)).collect())
-            .unwrap_or_default();
-        let Some(window_wait) =
-            window_wait_ms(&entries, limits, request.tokens, now_ms, request.window_ms)
-        else {
+        let window = self.windows.entry(bucket.clone()).or_default();
+        window.prune(now_ms, request.window_ms);
+        let Some(window_wait) = window.wait_ms(limits, request.tokens, now_ms, request.window_ms) else {
             return Evaluation::Never;
         };
+        let (requests, tokens) = (window.requests(), window.tokens());
         wait = wait.max(window_wait);
-        let (gcra_wait, _) = gcra(
-            self.tats.get(&bucket).copied(),
-            limits,
-            now_ms,
-            request.window_ms,
-        );
+        let (gcra_wait, _) = gcra(self.tats.get(&bucket).copied(), limits, now_ms, request.window_ms);
         wait = wait.max(gcra_wait);
-        let today = self
-            .days
-            .get(&(bucket.0.clone(), bucket.1.clone(), day.0))
-            .copied()
-            .unwrap_or(0);
+        let today = self.days.get(&(bucket.0, bucket.1, day.0)).copied().unwrap_or(0);
         if limits.rpd.is_some_and(|rpd| today >= rpd) {
             wait = wait.max(day.1.saturating_sub(now_ms));
         }
         if let Some(max) = candidate.max_in_flight {
             let leases = self.live_leases(&candidate.key_id, now_ms);
             if leases.len() >= max as usize {
-                let earliest = leases
-                    .iter()
-                    .map(|(_, expires)| *expires)
-                    .min()
-                    .unwrap_or(now_ms);
+                let earliest = leases.iter().map(|(_, expires)| *expires).min().unwrap_or(now_ms);
                 wait = wait.max(earliest.saturating_sub(now_ms).max(1));
             }
         }
         if wait > 0 {
             return Evaluation::Wait(wait);
         }
-        let tokens: u64 = entries.iter().map(|(_, t)| t).sum();
-        let requests = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-        Evaluation::Fits {
-            remaining: remaining_fraction(limits, requests, tokens, today),
-        }
+        Evaluation::Fits { remaining: remaining_fraction(limits, requests, tokens, today) }
     }
 
-    fn admit(
-        &mut self,
-        candidate: &Candidate,
-        request: &AdmitRequest,
-        now_ms: u64,
-        day: (u64, u64),
-    ) -> Ticket {
+    fn admit(&mut self, candidate: &Candidate, request: &AdmitRequest, now_ms: u64, day: (u64, u64)) -> Ticket {
         let bucket = bucket_key(&candidate.model, &candidate.project);
-        let (_, next_tat) = gcra(
-            self.tats.get(&bucket).copied(),
-            &candidate.limits,
-            now_ms,
-            request.window_ms,
-        );
+        let (_, next_tat) = gcra(self.tats.get(&bucket).copied(), &candidate.limits, now_ms, request.window_ms);
         self.tats.insert(bucket.clone(), next_tat);
-        self.windows
-            .entry(bucket.clone())
-            .or_default()
-            .push_back(Entry {
-                at_ms: now_ms,
-                id: request.entry_id.clone(),
-                tokens: request.tokens,
-            });
-        *self
-            .days
-            .entry((bucket.0.clone(), bucket.1.clone(), day.0))
-            .or_default() += 1;
+        let window = self.windows.entry(bucket.clone()).or_default();
+        window.push(now_ms, &request.entry_id, request.tokens);
+        let (window_requests, window_tokens) = (window.requests(), window.tokens());
+        *self.days.entry((bucket.0, bucket.1, day.0)).or_default() += 1;
         let leased = candidate.max_in_flight.is_some();
         if leased {
-            self.live_leases(&candidate.key_id, now_ms)
-                .push((request.entry_id.clone(), now_ms + request.lease_ttl_ms));
+            self.live_leases(&candidate.key_id, now_ms).push((request.entry_id.clone(), now_ms + request.lease_ttl_ms));
         }
-        let (window_requests, window_tokens) =
-            self.windows.get(&bucket).map_or((0, 0), |entries| {
-                (
-                    u32::try_from(entries.len()).unwrap_or(u32::MAX),
-                    entries.iter().map(|e| e.tokens).sum(),
-                )
-            });
         // Old day counters are dead weight; drop them as days pass.
-        self.days
-            .retain(|(_, _, start), _| *start + 2 * 86_400_000 > now_ms);
+        if self.days.len() > 64 {
+            self.days.retain(|(_, _, start), _| *start + 2 * 86_400_000 > now_ms);
+        }
         Ticket {
             key_id: candidate.key_id.clone(),
             model: candidate.model.clone(),
@@ -261,15 +172,10 @@ impl Limiter for MemoryLimiter {
         let mut state = self.lock();
         let candidates = &request.candidates;
         if candidates.is_empty() {
-            return Ok(Decision::NoRoom {
-                retry_after_ms: None,
-            });
+            return Ok(Decision::NoRoom { retry_after_ms: None });
         }
         let start = if request.rotate {
-            let counter = state
-                .round_robin
-                .entry(candidates[0].model.clone())
-                .or_default();
+            let counter = state.round_robin.entry(candidates[0].model.clone()).or_default();
             *counter += 1;
             usize::try_from(*counter % candidates.len() as u64).unwrap_or(0)
         } else {
@@ -294,29 +200,15 @@ impl Limiter for MemoryLimiter {
             }
         }
         Ok(match best {
-            Some((index, _)) => {
-                Decision::Admitted(state.admit(&candidates[index], request, now_ms, day))
-            }
-            None => Decision::NoRoom {
-                retry_after_ms: earliest,
-            },
+            Some((index, _)) => Decision::Admitted(state.admit(&candidates[index], request, now_ms, day)),
+            None => Decision::NoRoom { retry_after_ms: earliest },
         })
     }
 
-    async fn reconcile(
-        &self,
-        ticket: &Ticket,
-        actual_tokens: u64,
-        _window_ms: u64,
-    ) -> Result<(), LimiterError> {
+    async fn reconcile(&self, ticket: &Ticket, actual_tokens: u64, _window_ms: u64) -> Result<(), LimiterError> {
         let mut state = self.lock();
-        if let Some(entries) = state
-            .windows
-            .get_mut(&bucket_key(&ticket.model, &ticket.project))
-        {
-            if let Some(entry) = entries.iter_mut().find(|e| e.id == ticket.entry_id) {
-                entry.tokens = actual_tokens;
-            }
+        if let Some(window) = state.windows.get_mut(&bucket_key(&ticket.model, &ticket.project)) {
+            window.set_tokens(&ticket.entry_id, actual_tokens);
         }
         Ok(())
     }
@@ -335,61 +227,31 @@ impl Limiter for MemoryLimiter {
         self.release(ticket).await?;
         let mut state = self.lock();
         let bucket = bucket_key(&ticket.model, &ticket.project);
-        if let Some(entries) = state.windows.get_mut(&bucket) {
-            entries.retain(|e| e.id != ticket.entry_id);
+        if let Some(window) = state.windows.get_mut(&bucket) {
+            window.remove(&ticket.entry_id);
         }
         if let Some(tat) = state.tats.get_mut(&bucket) {
             *tat = tat.saturating_sub(ticket.pacing_interval_ms);
         }
-        if let Some(count) = state
-            .days
-            .get_mut(&(bucket.0, bucket.1, ticket.day_start_ms))
-        {
+        if let Some(count) = state.days.get_mut(&(bucket.0, bucket.1, ticket.day_start_ms)) {
             *count = count.saturating_sub(1);
         }
         Ok(())
     }
 
-    async fn cool_down(
-        &self,
-        model: &str,
-        project: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
+    async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         let until_ms = self.clock.now_ms() + duration_ms;
         let mut state = self.lock();
-        let entry = state
-            .cooldowns
-            .entry(bucket_key(model, project))
-            .or_insert(Restriction {
-                until_ms: 0,
-                reason: String::new(),
-            });
-        if until_ms > entry.until_ms {
-            *entry = Restriction {
-                until_ms,
-                reason: reason.to_string(),
-            };
+        let current = state.cooldowns.get(&bucket_key(model, project)).map_or(0, |r| r.until_ms);
+        if until_ms > current {
+            state.cooldowns.insert(bucket_key(model, project), Restriction { until_ms, reason: reason.to_string() });
         }
         Ok(())
     }
 
-    async fn disable(
-        &self,
-        _model: &str,
-        key_id: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
+    async fn disable(&self, _model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         let until_ms = self.clock.now_ms() + duration_ms;
-        self.lock().disabled.insert(
-            key_id.to_string(),
-            Restriction {
-                until_ms,
-                reason: reason.to_string(),
-            },
-        );
+        self.lock().disabled.insert(key_id.to_string(), Restriction { until_ms, reason: reason.to_string() });
         Ok(())
     }
 
@@ -403,53 +265,27 @@ impl Limiter for MemoryLimiter {
         Ok(())
     }
 
-    async fn usage(
-        &self,
-        model: &str,
-        project: &str,
-        window_ms: u64,
-    ) -> Result<BucketUsage, LimiterError> {
+    async fn usage(&self, model: &str, project: &str, window_ms: u64) -> Result<BucketUsage, LimiterError> {
         let now_ms = self.clock.now_ms();
         let day = pacific::day_bounds_ms(now_ms);
         let mut state = self.lock();
         let bucket = bucket_key(model, project);
-        state.prune(&bucket, now_ms, window_ms);
-        let (requests, tokens) = state.windows.get(&bucket).map_or((0, 0), |entries| {
-            (
-                u32::try_from(entries.len()).unwrap_or(u32::MAX),
-                entries.iter().map(|e| e.tokens).sum(),
-            )
-        });
+        let window = state.windows.entry(bucket.clone()).or_default();
+        window.prune(now_ms, window_ms);
+        let (requests, tokens) = (window.requests(), window.tokens());
         Ok(BucketUsage {
             model: model.to_string(),
             project: project.to_string(),
             requests_in_window: requests,
             tokens_in_window: tokens,
-            requests_today: state
-                .days
-                .get(&(model.to_string(), project.to_string(), day.0))
-                .copied()
-                .unwrap_or(0),
-            cooldown: state
-                .cooldowns
-                .get(&bucket)
-                .filter(|r| r.until_ms > now_ms)
-                .cloned(),
+            requests_today: state.days.get(&(model.to_string(), project.to_string(), day.0)).copied().unwrap_or(0),
+            cooldown: state.cooldowns.get(&bucket).filter(|r| r.until_ms > now_ms).cloned(),
         })
     }
 
-    async fn disabled(
-        &self,
-        _model: &str,
-        key_id: &str,
-    ) -> Result<Option<Restriction>, LimiterError> {
+    async fn disabled(&self, _model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError> {
         let now_ms = self.clock.now_ms();
-        Ok(self
-            .lock()
-            .disabled
-            .get(key_id)
-            .filter(|r| r.until_ms > now_ms)
-            .cloned())
+        Ok(self.lock().disabled.get(key_id).filter(|r| r.until_ms > now_ms).cloned())
     }
 
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {

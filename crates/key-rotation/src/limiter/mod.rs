@@ -119,12 +119,7 @@ pub trait Limiter: Send + Sync {
     async fn admit(&self, request: &AdmitRequest) -> Result<Decision, LimiterError>;
 
     /// Replaces the ticket's reserved tokens with the real count.
-    async fn reconcile(
-        &self,
-        ticket: &Ticket,
-        actual_tokens: u64,
-        window_ms: u64,
-    ) -> Result<(), LimiterError>;
+    async fn reconcile(&self, ticket: &Ticket, actual_tokens: u64, window_ms: u64) -> Result<(), LimiterError>;
 
     /// Ends the call: frees its in-flight lease.
     async fn release(&self, ticket: &Ticket) -> Result<(), LimiterError>;
@@ -133,21 +128,9 @@ pub trait Limiter: Send + Sync {
     async fn refund(&self, ticket: &Ticket) -> Result<(), LimiterError>;
 
     /// Cools the (project, model) bucket for `duration_ms`; never shortens one.
-    async fn cool_down(
-        &self,
-        model: &str,
-        project: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError>;
+    async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError>;
 
-    async fn disable(
-        &self,
-        model: &str,
-        key_id: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError>;
+    async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError>;
 
     /// Lifts a key's disable.
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError>;
@@ -155,57 +138,100 @@ pub trait Limiter: Send + Sync {
     /// Lifts a bucket's cooldown (the admin reset).
     async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), LimiterError>;
 
-    async fn usage(
-        &self,
-        model: &str,
-        project: &str,
-        window_ms: u64,
-    ) -> Result<BucketUsage, LimiterError>;
+    async fn usage(&self, model: &str, project: &str, window_ms: u64) -> Result<BucketUsage, LimiterError>;
 
-    async fn disabled(
-        &self,
-        model: &str,
-        key_id: &str,
-    ) -> Result<Option<Restriction>, LimiterError>;
+    async fn disabled(&self, model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError>;
 
     /// Takes a named lock for `ttl_ms` if nobody holds it (one prober per key).
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError>;
 }
 
-/// How long until `entries` (admission times and token counts, oldest first,
-/// all inside the window) leave room for one more request of `tokens`.
-/// Zero when there is room now; `None` when `tokens` alone exceed the TPM.
-/// Shared by both backends' reasoning and mirrored by the Lua script.
-pub fn window_wait_ms(
-    entries: &[(u64, u64)],
-    limits: &BucketLimits,
+/// One bucket's sliding window: admission times and tokens, oldest first,
+/// with running totals so that admission never walks the whole log.
+#[derive(Debug, Default, Clone)]
+pub struct Window {
+    entries: std::collections::VecDeque<WindowEntry>,
     tokens: u64,
-    now_ms: u64,
-    window_ms: u64,
-) -> Option<u64> {
-    if tokens > limits.tpm {
-        return None;
+}
+
+#[derive(Debug, Clone)]
+struct WindowEntry {
+    at_ms: u64,
+    id: String,
+    tokens: u64,
+}
+
+impl Window {
+    pub fn push(&mut self, at_ms: u64, id: &str, tokens: u64) {
+        // Seeded or replayed entries may be older than the newest one.
+        let position = self.entries.iter().rposition(|e| e.at_ms <= at_ms).map_or(0, |i| i + 1);
+        self.entries.insert(position, WindowEntry { at_ms, id: id.to_string(), tokens });
+        self.tokens += tokens;
     }
-    let count = entries.len();
-    let rpm = limits.rpm as usize;
-    let mut wait = 0;
-    if count >= rpm {
-        // Room once the oldest (count - rpm + 1) entries have aged out.
-        let freeing = entries[count - rpm].0;
-        wait = (freeing + window_ms).saturating_sub(now_ms);
-    }
-    let total: u64 = entries.iter().map(|(_, t)| t).sum();
-    if total + tokens > limits.tpm {
-        let mut remaining = total;
-        for (at, spent) in entries {
-            remaining -= spent;
-            if remaining + tokens <= limits.tpm {
-                wait = wait.max((at + window_ms).saturating_sub(now_ms));
+
+    /// Drops entries that have left the window ending at `now_ms`.
+    pub fn prune(&mut self, now_ms: u64, window_ms: u64) {
+        while let Some(oldest) = self.entries.front() {
+            if oldest.at_ms + window_ms > now_ms {
                 break;
+            }
+            self.tokens -= oldest.tokens;
+            self.entries.pop_front();
+        }
+    }
+
+    pub fn requests(&self) -> u32 {
+        u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Changes an entry's tokens (reconcile); searched newest first, where a
+    /// call that just finished usually is.
+    pub fn set_tokens(&mut self, id: &str, tokens: u64) {
+        if let Some(entry) = self.entries.iter_mut().rev().find(|e| e.id == id) {
+            self.tokens = self.tokens - entry.tokens + tokens;
+            entry.tokens = tokens;
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        if let Some(index) = self.entries.iter().rposition(|e| e.id == id) {
+            if let Some(entry) = self.entries.remove(index) {
+                self.tokens -= entry.tokens;
             }
         }
     }
-    Some(wait)
+
+    /// How long until the (already pruned) window has room for one more
+    /// request of `tokens`: zero when it has room now, `None` when `tokens`
+    /// alone exceed the TPM. The Lua script computes the same.
+    pub fn wait_ms(&self, limits: &BucketLimits, tokens: u64, now_ms: u64, window_ms: u64) -> Option<u64> {
+        if tokens > limits.tpm {
+            return None;
+        }
+        let count = self.entries.len();
+        let rpm = limits.rpm as usize;
+        let mut wait = 0;
+        if count >= rpm {
+            // Room once the oldest (count - rpm + 1) entries have aged out.
+            let freeing = self.entries[count - rpm].at_ms;
+            wait = (freeing + window_ms).saturating_sub(now_ms);
+        }
+        if self.tokens + tokens > limits.tpm {
+            let mut remaining = self.tokens;
+            for entry in &self.entries {
+                remaining -= entry.tokens;
+                if remaining + tokens <= limits.tpm {
+                    wait = wait.max((entry.at_ms + window_ms).saturating_sub(now_ms));
+                    break;
+                }
+            }
+        }
+        Some(wait)
+    }
 }
 
 /// GCRA's emission interval: the window spread evenly over its requests.
@@ -228,9 +254,7 @@ pub fn gcra(tat_ms: Option<u64>, limits: &BucketLimits, now_ms: u64, window_ms: 
 pub fn remaining_fraction(limits: &BucketLimits, requests: u32, tokens: u64, today: u32) -> f64 {
     let rpm = 1.0 - f64::from(requests) / f64::from(limits.rpm);
     let tpm = 1.0 - tokens as f64 / limits.tpm as f64;
-    let rpd = limits
-        .rpd
-        .map_or(1.0, |rpd| 1.0 - f64::from(today) / f64::from(rpd));
+    let rpd = limits.rpd.map_or(1.0, |rpd| 1.0 - f64::from(today) / f64::from(rpd));
     rpm.min(tpm).min(rpd)
 }
 
@@ -239,38 +263,48 @@ mod tests {
     use super::*;
 
     fn limits(rpm: u32, tpm: u64, burst: u32) -> BucketLimits {
-        BucketLimits {
-            rpm,
-            tpm,
-            rpd: None,
-            burst,
+        BucketLimits { rpm, tpm, rpd: None, burst }
+    }
+
+    fn window(entries: &[(u64, u64)]) -> Window {
+        let mut window = Window::default();
+        for (i, (at, tokens)) in entries.iter().enumerate() {
+            window.push(*at, &i.to_string(), *tokens);
         }
+        window
     }
 
     #[test]
     fn window_waits_for_the_entry_whose_exit_makes_room() {
         let l = limits(3, 1000, 3);
-        let entries = [(1_000, 10), (2_000, 10), (3_000, 10)];
+        let full = window(&[(1_000, 10), (2_000, 10), (3_000, 10)]);
         // Full: room when the oldest leaves at 1_000 + 60_000.
-        assert_eq!(
-            window_wait_ms(&entries, &l, 10, 5_000, 60_000),
-            Some(56_000)
-        );
-        assert_eq!(
-            window_wait_ms(&entries[..2], &l, 10, 5_000, 60_000),
-            Some(0)
-        );
+        assert_eq!(full.wait_ms(&l, 10, 5_000, 60_000), Some(56_000));
+        let two = window(&[(1_000, 10), (2_000, 10)]);
+        assert_eq!(two.wait_ms(&l, 10, 5_000, 60_000), Some(0));
     }
 
     #[test]
     fn token_waits_count_how_many_entries_must_leave() {
         let l = limits(100, 100, 100);
-        let entries = [(1_000, 40), (2_000, 40), (3_000, 10)];
+        let w = window(&[(1_000, 40), (2_000, 40), (3_000, 10)]);
         // 90 used; 50 more needs 40 freed: the first entry's exit.
-        assert_eq!(window_wait_ms(&entries, &l, 50, 4_000, 10_000), Some(7_000));
+        assert_eq!(w.wait_ms(&l, 50, 4_000, 10_000), Some(7_000));
         // 85 more needs 75 freed: the first two.
-        assert_eq!(window_wait_ms(&entries, &l, 85, 4_000, 10_000), Some(8_000));
-        assert_eq!(window_wait_ms(&entries, &l, 101, 4_000, 10_000), None);
+        assert_eq!(w.wait_ms(&l, 85, 4_000, 10_000), Some(8_000));
+        assert_eq!(w.wait_ms(&l, 101, 4_000, 10_000), None);
+    }
+
+    #[test]
+    fn running_totals_follow_prune_reconcile_and_remove() {
+        let mut w = window(&[(1_000, 40), (2_000, 40), (3_000, 10)]);
+        w.push(1_500, "late", 5);
+        assert_eq!((w.requests(), w.tokens()), (4, 95));
+        w.set_tokens("1", 4);
+        assert_eq!(w.tokens(), 59);
+        w.remove("late");
+        w.prune(11_500, 10_000);
+        assert_eq!((w.requests(), w.tokens()), (2, 14));
     }
 
     #[test]

@@ -9,15 +9,19 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{
-    AdmitRequest, BucketUsage, Decision, Limiter, LimiterError, Pick, Restriction, Ticket,
-};
+use super::{AdmitRequest, BucketUsage, Decision, Limiter, LimiterError, Pick, Restriction, Ticket};
 use crate::pacific;
 use crate::redis_conn::{RedisError, RedisHandle};
 
-static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admit.lua")));
-static TICKET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ticket.lua")));
-static USAGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("usage.lua")));
+/// Each window-reading script starts with the shared window helpers.
+fn with_window_helpers(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("window.lua")))
+}
+
+static ADMIT: LazyLock<Script> = LazyLock::new(|| with_window_helpers(include_str!("admit.lua")));
+static TICKET: LazyLock<Script> = LazyLock::new(|| with_window_helpers(include_str!("ticket.lua")));
+static USAGE: LazyLock<Script> = LazyLock::new(|| with_window_helpers(include_str!("usage.lua")));
+static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("replay.lua")));
 static RESTRICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cool_down.lua")));
 
 /// Redis key names. Braces in ids would break the hash tag, so they are
@@ -33,22 +37,18 @@ fn clean(segment: &str) -> String {
 
 impl KeyNames {
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_string(),
-        }
+        Self { prefix: prefix.to_string() }
     }
 
     fn tagged(&self, model: &str, kind: &str, id: &str) -> String {
-        format!(
-            "{}:{{m:{}}}:{kind}:{}",
-            self.prefix,
-            clean(model),
-            clean(id)
-        )
+        format!("{}:{{m:{}}}:{kind}:{}", self.prefix, clean(model), clean(id))
     }
 
     pub fn window(&self, model: &str, project: &str) -> String {
         self.tagged(model, "win", project)
+    }
+    pub fn tokens(&self, model: &str, project: &str) -> String {
+        self.tagged(model, "tok", project)
     }
     pub fn tat(&self, model: &str, project: &str) -> String {
         self.tagged(model, "tat", project)
@@ -74,9 +74,10 @@ impl KeyNames {
 
     /// Every key one admission over `request` touches, in script order.
     pub fn admission_keys(&self, request: &AdmitRequest, day_start_ms: u64) -> Vec<String> {
-        let mut keys = Vec::with_capacity(request.candidates.len() * 6 + 1);
+        let mut keys = Vec::with_capacity(request.candidates.len() * 7 + 1);
         for c in &request.candidates {
             keys.push(self.window(&c.model, &c.project));
+            keys.push(self.tokens(&c.model, &c.project));
             keys.push(self.tat(&c.model, &c.project));
             keys.push(self.day(&c.model, &c.project, day_start_ms));
             keys.push(self.leases(&c.model, &c.key_id));
@@ -102,10 +103,7 @@ impl From<RedisError> for LimiterError {
 
 impl RedisLimiter {
     pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
-        Self {
-            redis,
-            names: KeyNames::new(prefix),
-        }
+        Self { redis, names: KeyNames::new(prefix) }
     }
 
     pub fn names(&self) -> &KeyNames {
@@ -118,37 +116,31 @@ impl RedisLimiter {
         if tickets.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (ticket, window_ms) in tickets {
-            let window = self.names.window(&ticket.model, &ticket.project);
-            pipe.cmd("ZADD")
-                .arg(&window)
-                .arg(ticket.admitted_at_ms)
-                .arg(format!("{}:{}", ticket.entry_id, ticket.tokens))
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&window)
-                .arg(window_ms + 1000)
-                .ignore();
+        let mut by_bucket: std::collections::BTreeMap<(&str, &str), Vec<&(Ticket, u64)>> = Default::default();
+        for entry in tickets {
+            by_bucket.entry((&entry.0.model, &entry.0.project)).or_default().push(entry);
         }
-        let mut connection = self.redis.connection().await?;
-        tokio::time::timeout(
-            self.redis.deadline(),
-            pipe.query_async::<()>(&mut connection),
-        )
-        .await
-        .map_err(|_| LimiterError::Unavailable("redis deadline".into()))?
-        .map_err(|err| LimiterError::Unavailable(err.to_string()))
+        for ((model, project), entries) in by_bucket {
+            let window_ms = entries.iter().map(|(_, w)| *w).max().unwrap_or(0);
+            let mut invocation = REPLAY.prepare_invoke();
+            invocation.key(self.names.window(model, project)).key(self.names.tokens(model, project)).arg(window_ms);
+            for (ticket, _) in entries {
+                invocation
+                    .arg(ticket.admitted_at_ms)
+                    .arg(format!("{}:{}", ticket.entry_id, ticket.tokens))
+                    .arg(ticket.tokens);
+            }
+            self.redis.invoke::<i64>(&invocation).await?;
+        }
+        Ok(())
     }
 
     async fn ticket_op(&self, ticket: &Ticket, op: &str, tokens: u64) -> Result<(), LimiterError> {
         let mut invocation = TICKET.prepare_invoke();
         invocation
             .key(self.names.window(&ticket.model, &ticket.project))
-            .key(
-                self.names
-                    .day(&ticket.model, &ticket.project, ticket.day_start_ms),
-            )
+            .key(self.names.tokens(&ticket.model, &ticket.project))
+            .key(self.names.day(&ticket.model, &ticket.project, ticket.day_start_ms))
             .key(self.names.leases(&ticket.model, &ticket.key_id))
             .key(self.names.tat(&ticket.model, &ticket.project))
             .arg(op)
@@ -160,12 +152,7 @@ impl RedisLimiter {
         Ok(())
     }
 
-    async fn restrict(
-        &self,
-        key: String,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
+    async fn restrict(&self, key: String, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         let mut invocation = RESTRICT.prepare_invoke();
         invocation.key(key).arg(duration_ms.max(1)).arg(reason);
         self.redis.invoke::<i64>(&invocation).await?;
@@ -177,14 +164,11 @@ impl RedisLimiter {
 impl Limiter for RedisLimiter {
     async fn admit(&self, request: &AdmitRequest) -> Result<Decision, LimiterError> {
         if request.candidates.is_empty() {
-            return Ok(Decision::NoRoom {
-                retry_after_ms: None,
-            });
+            return Ok(Decision::NoRoom { retry_after_ms: None });
         }
         // The day is computed from this replica's clock; at worst a few
         // milliseconds around midnight land in the neighbouring day.
-        let (day_start, day_end) =
-            pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+        let (day_start, day_end) = pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
         let mut invocation = ADMIT.prepare_invoke();
         for key in self.names.admission_keys(request, day_start) {
             invocation.key(key);
@@ -213,9 +197,7 @@ impl Limiter for RedisLimiter {
                 let candidate = usize::try_from(*index - 1)
                     .ok()
                     .and_then(|i| request.candidates.get(i))
-                    .ok_or_else(|| {
-                        LimiterError::Unavailable(format!("script chose candidate {index}"))
-                    })?;
+                    .ok_or_else(|| LimiterError::Unavailable(format!("script chose candidate {index}")))?;
                 Ok(Decision::Admitted(Ticket {
                     key_id: candidate.key_id.clone(),
                     model: candidate.model.clone(),
@@ -225,29 +207,17 @@ impl Limiter for RedisLimiter {
                     admitted_at_ms: u64::try_from(*now_ms).unwrap_or(0),
                     day_start_ms: day_start,
                     leased: candidate.max_in_flight.is_some(),
-                    pacing_interval_ms: super::pacing_interval_ms(
-                        &candidate.limits,
-                        request.window_ms,
-                    ),
+                    pacing_interval_ms: super::pacing_interval_ms(&candidate.limits, request.window_ms),
                     window_requests: u32::try_from(*requests).unwrap_or(u32::MAX),
                     window_tokens: u64::try_from(*tokens).unwrap_or(0),
                 }))
             }
-            [0, wait] => Ok(Decision::NoRoom {
-                retry_after_ms: u64::try_from(*wait).ok(),
-            }),
-            other => Err(LimiterError::Unavailable(format!(
-                "unexpected admission reply {other:?}"
-            ))),
+            [0, wait] => Ok(Decision::NoRoom { retry_after_ms: u64::try_from(*wait).ok() }),
+            other => Err(LimiterError::Unavailable(format!("unexpected admission reply {other:?}"))),
         }
     }
 
-    async fn reconcile(
-        &self,
-        ticket: &Ticket,
-        actual_tokens: u64,
-        _window_ms: u64,
-    ) -> Result<(), LimiterError> {
+    async fn reconcile(&self, ticket: &Ticket, actual_tokens: u64, _window_ms: u64) -> Result<(), LimiterError> {
         self.ticket_op(ticket, "reconcile", actual_tokens).await
     }
 
@@ -256,8 +226,7 @@ impl Limiter for RedisLimiter {
             return Ok(());
         }
         let mut cmd = redis::cmd("ZREM");
-        cmd.arg(self.names.leases(&ticket.model, &ticket.key_id))
-            .arg(&ticket.entry_id);
+        cmd.arg(self.names.leases(&ticket.model, &ticket.key_id)).arg(&ticket.entry_id);
         self.redis.query::<i64>(&cmd).await?;
         Ok(())
     }
@@ -266,33 +235,14 @@ impl Limiter for RedisLimiter {
         self.ticket_op(ticket, "refund", 0).await
     }
 
-    async fn cool_down(
-        &self,
-        model: &str,
-        project: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
-        self.restrict(self.names.cooldown(model, project), duration_ms, reason)
-            .await
+    async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
+        self.restrict(self.names.cooldown(model, project), duration_ms, reason).await
     }
 
-    async fn disable(
-        &self,
-        model: &str,
-        key_id: &str,
-        duration_ms: u64,
-        reason: &str,
-    ) -> Result<(), LimiterError> {
+    async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.names.disabled(model, key_id))
-            .arg(reason)
-            .arg("PX")
-            .arg(duration_ms.max(1));
-        self.redis
-            .query::<()>(&cmd)
-            .await
-            .map_err(LimiterError::from)
+        cmd.arg(self.names.disabled(model, key_id)).arg(reason).arg("PX").arg(duration_ms.max(1));
+        self.redis.query::<()>(&cmd).await.map_err(LimiterError::from)
     }
 
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError> {
@@ -309,17 +259,12 @@ impl Limiter for RedisLimiter {
         Ok(())
     }
 
-    async fn usage(
-        &self,
-        model: &str,
-        project: &str,
-        window_ms: u64,
-    ) -> Result<BucketUsage, LimiterError> {
-        let (day_start, _) =
-            pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+    async fn usage(&self, model: &str, project: &str, window_ms: u64) -> Result<BucketUsage, LimiterError> {
+        let (day_start, _) = pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
         let mut invocation = USAGE.prepare_invoke();
         invocation
             .key(self.names.window(model, project))
+            .key(self.names.tokens(model, project))
             .key(self.names.day(model, project, day_start))
             .key(self.names.cooldown(model, project))
             .arg(window_ms);
@@ -334,18 +279,11 @@ impl Limiter for RedisLimiter {
             cooldown: u64::try_from(pttl)
                 .ok()
                 .filter(|ms| *ms > 0)
-                .map(|ms| Restriction {
-                    until_ms: now_ms + ms,
-                    reason,
-                }),
+                .map(|ms| Restriction { until_ms: now_ms + ms, reason }),
         })
     }
 
-    async fn disabled(
-        &self,
-        model: &str,
-        key_id: &str,
-    ) -> Result<Option<Restriction>, LimiterError> {
+    async fn disabled(&self, model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError> {
         let key = self.names.disabled(model, key_id);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key).cmd("TIME");
@@ -354,24 +292,14 @@ impl Limiter for RedisLimiter {
             tokio::time::timeout(self.redis.deadline(), pipe.query_async(&mut connection))
                 .await
                 .map_err(|_| LimiterError::Unavailable("redis deadline".into()))?;
-        let (reason, pttl, (secs, micros)) =
-            reply.map_err(|err| LimiterError::Unavailable(err.to_string()))?;
+        let (reason, pttl, (secs, micros)) = reply.map_err(|err| LimiterError::Unavailable(err.to_string()))?;
         let now_ms = secs * 1000 + micros / 1000;
-        Ok(reason
-            .zip(u64::try_from(pttl).ok())
-            .map(|(reason, ms)| Restriction {
-                until_ms: now_ms + ms,
-                reason,
-            }))
+        Ok(reason.zip(u64::try_from(pttl).ok()).map(|(reason, ms)| Restriction { until_ms: now_ms + ms, reason }))
     }
 
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.names.lock(name))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms.max(1));
+        cmd.arg(self.names.lock(name)).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
         let reply: Option<String> = self.redis.query(&cmd).await?;
         Ok(reply.is_some())
     }
@@ -397,11 +325,7 @@ mod tests {
         for &byte in hashed {
             crc ^= u16::from(byte) << 8;
             for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
+                crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
             }
         }
         crc % 16384
@@ -416,12 +340,7 @@ mod tests {
 
     #[test]
     fn every_key_of_one_admission_hashes_to_one_slot() {
-        let limits = BucketLimits {
-            rpm: 15,
-            tpm: 1_000_000,
-            rpd: Some(1500),
-            burst: 15,
-        };
+        let limits = BucketLimits { rpm: 15, tpm: 1_000_000, rpd: Some(1500), burst: 15 };
         let candidates: Vec<Candidate> = (0..16)
             .map(|i| Candidate {
                 key_id: format!("flash_{i:02}"),
@@ -441,14 +360,11 @@ mod tests {
             entry_id: "e".into(),
         };
         let keys = KeyNames::new("algoagent").admission_keys(&request, 1_700_000_000_000);
-        assert_eq!(keys.len(), 16 * 6 + 1);
+        assert_eq!(keys.len(), 16 * 7 + 1);
         let first = slot(&keys[0]);
         assert!(keys.iter().all(|key| slot(key) == first), "{keys:?}");
         // A braced id cannot break out of the tag.
         let names = KeyNames::new("p");
-        assert_eq!(
-            slot(&names.window("m}x{", "a")),
-            slot(&names.disabled("m}x{", "b"))
-        );
+        assert_eq!(slot(&names.window("m}x{", "a")), slot(&names.disabled("m}x{", "b")));
     }
 }

@@ -5,41 +5,23 @@ use key_rotation::fair_use::{FairUse, MemoryFairUse, RedisFairUse, UserDecision,
 use key_rotation::redis_conn::RedisHandle;
 
 fn fair_uses() -> Vec<(&'static str, Arc<dyn FairUse>)> {
-    let mut all: Vec<(&'static str, Arc<dyn FairUse>)> =
-        vec![("memory", Arc::new(MemoryFairUse::default()))];
-    if let Some(url) = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+    let mut all: Vec<(&'static str, Arc<dyn FairUse>)> = vec![("memory", Arc::new(MemoryFairUse::default()))];
+    if let Some(url) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) {
         let handle = Arc::new(RedisHandle::new(&url, Duration::from_secs(2)).unwrap());
-        let prefix = format!(
-            "fair-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        );
+        let prefix = format!("fair-{}-{:?}", std::process::id(), std::time::SystemTime::now());
         all.push(("redis", Arc::new(RedisFairUse::new(handle, &prefix))));
     }
     all
 }
 
-const LIMITS: UserLimits = UserLimits {
-    rpm: 10,
-    burst: 3,
-    tpm: 1_000,
-};
+const LIMITS: UserLimits = UserLimits { rpm: 10, burst: 3, tpm: 1_000 };
 
 #[tokio::test]
 async fn a_user_gets_the_burst_then_the_rate() {
     for (backend, fair) in fair_uses() {
         for i in 0..3 {
-            let decision = fair
-                .admit("u1", 10, LIMITS, &format!("e{i}"))
-                .await
-                .unwrap();
-            assert!(
-                matches!(decision, UserDecision::Allowed(_)),
-                "{backend}: {decision:?}"
-            );
+            let decision = fair.admit("u1", 10, LIMITS, &format!("e{i}")).await.unwrap();
+            assert!(matches!(decision, UserDecision::Allowed(_)), "{backend}: {decision:?}");
         }
         match fair.admit("u1", 10, LIMITS, "e3").await.unwrap() {
             // 10 per minute: the next slot is at most one 6 s interval away.
@@ -52,10 +34,7 @@ async fn a_user_gets_the_burst_then_the_rate() {
             other => panic!("{backend}: expected a limit, got {other:?}"),
         }
         // Users are independent.
-        assert!(matches!(
-            fair.admit("u2", 10, LIMITS, "x").await.unwrap(),
-            UserDecision::Allowed(_)
-        ));
+        assert!(matches!(fair.admit("u2", 10, LIMITS, "x").await.unwrap(), UserDecision::Allowed(_)));
     }
 }
 
@@ -66,26 +45,10 @@ async fn a_user_token_window_and_refunds() {
             UserDecision::Allowed(ticket) => ticket,
             other => panic!("{backend}: {other:?}"),
         };
-        assert!(
-            matches!(
-                fair.admit("t1", 200, LIMITS, "b").await.unwrap(),
-                UserDecision::Limited { .. }
-            ),
-            "{backend}"
-        );
+        assert!(matches!(fair.admit("t1", 200, LIMITS, "b").await.unwrap(), UserDecision::Limited { .. }), "{backend}");
         // No key could take the call: the user's unit and tokens come back.
         fair.refund(&first).await.unwrap();
-        assert!(
-            matches!(
-                fair.admit("t1", 200, LIMITS, "c").await.unwrap(),
-                UserDecision::Allowed(_)
-            ),
-            "{backend}"
-        );
-        assert_eq!(
-            fair.admit("t1", 1_001, LIMITS, "d").await.unwrap(),
-            UserDecision::TooLarge,
-            "{backend}"
-        );
+        assert!(matches!(fair.admit("t1", 200, LIMITS, "c").await.unwrap(), UserDecision::Allowed(_)), "{backend}");
+        assert_eq!(fair.admit("t1", 1_001, LIMITS, "d").await.unwrap(), UserDecision::TooLarge, "{backend}");
     }
 }

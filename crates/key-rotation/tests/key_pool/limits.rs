@@ -25,28 +25,12 @@ async fn rpm_admits_the_limit_then_names_the_wait() {
 async fn tpm_counts_reserved_tokens_and_refuses_the_impossible() {
     for (backend, limiter) in backends().await {
         let key = candidate("k", "p", limits(100, 100));
-        admitted(
-            admit(&*limiter, &request(vec![key.clone()], 60)).await,
-            backend,
-        );
-        let wait = refused(
-            admit(&*limiter, &request(vec![key.clone()], 50)).await,
-            backend,
-        );
-        assert!(
-            wait.is_some_and(|w| w > 0 && w <= WINDOW_MS),
-            "{backend}: {wait:?}"
-        );
-        admitted(
-            admit(&*limiter, &request(vec![key.clone()], 40)).await,
-            backend,
-        );
+        admitted(admit(&*limiter, &request(vec![key.clone()], 60)).await, backend);
+        let wait = refused(admit(&*limiter, &request(vec![key.clone()], 50)).await, backend);
+        assert!(wait.is_some_and(|w| w > 0 && w <= WINDOW_MS), "{backend}: {wait:?}");
+        admitted(admit(&*limiter, &request(vec![key.clone()], 40)).await, backend);
         // Larger than the bucket can ever hold: no wait helps.
-        assert_eq!(
-            refused(admit(&*limiter, &request(vec![key], 101)).await, backend),
-            None,
-            "{backend}"
-        );
+        assert_eq!(refused(admit(&*limiter, &request(vec![key], 101)).await, backend), None, "{backend}");
     }
 }
 
@@ -54,25 +38,12 @@ async fn tpm_counts_reserved_tokens_and_refuses_the_impossible() {
 async fn reconcile_replaces_the_estimate_with_the_real_count() {
     for (backend, limiter) in backends().await {
         let key = candidate("k", "p", limits(100, 100));
-        let ticket = admitted(
-            admit(&*limiter, &request(vec![key.clone()], 90)).await,
-            backend,
-        );
-        refused(
-            admit(&*limiter, &request(vec![key.clone()], 20)).await,
-            backend,
-        );
+        let ticket = admitted(admit(&*limiter, &request(vec![key.clone()], 90)).await, backend);
+        refused(admit(&*limiter, &request(vec![key.clone()], 20)).await, backend);
         limiter.reconcile(&ticket, 10, WINDOW_MS).await.unwrap();
-        admitted(
-            admit(&*limiter, &request(vec![key.clone()], 80)).await,
-            backend,
-        );
+        admitted(admit(&*limiter, &request(vec![key.clone()], 80)).await, backend);
         let usage = limiter.usage("gemini-test", "p", WINDOW_MS).await.unwrap();
-        assert_eq!(
-            (usage.requests_in_window, usage.tokens_in_window),
-            (2, 90),
-            "{backend}"
-        );
+        assert_eq!((usage.requests_in_window, usage.tokens_in_window), (2, 90), "{backend}");
     }
 }
 
@@ -87,11 +58,7 @@ async fn a_refund_returns_the_unit_and_the_day_count() {
         limiter.refund(&ticket).await.unwrap();
         admitted(admit(&*limiter, &template).await, backend);
         let usage = limiter.usage("gemini-test", "p", WINDOW_MS).await.unwrap();
-        assert_eq!(
-            (usage.requests_in_window, usage.requests_today),
-            (1, 1),
-            "{backend}"
-        );
+        assert_eq!((usage.requests_in_window, usage.requests_today), (1, 1), "{backend}");
     }
 }
 
@@ -104,26 +71,17 @@ async fn rpd_refuses_until_the_pacific_day_ends() {
         admitted(admit(&*limiter, &template).await, backend);
         admitted(admit(&*limiter, &template).await, backend);
         let wait = refused(admit(&*limiter, &template).await, backend).expect("a wait");
-        let (_, day_end) = key_rotation::pacific::day_bounds_ms(
-            u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap(),
-        );
+        let (_, day_end) =
+            key_rotation::pacific::day_bounds_ms(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap());
         let expected = day_end - u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
-        assert!(
-            wait.abs_diff(expected) < 5_000,
-            "{backend}: wait {wait}, expected about {expected}"
-        );
+        assert!(wait.abs_diff(expected) < 5_000, "{backend}: wait {wait}, expected about {expected}");
     }
 }
 
 #[tokio::test]
 async fn gcra_paces_beyond_the_burst() {
     for (backend, limiter) in backends().await {
-        let bucket = BucketLimits {
-            rpm: 4,
-            tpm: 1000,
-            rpd: None,
-            burst: 1,
-        };
+        let bucket = BucketLimits { rpm: 4, tpm: 1000, rpd: None, burst: 1 };
         let template = request(vec![candidate("k", "p", bucket)], 1);
         admitted(admit(&*limiter, &template).await, backend);
         // Burst 1: the next slot is one emission interval (window / rpm) away.
@@ -152,22 +110,12 @@ async fn in_flight_leases_cap_concurrency_until_released() {
 async fn a_cooldown_refuses_its_bucket_and_never_shrinks() {
     for (backend, limiter) in backends().await {
         let template = request(vec![candidate("k", "p", limits(100, 100_000))], 1);
-        limiter
-            .cool_down("gemini-test", "p", 5_000, "per-minute quota")
-            .await
-            .unwrap();
-        limiter
-            .cool_down("gemini-test", "p", 100, "shorter")
-            .await
-            .unwrap();
+        limiter.cool_down("gemini-test", "p", 5_000, "per-minute quota").await.unwrap();
+        limiter.cool_down("gemini-test", "p", 100, "shorter").await.unwrap();
         let wait = refused(admit(&*limiter, &template).await, backend).expect("a wait");
         assert!(wait > 4_000 && wait <= 5_000, "{backend}: wait {wait}");
         let usage = limiter.usage("gemini-test", "p", WINDOW_MS).await.unwrap();
-        assert_eq!(
-            usage.cooldown.unwrap().reason,
-            "per-minute quota",
-            "{backend}"
-        );
+        assert_eq!(usage.cooldown.unwrap().reason, "per-minute quota", "{backend}");
         limiter.clear_cooldown("gemini-test", "p").await.unwrap();
         admitted(admit(&*limiter, &template).await, backend);
     }
@@ -177,28 +125,13 @@ async fn a_cooldown_refuses_its_bucket_and_never_shrinks() {
 async fn a_disabled_key_is_never_chosen_until_enabled() {
     for (backend, limiter) in backends().await {
         let template = request(vec![candidate("dead", "p", limits(100, 100_000))], 1);
-        limiter
-            .disable("gemini-test", "dead", 60_000, "API_KEY_INVALID")
-            .await
-            .unwrap();
-        assert_eq!(
-            refused(admit(&*limiter, &template).await, backend),
-            None,
-            "{backend}"
-        );
-        let restriction = limiter
-            .disabled("gemini-test", "dead")
-            .await
-            .unwrap()
-            .unwrap();
+        limiter.disable("gemini-test", "dead", 60_000, "API_KEY_INVALID").await.unwrap();
+        assert_eq!(refused(admit(&*limiter, &template).await, backend), None, "{backend}");
+        let restriction = limiter.disabled("gemini-test", "dead").await.unwrap().unwrap();
         assert_eq!(restriction.reason, "API_KEY_INVALID");
         limiter.enable("gemini-test", "dead").await.unwrap();
         admitted(admit(&*limiter, &template).await, backend);
-        assert!(limiter
-            .disabled("gemini-test", "dead")
-            .await
-            .unwrap()
-            .is_none());
+        assert!(limiter.disabled("gemini-test", "dead").await.unwrap().is_none());
     }
 }
 
@@ -209,10 +142,7 @@ async fn a_disabled_key_is_never_chosen_until_enabled() {
 async fn the_sliding_window_holds_under_concurrency() {
     for (backend, limiter) in backends().await {
         let rpm = 10u32;
-        let template = Arc::new(request(
-            vec![candidate("k", "p", limits(rpm, 1_000_000))],
-            1,
-        ));
+        let template = Arc::new(request(vec![candidate("k", "p", limits(rpm, 1_000_000))], 1));
         let deadline = tokio::time::Instant::now() + Duration::from_millis(3 * WINDOW_MS + 200);
         let mut tasks = Vec::new();
         for _ in 0..32 {
@@ -239,22 +169,12 @@ async fn the_sliding_window_holds_under_concurrency() {
         times.sort_unstable();
         let mut per_window_max = 0;
         for (i, start) in times.iter().enumerate() {
-            let inside = times[i..]
-                .iter()
-                .take_while(|t| **t < start + WINDOW_MS)
-                .count();
+            let inside = times[i..].iter().take_while(|t| **t < start + WINDOW_MS).count();
             per_window_max = per_window_max.max(inside);
         }
-        assert!(
-            per_window_max <= rpm as usize,
-            "{backend}: {per_window_max} admissions in one window"
-        );
+        assert!(per_window_max <= rpm as usize, "{backend}: {per_window_max} admissions in one window");
         // Three windows allow at least 3 × rpm admissions.
-        assert!(
-            times.len() >= 3 * rpm as usize,
-            "{backend}: only {} admissions",
-            times.len()
-        );
+        assert!(times.len() >= 3 * rpm as usize, "{backend}: only {} admissions", times.len());
         let mut unique = HashMap::new();
         for t in &times {
             *unique.entry(t).or_insert(0) += 1;

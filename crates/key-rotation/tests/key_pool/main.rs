@@ -25,17 +25,10 @@ pub const WINDOW_MS: u64 = 1_000;
 
 /// Every backend under test, each with fresh state.
 pub async fn backends() -> Vec<(&'static str, Arc<dyn Limiter>)> {
-    let mut backends: Vec<(&'static str, Arc<dyn Limiter>)> =
-        vec![("memory", Arc::new(MemoryLimiter::default()))];
-    if let Some(url) = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+    let mut backends: Vec<(&'static str, Arc<dyn Limiter>)> = vec![("memory", Arc::new(MemoryLimiter::default()))];
+    if let Some(url) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) {
         let handle = Arc::new(RedisHandle::new(&url, Duration::from_secs(2)).unwrap());
-        handle
-            .ping()
-            .await
-            .unwrap_or_else(|err| panic!("TEST_REDIS_URL is set but Redis is unreachable: {err}"));
+        handle.ping().await.unwrap_or_else(|err| panic!("TEST_REDIS_URL is set but Redis is unreachable: {err}"));
         let prefix = format!("conformance-{}", uuid_like());
         backends.push(("redis", Arc::new(RedisLimiter::new(handle, &prefix))));
     }
@@ -45,24 +38,12 @@ pub async fn backends() -> Vec<(&'static str, Arc<dyn Limiter>)> {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 pub fn limits(rpm: u32, tpm: u64) -> BucketLimits {
-    BucketLimits {
-        rpm,
-        tpm,
-        rpd: None,
-        burst: rpm,
-    }
+    BucketLimits { rpm, tpm, rpd: None, burst: rpm }
 }
 
 pub fn candidate(key_id: &str, project: &str, limits: BucketLimits) -> Candidate {

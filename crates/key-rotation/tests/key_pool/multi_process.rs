@@ -41,12 +41,7 @@ fn config() -> PoolConfig {
                 model: "gemini-2.5-flash".into(),
                 provider: "gemini".into(),
                 project: (*project).to_string(),
-                limits: BucketLimits {
-                    rpm: *rpm,
-                    tpm: 10_000_000,
-                    rpd: None,
-                    burst: *rpm,
-                },
+                limits: BucketLimits { rpm: *rpm, tpm: 10_000_000, rpd: None, burst: *rpm },
                 max_in_flight: None,
                 priority: 0,
                 workload: Workload::Light,
@@ -56,27 +51,13 @@ fn config() -> PoolConfig {
             })
         })
         .collect();
-    PoolConfig {
-        keys,
-        strategy: Strategy::RoundRobin,
-        window: WINDOW,
-        guard: GUARD,
-        ..PoolConfig::empty()
-    }
+    PoolConfig { keys, strategy: Strategy::RoundRobin, window: WINDOW, guard: GUARD, ..PoolConfig::empty() }
 }
 
 fn pool(url: &str, prefix: &str, id: &str) -> Arc<KeyPool> {
     let handle = Arc::new(RedisHandle::new(url, Duration::from_millis(500)).unwrap());
-    let registry = Arc::new(ReplicaRegistry::new(
-        handle.clone(),
-        prefix,
-        id,
-        Duration::from_secs(10),
-    ));
-    let limiter: Arc<dyn Limiter> = Arc::new(FailoverLimiter::new(
-        RedisLimiter::new(handle, prefix),
-        registry,
-    ));
+    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, id, Duration::from_secs(10)));
+    let limiter: Arc<dyn Limiter> = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle, prefix), registry));
     Arc::new(KeyPool::new(
         config(),
         limiter,
@@ -87,26 +68,13 @@ fn pool(url: &str, prefix: &str, id: &str) -> Arc<KeyPool> {
 }
 
 fn spec() -> AdmitSpec {
-    AdmitSpec {
-        workload: Workload::Light,
-        model: None,
-        allow_spill: false,
-        sticky_user: None,
-        estimated_tokens: 1,
-    }
+    AdmitSpec { workload: Workload::Light, model: None, allow_spill: false, sticky_user: None, estimated_tokens: 1 }
 }
 
 fn spawn_worker(role: &str, envs: &[(&str, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
     command
-        .args([
-            "multi_process::worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["multi_process::worker", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
         .env("KEY_POOL_WORKER", role)
         .envs(envs.iter().map(|(k, v)| (k.to_string(), v.clone())))
         .stdout(Stdio::piped())
@@ -128,9 +96,7 @@ async fn worker() {
     let pool = pool(&url, &prefix, &id);
     match role.as_str() {
         "load" => {
-            let sink = TcpStream::connect(std::env::var("WORKER_SINK").unwrap())
-                .await
-                .unwrap();
+            let sink = TcpStream::connect(std::env::var("WORKER_SINK").unwrap()).await.unwrap();
             let sink = Arc::new(tokio::sync::Mutex::new(sink));
             let run_until = Instant::now() + RUN;
             let mut tasks = Vec::new();
@@ -143,13 +109,7 @@ async fn worker() {
                             AdmitResult::Granted(grant) => {
                                 let line = format!("{}\n", grant.key.project);
                                 sink.lock().await.write_all(line.as_bytes()).await.unwrap();
-                                pool.report(
-                                    &grant,
-                                    &Outcome::Success {
-                                        prompt_tokens: Some(1),
-                                    },
-                                )
-                                .await;
+                                pool.report(&grant, &Outcome::Success { prompt_tokens: Some(1) }).await;
                             }
                             AdmitResult::Full { retry_after } => {
                                 // Spread the wake-ups a little.
@@ -176,9 +136,7 @@ async fn worker() {
 }
 
 fn redis_url() -> Option<String> {
-    std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,22 +168,14 @@ async fn four_processes_never_exceed_any_bucket_in_any_window() {
             }
         })
     };
-    let envs = [
-        ("WORKER_REDIS_URL", url.clone()),
-        ("WORKER_PREFIX", prefix.clone()),
-        ("WORKER_SINK", sink_addr),
-    ];
+    let envs = [("WORKER_REDIS_URL", url.clone()), ("WORKER_PREFIX", prefix.clone()), ("WORKER_SINK", sink_addr)];
     let mut children = Vec::new();
     for _ in 0..PROCESSES {
         children.push(spawn_worker("load", &envs).spawn().unwrap());
     }
     for child in children {
         let output = child.wait_with_output().await.unwrap();
-        assert!(
-            output.status.success(),
-            "worker failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "worker failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     accept.await.unwrap();
 
@@ -238,54 +188,28 @@ async fn four_processes_never_exceed_any_bucket_in_any_window() {
         let mut times = by_bucket.remove(project).unwrap_or_default();
         times.sort_unstable();
         let peak = (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|t| **t < times[i] + WINDOW)
-                    .count()
-            })
+            .map(|i| times[i..].iter().take_while(|t| **t < times[i] + WINDOW).count())
             .max()
             .unwrap_or(0);
-        assert!(
-            peak <= rpm as usize,
-            "{project}: {peak} arrivals in one {WINDOW:?} window, limit {rpm}"
-        );
+        assert!(peak <= rpm as usize, "{project}: {peak} arrivals in one {WINDOW:?} window, limit {rpm}");
         // What the limit allows over the span the run covered.
         let span = times.last().unwrap().duration_since(times[0]);
         let windows = (span.as_secs_f64() / WINDOW.as_secs_f64()).floor() + 1.0;
         let allowed = f64::from(rpm) * windows;
         let share = times.len() as f64 / allowed;
-        println!(
-            "{project}: {} admitted of {allowed} allowed ({:.1}%), peak {peak}/{rpm}",
-            times.len(),
-            share * 100.0
-        );
-        assert!(
-            share >= 0.9,
-            "{project}: only {:.1}% of the allowed admissions",
-            share * 100.0
-        );
-        assert!(
-            span >= WINDOW * 5,
-            "{project}: the run covered {span:?}, under five windows"
-        );
+        println!("{project}: {} admitted of {allowed} allowed ({:.1}%), peak {peak}/{rpm}", times.len(), share * 100.0);
+        assert!(share >= 0.9, "{project}: only {:.1}% of the allowed admissions", share * 100.0);
+        assert!(span >= WINDOW * 5, "{project}: the run covered {span:?}, under five windows");
     }
 }
 
 async fn admit_once(envs: &[(&str, String)]) -> String {
     let output = spawn_worker("admit-once", envs).output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     stdout
         .lines()
-        .find_map(|line| {
-            line.split_once("VERDICT ")
-                .map(|(_, verdict)| verdict.trim().to_string())
-        })
+        .find_map(|line| line.split_once("VERDICT ").map(|(_, verdict)| verdict.trim().to_string()))
         .unwrap_or_else(|| panic!("no verdict in {stdout}"))
 }
 
@@ -296,17 +220,11 @@ async fn a_cooldown_written_here_refuses_the_next_admission_in_another_process()
         return;
     };
     let prefix = format!("cooldown-{}", std::process::id());
-    let envs = [
-        ("WORKER_REDIS_URL", url.clone()),
-        ("WORKER_PREFIX", prefix.clone()),
-    ];
+    let envs = [("WORKER_REDIS_URL", url.clone()), ("WORKER_PREFIX", prefix.clone())];
     assert!(admit_once(&envs).await.starts_with("admitted"));
     let here = pool(&url, &prefix, "parent");
     for (project, _) in BUCKETS {
-        here.limiter()
-            .cool_down("gemini-2.5-flash", project, 60_000, "per-minute 429")
-            .await
-            .unwrap();
+        here.limiter().cool_down("gemini-2.5-flash", project, 60_000, "per-minute 429").await.unwrap();
     }
     assert_eq!(admit_once(&envs).await, "refused");
     here.reset("small", None).await.unwrap();

@@ -10,9 +10,7 @@ use key_rotation::config::{BucketLimits, KeySpec, PoolConfig, Strategy, Workload
 use key_rotation::events::MemoryEventLog;
 use key_rotation::limiter::Limiter;
 use key_rotation::outcome::{Outcome, QuotaScope};
-use key_rotation::pool::{
-    AdmitResult, AdmitSpec, Grant, KeyPool, KeyProbe, PoolError, PoolOptions, ProbeResult,
-};
+use key_rotation::pool::{AdmitResult, AdmitSpec, Grant, KeyPool, KeyProbe, PoolError, PoolOptions, ProbeResult};
 use key_rotation::secrets::ApiKeySecret;
 
 use crate::backends;
@@ -23,12 +21,7 @@ fn key(id: &str, model: &str, project: &str, rpm: u32, priority: i64) -> KeySpec
         model: model.to_string(),
         provider: "gemini".to_string(),
         project: project.to_string(),
-        limits: BucketLimits {
-            rpm,
-            tpm: 100_000,
-            rpd: None,
-            burst: rpm,
-        },
+        limits: BucketLimits { rpm, tpm: 100_000, rpd: None, burst: rpm },
         max_in_flight: None,
         priority,
         workload: Workload::for_model(model),
@@ -50,23 +43,11 @@ fn config(keys: Vec<KeySpec>, strategy: Strategy) -> PoolConfig {
 }
 
 fn pool(config: PoolConfig, limiter: Arc<dyn Limiter>) -> KeyPool {
-    KeyPool::new(
-        config,
-        limiter,
-        Arc::new(MemoryEventLog::default()),
-        Arc::new(SystemClock),
-        PoolOptions::default(),
-    )
+    KeyPool::new(config, limiter, Arc::new(MemoryEventLog::default()), Arc::new(SystemClock), PoolOptions::default())
 }
 
 fn light() -> AdmitSpec {
-    AdmitSpec {
-        workload: Workload::Light,
-        model: None,
-        allow_spill: false,
-        sticky_user: None,
-        estimated_tokens: 10,
-    }
+    AdmitSpec { workload: Workload::Light, model: None, allow_spill: false, sticky_user: None, estimated_tokens: 10 }
 }
 
 async fn grant(pool: &KeyPool, spec: &AdmitSpec) -> Grant {
@@ -100,17 +81,10 @@ const PRO: &str = "gemini-2.5-pro";
 async fn priority_orders_keys_and_fallback_order_overrides_it() {
     for (_, limiter) in backends().await {
         let mut config = config(
-            vec![
-                key("a", FLASH, "pa", 5, 2),
-                key("b", FLASH, "pb", 5, 1),
-                key("c", FLASH, "pc", 5, 3),
-            ],
+            vec![key("a", FLASH, "pa", 5, 2), key("b", FLASH, "pb", 5, 1), key("c", FLASH, "pc", 5, 3)],
             Strategy::Priority,
         );
-        assert_eq!(
-            ids(&pool(config.clone(), limiter.clone()), &light()),
-            [["b", "a", "c"]]
-        );
+        assert_eq!(ids(&pool(config.clone(), limiter.clone()), &light()), [["b", "a", "c"]]);
         config.fallback_order = vec!["c".into()];
         let pool = pool(config, limiter);
         assert_eq!(ids(&pool, &light()), [["c", "b", "a"]]);
@@ -121,22 +95,14 @@ async fn priority_orders_keys_and_fallback_order_overrides_it() {
 #[tokio::test]
 async fn round_robin_spreads_calls_over_every_key() {
     for (backend, limiter) in backends().await {
-        let keys = vec![
-            key("a", FLASH, "pa", 50, 0),
-            key("b", FLASH, "pb", 50, 0),
-            key("c", FLASH, "pc", 50, 0),
-        ];
+        let keys = vec![key("a", FLASH, "pa", 50, 0), key("b", FLASH, "pb", 50, 0), key("c", FLASH, "pc", 50, 0)];
         let pool = pool(config(keys, Strategy::RoundRobin), limiter);
         let mut chosen = Vec::new();
         for _ in 0..9 {
             chosen.push(grant(&pool, &light()).await.key.key_id);
         }
         for id in ["a", "b", "c"] {
-            assert_eq!(
-                chosen.iter().filter(|k| *k == id).count(),
-                3,
-                "{backend}: {chosen:?}"
-            );
+            assert_eq!(chosen.iter().filter(|k| *k == id).count(), 3, "{backend}: {chosen:?}");
         }
     }
 }
@@ -156,31 +122,20 @@ async fn least_loaded_prefers_the_bucket_with_most_room() {
 #[tokio::test]
 async fn sticky_users_keep_their_key_and_spread_across_keys() {
     for (_, limiter) in backends().await {
-        let keys: Vec<KeySpec> = (0..8)
-            .map(|i| key(&format!("k{i}"), FLASH, &format!("p{i}"), 100, 0))
-            .collect();
+        let keys: Vec<KeySpec> = (0..8).map(|i| key(&format!("k{i}"), FLASH, &format!("p{i}"), 100, 0)).collect();
         let pool = pool(config(keys.clone(), Strategy::RoundRobin), limiter.clone());
-        let sticky = |user: &str| AdmitSpec {
-            sticky_user: Some(user.to_string()),
-            ..light()
-        };
+        let sticky = |user: &str| AdmitSpec { sticky_user: Some(user.to_string()), ..light() };
         let first_of = |pool: &KeyPool, user: &str| ids(pool, &sticky(user))[0][0].clone();
         let alice = first_of(&pool, "alice");
         for _ in 0..5 {
             assert_eq!(grant(&pool, &sticky("alice")).await.key.key_id, alice);
         }
-        let distinct: std::collections::HashSet<String> = (0..64)
-            .map(|u| first_of(&pool, &format!("user{u}")))
-            .collect();
-        assert!(
-            distinct.len() >= 5,
-            "64 users should spread over the 8 keys: {distinct:?}"
-        );
+        let distinct: std::collections::HashSet<String> =
+            (0..64).map(|u| first_of(&pool, &format!("user{u}"))).collect();
+        assert!(distinct.len() >= 5, "64 users should spread over the 8 keys: {distinct:?}");
         // Rendezvous hashing: removing some other key does not move alice.
-        let without: Vec<KeySpec> = keys
-            .into_iter()
-            .filter(|k| k.key_id == alice || k.key_id != "k0" && k.key_id != "k1")
-            .collect();
+        let without: Vec<KeySpec> =
+            keys.into_iter().filter(|k| k.key_id == alice || k.key_id != "k0" && k.key_id != "k1").collect();
         let smaller = super::pool::pool(config(without, Strategy::RoundRobin), limiter);
         if alice != "k0" && alice != "k1" {
             assert_eq!(first_of(&smaller, "alice"), alice);
@@ -191,67 +146,36 @@ async fn sticky_users_keep_their_key_and_spread_across_keys() {
 #[tokio::test]
 async fn workloads_prefer_their_family_and_spill_only_when_allowed() {
     for (backend, limiter) in backends().await {
-        let keys = vec![
-            key("flash", FLASH, "pf", 1, 0),
-            key("pro", PRO, "pp", 10, 0),
-        ];
+        let keys = vec![key("flash", FLASH, "pf", 1, 0), key("pro", PRO, "pp", 10, 0)];
         let pool = pool(config(keys, Strategy::Priority), limiter);
-        let heavy = AdmitSpec {
-            workload: Workload::Heavy,
-            ..light()
-        };
+        let heavy = AdmitSpec { workload: Workload::Heavy, ..light() };
         assert_eq!(ids(&pool, &light()), [vec!["flash".to_string()]]);
         assert_eq!(ids(&pool, &heavy), [vec!["pro".to_string()]]);
         assert_eq!(grant(&pool, &light()).await.key.key_id, "flash");
         // The flash bucket (1 per window) is full: without spill the caller waits...
         full(&pool, &light()).await;
         // ...with spill it moves onto the pro family.
-        let spill = AdmitSpec {
-            allow_spill: true,
-            ..light()
-        };
+        let spill = AdmitSpec { allow_spill: true, ..light() };
         assert_eq!(grant(&pool, &spill).await.key.key_id, "pro", "{backend}");
         // An exact model never changes: the SDK proxy asked for flash.
-        let exact = AdmitSpec {
-            model: Some(FLASH.into()),
-            allow_spill: true,
-            ..light()
-        };
+        let exact = AdmitSpec { model: Some(FLASH.into()), allow_spill: true, ..light() };
         full(&pool, &exact).await;
-        let unknown = AdmitSpec {
-            model: Some("gemini-9-ultra".into()),
-            ..light()
-        };
-        assert!(matches!(
-            pool.try_admit(&unknown).await,
-            Err(PoolError::NoKeyForModel(_))
-        ));
+        let unknown = AdmitSpec { model: Some("gemini-9-ultra".into()), ..light() };
+        assert!(matches!(pool.try_admit(&unknown).await, Err(PoolError::NoKeyForModel(_))));
     }
 }
 
 #[tokio::test]
 async fn an_oversized_request_is_refused_at_once_and_an_empty_pool_says_so() {
     for (_, limiter) in backends().await {
-        let pool = pool(
-            config(vec![key("a", FLASH, "pa", 10, 0)], Strategy::Priority),
-            limiter.clone(),
-        );
-        let huge = AdmitSpec {
-            estimated_tokens: 100_001,
-            ..light()
-        };
+        let pool = pool(config(vec![key("a", FLASH, "pa", 10, 0)], Strategy::Priority), limiter.clone());
+        let huge = AdmitSpec { estimated_tokens: 100_001, ..light() };
         assert!(matches!(
             pool.try_admit(&huge).await,
-            Err(PoolError::TooLarge {
-                estimated: 100_001,
-                max_tpm: 100_000
-            })
+            Err(PoolError::TooLarge { estimated: 100_001, max_tpm: 100_000 })
         ));
         let empty = super::pool::pool(PoolConfig::empty(), limiter);
-        assert!(matches!(
-            empty.try_admit(&light()).await,
-            Err(PoolError::NoKeys)
-        ));
+        assert!(matches!(empty.try_admit(&light()).await, Err(PoolError::NoKeys)));
     }
 }
 
@@ -259,11 +183,7 @@ async fn an_oversized_request_is_refused_at_once_and_an_empty_pool_says_so() {
 async fn a_per_minute_429_cools_the_whole_bucket() {
     for (backend, limiter) in backends().await {
         // a1 and a2 share project pa; b is elsewhere.
-        let keys = vec![
-            key("a1", FLASH, "pa", 10, 0),
-            key("a2", FLASH, "pa", 10, 1),
-            key("b", FLASH, "pb", 10, 2),
-        ];
+        let keys = vec![key("a1", FLASH, "pa", 10, 0), key("a2", FLASH, "pa", 10, 1), key("b", FLASH, "pb", 10, 2)];
         let pool = pool(config(keys, Strategy::Priority), limiter);
         let first = grant(&pool, &light()).await;
         assert_eq!(first.key.key_id, "a1");
@@ -304,22 +224,12 @@ async fn a_per_day_429_cools_until_pacific_midnight_and_limit_zero_until_reset()
         let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
         let (_, midnight) = key_rotation::pacific::day_bounds_ms(now);
         let until = usage.cooldown.unwrap().until_ms;
-        assert!(
-            until.abs_diff(midnight) < 5_000,
-            "{backend}: cooldown until {until}, midnight {midnight}"
-        );
+        assert!(until.abs_diff(midnight) < 5_000, "{backend}: cooldown until {until}, midnight {midnight}");
 
         let z = grant(&pool, &light()).await;
         assert_eq!(z.key.key_id, "z");
-        pool.report(
-            &z,
-            &Outcome::RateLimited {
-                scope: QuotaScope::PerMinute,
-                retry_delay: None,
-                zero_limit: true,
-            },
-        )
-        .await;
+        pool.report(&z, &Outcome::RateLimited { scope: QuotaScope::PerMinute, retry_delay: None, zero_limit: true })
+            .await;
         full(&pool, &light()).await;
         assert_eq!(pool.reset("pz", None).await.unwrap(), 1);
         assert_eq!(grant(&pool, &light()).await.key.key_id, "z", "{backend}");
@@ -329,10 +239,7 @@ async fn a_per_day_429_cools_until_pacific_midnight_and_limit_zero_until_reset()
 #[tokio::test]
 async fn a_dead_key_is_disabled_and_the_next_key_serves() {
     for (backend, limiter) in backends().await {
-        let keys = vec![
-            key("dead", FLASH, "pd", 10, 0),
-            key("ok", FLASH, "po", 10, 1),
-        ];
+        let keys = vec![key("dead", FLASH, "pd", 10, 0), key("ok", FLASH, "po", 10, 1)];
         let pool = pool(config(keys, Strategy::Priority), limiter);
         let dead = grant(&pool, &light()).await;
         pool.report(&dead, &Outcome::KeyInvalid).await;
@@ -359,29 +266,15 @@ async fn service_disabled_takes_out_the_whole_project() {
         let first = grant(&pool, &light()).await;
         pool.report(&first, &Outcome::ProjectDisabled).await;
         let health = pool.health().await.unwrap();
-        let states: Vec<(&str, &str)> = health
-            .iter()
-            .map(|h| (h.key_id.as_str(), h.state))
-            .collect();
-        assert_eq!(
-            states,
-            [
-                ("p1-flash", "disabled"),
-                ("p1-pro", "disabled"),
-                ("other", "available")
-            ],
-            "{backend}"
-        );
+        let states: Vec<(&str, &str)> = health.iter().map(|h| (h.key_id.as_str(), h.state)).collect();
+        assert_eq!(states, [("p1-flash", "disabled"), ("p1-pro", "disabled"), ("other", "available")], "{backend}");
     }
 }
 
 #[tokio::test]
 async fn model_wide_errors_do_not_penalise_the_key_and_unsent_calls_are_refunded() {
     for (backend, limiter) in backends().await {
-        let pool = pool(
-            config(vec![key("a", FLASH, "pa", 2, 0)], Strategy::Priority),
-            limiter,
-        );
+        let pool = pool(config(vec![key("a", FLASH, "pa", 2, 0)], Strategy::Priority), limiter);
         let first = grant(&pool, &light()).await;
         pool.report(&first, &Outcome::UpstreamUnavailable).await;
         // Still available, but the unit stays spent: one of two left.
@@ -408,10 +301,7 @@ impl KeyProbe for ScriptedProbe {
 #[tokio::test]
 async fn probes_revive_dead_keys_with_backoff_but_never_leaked_ones() {
     for (backend, limiter) in backends().await {
-        let keys = vec![
-            key("flaky", FLASH, "pf", 10, 0),
-            key("leaked", FLASH, "pl", 10, 1),
-        ];
+        let keys = vec![key("flaky", FLASH, "pf", 10, 0), key("leaked", FLASH, "pl", 10, 1)];
         let pool = pool(config(keys, Strategy::Priority), limiter);
         let flaky = grant(&pool, &light()).await;
         pool.report(&flaky, &Outcome::KeyInvalid).await;
@@ -423,11 +313,7 @@ async fn probes_revive_dead_keys_with_backoff_but_never_leaked_ones() {
         pool.probe_disabled(&failing).await.unwrap();
         // Backoff: an immediate second round does not probe again.
         pool.probe_disabled(&failing).await.unwrap();
-        assert_eq!(
-            failing.1.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "{backend}: only the flaky key, once"
-        );
+        assert_eq!(failing.1.load(std::sync::atomic::Ordering::SeqCst), 1, "{backend}: only the flaky key, once");
 
         // A fresh pool (no local backoff) whose probe succeeds revives it.
         let healthy = ScriptedProbe(ProbeResult::Healthy, Default::default());
@@ -437,10 +323,7 @@ async fn probes_revive_dead_keys_with_backoff_but_never_leaked_ones() {
         revived.probe_disabled(&healthy).await.unwrap();
         let health = revived.health().await.unwrap();
         assert_eq!(health[0].state, "available", "{backend}");
-        assert_eq!(
-            health[1].state, "disabled",
-            "{backend}: a leaked key stays off"
-        );
+        assert_eq!(health[1].state, "disabled", "{backend}: a leaked key stays off");
         assert_eq!(healthy.1.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

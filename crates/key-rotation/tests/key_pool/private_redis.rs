@@ -10,30 +10,19 @@ pub struct PrivateRedis {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl PrivateRedis {
     /// Starts one, or returns `None` when this machine has no redis-server
     /// (CI installs it, so there the tests always run).
     pub async fn start() -> Option<PrivateRedis> {
-        let available = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok();
+        let available = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
         if !available {
             assert!(std::env::var("CI").is_err(), "CI must provide redis-server");
             return None;
         }
-        let mut redis = PrivateRedis {
-            port: free_port(),
-            child: None,
-        };
+        let mut redis = PrivateRedis { port: free_port(), child: None };
         redis.spawn().await;
         Some(redis)
     }
@@ -44,16 +33,7 @@ impl PrivateRedis {
 
     async fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -85,13 +65,7 @@ impl PrivateRedis {
     pub async fn pause(&self, ms: u64) {
         let client = redis::Client::open(self.url()).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(ms)
-            .arg("ALL")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("ALL").query_async(&mut connection).await.unwrap();
     }
 }
 

@@ -28,12 +28,7 @@ fn pool_config() -> PoolConfig {
             model: "gemini-2.5-flash".into(),
             provider: "gemini".into(),
             project: "p".into(),
-            limits: BucketLimits {
-                rpm: RPM,
-                tpm: 1_000_000,
-                rpd: None,
-                burst: RPM,
-            },
+            limits: BucketLimits { rpm: RPM, tpm: 1_000_000, rpd: None, burst: RPM },
             max_in_flight: None,
             priority: 0,
             workload: Workload::Light,
@@ -56,16 +51,8 @@ struct Replica {
 
 fn replica(url: &str, prefix: &str, id: &str) -> Replica {
     let handle = Arc::new(RedisHandle::new(url, DEADLINE).unwrap());
-    let registry = Arc::new(ReplicaRegistry::new(
-        handle.clone(),
-        prefix,
-        id,
-        Duration::from_secs(5),
-    ));
-    let failover = Arc::new(FailoverLimiter::new(
-        RedisLimiter::new(handle, prefix),
-        registry.clone(),
-    ));
+    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, id, Duration::from_secs(5)));
+    let failover = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle, prefix), registry.clone()));
     let limiter: Arc<dyn Limiter> = failover.clone();
     let pool = Arc::new(KeyPool::new(
         pool_config(),
@@ -74,35 +61,17 @@ fn replica(url: &str, prefix: &str, id: &str) -> Replica {
         Arc::new(key_rotation::clock::SystemClock),
         PoolOptions::default(),
     ));
-    Replica {
-        pool,
-        failover,
-        registry,
-    }
+    Replica { pool, failover, registry }
 }
 
 fn spec() -> AdmitSpec {
-    AdmitSpec {
-        workload: Workload::Light,
-        model: None,
-        allow_spill: false,
-        sticky_user: None,
-        estimated_tokens: 1,
-    }
+    AdmitSpec { workload: Workload::Light, model: None, allow_spill: false, sticky_user: None, estimated_tokens: 1 }
 }
 
 fn max_in_any_window(times: &[Instant], window: Duration) -> usize {
     let mut sorted = times.to_vec();
     sorted.sort_unstable();
-    (0..sorted.len())
-        .map(|i| {
-            sorted[i..]
-                .iter()
-                .take_while(|t| **t < sorted[i] + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
+    (0..sorted.len()).map(|i| sorted[i..].iter().take_while(|t| **t < sorted[i] + window).count()).max().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,10 +81,7 @@ async fn pause_then_crash_degrades_holds_the_quota_and_recovers() {
         return;
     };
     let prefix = "faults";
-    let replicas = [
-        replica(&redis.url(), prefix, "r1"),
-        replica(&redis.url(), prefix, "r2"),
-    ];
+    let replicas = [replica(&redis.url(), prefix, "r1"), replica(&redis.url(), prefix, "r2")];
     for r in &replicas {
         r.registry.heartbeat().await.unwrap();
     }
@@ -145,13 +111,7 @@ async fn pause_then_crash_degrades_holds_the_quota_and_recovers() {
                     match result.expect("admission never errors on a Redis fault") {
                         AdmitResult::Granted(grant) => {
                             admissions.lock().unwrap().push(Instant::now());
-                            pool.report(
-                                &grant,
-                                &Outcome::Success {
-                                    prompt_tokens: Some(1),
-                                },
-                            )
-                            .await;
+                            pool.report(&grant, &Outcome::Success { prompt_tokens: Some(1) }).await;
                         }
                         AdmitResult::Full { retry_after } => {
                             tokio::time::sleep(retry_after.min(Duration::from_millis(25))).await;
@@ -174,46 +134,22 @@ async fn pause_then_crash_degrades_holds_the_quota_and_recovers() {
         task.await.expect("no task panicked");
     }
 
-    assert!(
-        degraded_during_pause,
-        "both replicas were degraded while Redis was paused"
-    );
-    assert!(replicas.iter().all(|r| r
-        .failover
-        .degradations
-        .load(std::sync::atomic::Ordering::Relaxed)
-        >= 1));
+    assert!(degraded_during_pause, "both replicas were degraded while Redis was paused");
+    assert!(replicas.iter().all(|r| r.failover.degradations.load(std::sync::atomic::Ordering::Relaxed) >= 1));
     let slowest = *slowest.lock().unwrap();
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a call stalled for {slowest:?}"
-    );
+    assert!(slowest < Duration::from_secs(1), "a call stalled for {slowest:?}");
     let times = admissions.lock().unwrap().clone();
     let peak = max_in_any_window(&times, WINDOW);
-    assert!(
-        peak <= RPM as usize,
-        "{peak} admissions in one window against a limit of {RPM}"
-    );
+    assert!(peak <= RPM as usize, "{peak} admissions in one window against a limit of {RPM}");
     // Not merely refusing: the run admitted a real share of the capacity.
-    assert!(
-        times.len() >= 3 * RPM as usize,
-        "only {} admissions",
-        times.len()
-    );
+    assert!(times.len() >= 3 * RPM as usize, "only {} admissions", times.len());
 
     // Traffic after the restart brings both replicas back to shared mode.
     let deadline = Instant::now() + Duration::from_secs(5);
     while replicas.iter().any(|r| r.failover.mode() != Mode::Shared) && Instant::now() < deadline {
         for r in &replicas {
             if let Ok(AdmitResult::Granted(grant)) = r.pool.try_admit(&spec()).await {
-                r.pool
-                    .report(
-                        &grant,
-                        &Outcome::Success {
-                            prompt_tokens: None,
-                        },
-                    )
-                    .await;
+                r.pool.report(&grant, &Outcome::Success { prompt_tokens: None }).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

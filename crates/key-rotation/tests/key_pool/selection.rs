@@ -8,14 +8,8 @@ async fn first_fit_walks_in_order_past_full_buckets() {
         let a = candidate("a", "pa", limits(1, 100_000));
         let b = candidate("b", "pb", limits(1, 100_000));
         let template = request(vec![a, b], 1);
-        assert_eq!(
-            admitted(admit(&*limiter, &template).await, backend).key_id,
-            "a"
-        );
-        assert_eq!(
-            admitted(admit(&*limiter, &template).await, backend).key_id,
-            "b"
-        );
+        assert_eq!(admitted(admit(&*limiter, &template).await, backend).key_id, "a");
+        assert_eq!(admitted(admit(&*limiter, &template).await, backend).key_id, "b");
         let wait = refused(admit(&*limiter, &template).await, backend);
         assert!(wait.is_some(), "{backend}");
     }
@@ -24,21 +18,10 @@ async fn first_fit_walks_in_order_past_full_buckets() {
 #[tokio::test]
 async fn a_cooled_bucket_spills_to_the_next_candidate() {
     for (backend, limiter) in backends().await {
-        let template = request(
-            vec![
-                candidate("a", "pa", limits(10, 100_000)),
-                candidate("b", "pb", limits(10, 100_000)),
-            ],
-            1,
-        );
-        limiter
-            .cool_down("gemini-test", "pa", 10_000, "429")
-            .await
-            .unwrap();
-        assert_eq!(
-            admitted(admit(&*limiter, &template).await, backend).key_id,
-            "b"
-        );
+        let template =
+            request(vec![candidate("a", "pa", limits(10, 100_000)), candidate("b", "pb", limits(10, 100_000))], 1);
+        limiter.cool_down("gemini-test", "pa", 10_000, "429").await.unwrap();
+        assert_eq!(admitted(admit(&*limiter, &template).await, backend).key_id, "b");
     }
 }
 
@@ -46,10 +29,7 @@ async fn a_cooled_bucket_spills_to_the_next_candidate() {
 async fn keys_of_one_project_share_its_quota() {
     for (backend, limiter) in backends().await {
         let template = request(
-            vec![
-                candidate("a1", "shared", limits(2, 100_000)),
-                candidate("a2", "shared", limits(2, 100_000)),
-            ],
+            vec![candidate("a1", "shared", limits(2, 100_000)), candidate("a2", "shared", limits(2, 100_000))],
             1,
         );
         admitted(admit(&*limiter, &template).await, backend);
@@ -66,17 +46,11 @@ async fn least_loaded_picks_the_emptiest_bucket() {
         let b = candidate("b", "pb", limits(10, 100_000));
         // Load a with two requests.
         for _ in 0..2 {
-            admitted(
-                admit(&*limiter, &request(vec![a.clone()], 1)).await,
-                backend,
-            );
+            admitted(admit(&*limiter, &request(vec![a.clone()], 1)).await, backend);
         }
         let mut template = request(vec![a, b], 1);
         template.pick = Pick::LeastLoaded;
-        assert_eq!(
-            admitted(admit(&*limiter, &template).await, backend).key_id,
-            "b"
-        );
+        assert_eq!(admitted(admit(&*limiter, &template).await, backend).key_id, "b");
     }
 }
 
@@ -97,11 +71,7 @@ async fn round_robin_rotates_the_starting_key() {
             chosen.push(admitted(admit(&*limiter, &template).await, backend).key_id);
         }
         for key in ["a", "b", "c"] {
-            assert_eq!(
-                chosen.iter().filter(|k| *k == key).count(),
-                2,
-                "{backend}: {chosen:?}"
-            );
+            assert_eq!(chosen.iter().filter(|k| *k == key).count(), 2, "{backend}: {chosen:?}");
         }
         assert_ne!(chosen[0], chosen[1], "{backend}: {chosen:?}");
     }

@@ -28,11 +28,7 @@ async fn register_returns_the_user_tokens_and_a_default_profile() {
     let access = body["tokens"]["access"].as_str().unwrap();
     assert!(body["tokens"]["refresh"].is_string());
 
-    let me = expect_status(
-        app.get("/api/auth/user/me/", Some(access)).await,
-        StatusCode::OK,
-    )
-    .await;
+    let me = expect_status(app.get("/api/auth/user/me/", Some(access)).await, StatusCode::OK).await;
     assert_eq!(me["user"]["username"], "ada");
     assert!(me["user"]["date_joined"].as_str().unwrap().ends_with('Z'));
     let profile = &me["profile"];
@@ -48,26 +44,11 @@ async fn registration_enforces_the_password_rules_in_djangos_words() {
     let app = spawn_app().await;
     let attempt = |password: &'static str, password2: &'static str| json!({"username": "grace", "email": "grace@example.com", "password": password, "password2": password2});
     let cases = [
-        (
-            attempt(GOOD_PASSWORD, "something-else-77"),
-            json!(["Password fields didn't match."]),
-        ),
-        (
-            attempt("xK9#q", "xK9#q"),
-            json!(["This password is too short. It must contain at least 8 characters."]),
-        ),
-        (
-            attempt("password123", "password123"),
-            json!(["This password is too common."]),
-        ),
-        (
-            attempt("73619284051", "73619284051"),
-            json!(["This password is entirely numeric."]),
-        ),
-        (
-            attempt("grace12!", "grace12!"),
-            json!(["The password is too similar to the username."]),
-        ),
+        (attempt(GOOD_PASSWORD, "something-else-77"), json!(["Password fields didn't match."])),
+        (attempt("xK9#q", "xK9#q"), json!(["This password is too short. It must contain at least 8 characters."])),
+        (attempt("password123", "password123"), json!(["This password is too common."])),
+        (attempt("73619284051", "73619284051"), json!(["This password is entirely numeric."])),
+        (attempt("grace12!", "grace12!"), json!(["The password is too similar to the username."])),
     ];
     for (body, expected) in cases {
         let response = app.post("/api/auth/register/", None, &body).await;
@@ -82,58 +63,32 @@ async fn registration_rejects_bad_fields_and_taken_usernames() {
     let app = spawn_app().await;
     let body = |username: &str, email: &str| json!({"username": username, "email": email, "password": GOOD_PASSWORD, "password2": GOOD_PASSWORD});
     let error = expect_status(
-        app.post(
-            "/api/auth/register/",
-            None,
-            &body("no spaces allowed", "a@example.com"),
-        )
-        .await,
+        app.post("/api/auth/register/", None, &body("no spaces allowed", "a@example.com")).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(error["username"][0]
-        .as_str()
-        .unwrap()
-        .starts_with("Enter a valid username"));
+    assert!(error["username"][0].as_str().unwrap().starts_with("Enter a valid username"));
     let error = expect_status(
-        app.post("/api/auth/register/", None, &body("linus", "not-an-email"))
-            .await,
+        app.post("/api/auth/register/", None, &body("linus", "not-an-email")).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(error["email"], json!(["Enter a valid email address."]));
     let error = expect_status(
-        app.post(
-            "/api/auth/register/",
-            None,
-            &json!({"username": "linus", "password": "x", "password2": "x"}),
-        )
-        .await,
+        app.post("/api/auth/register/", None, &json!({"username": "linus", "password": "x", "password2": "x"})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(error["email"], json!(["This field is required."]));
 
-    expect_status(
-        app.post("/api/auth/register/", None, &body("linus", "l@example.com"))
-            .await,
-        StatusCode::CREATED,
-    )
-    .await;
+    expect_status(app.post("/api/auth/register/", None, &body("linus", "l@example.com")).await, StatusCode::CREATED)
+        .await;
     let error = expect_status(
-        app.post(
-            "/api/auth/register/",
-            None,
-            &body("linus", "other@example.com"),
-        )
-        .await,
+        app.post("/api/auth/register/", None, &body("linus", "other@example.com")).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert_eq!(
-        error["username"],
-        json!(["A user with that username already exists."])
-    );
+    assert_eq!(error["username"], json!(["A user with that username already exists."]));
 }
 
 #[tokio::test]
@@ -141,35 +96,18 @@ async fn login_answers_tokens_or_a_uniform_401() {
     let app = spawn_app().await;
     let user = app.register("barbara").await;
     let body = expect_status(
-        app.post(
-            "/api/auth/login/",
-            None,
-            &json!({"username": user.username, "password": user.password}),
-        )
-        .await,
+        app.post("/api/auth/login/", None, &json!({"username": user.username, "password": user.password})).await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(body["message"], "Login successful");
     assert_eq!(body["user"]["id"], user.id);
     let access = body["tokens"]["access"].as_str().unwrap();
-    expect_status(
-        app.get("/api/auth/user/me/", Some(access)).await,
-        StatusCode::OK,
-    )
-    .await;
+    expect_status(app.get("/api/auth/user/me/", Some(access)).await, StatusCode::OK).await;
 
-    for (username, password) in [
-        ("barbara", "wrong-password-1"),
-        ("nobody-here", "whatever-123"),
-    ] {
+    for (username, password) in [("barbara", "wrong-password-1"), ("nobody-here", "whatever-123")] {
         let error = expect_status(
-            app.post(
-                "/api/auth/login/",
-                None,
-                &json!({"username": username, "password": password}),
-            )
-            .await,
+            app.post("/api/auth/login/", None, &json!({"username": username, "password": password})).await,
             StatusCode::UNAUTHORIZED,
         )
         .await;
@@ -182,27 +120,12 @@ async fn protected_routes_refuse_missing_bad_expired_and_wrong_kind_tokens() {
     let app = spawn_app().await;
     let user = app.register("edsger").await;
 
-    let error = expect_status(
-        app.get("/api/auth/user/me/", None).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    assert_eq!(
-        error["detail"],
-        "Authentication credentials were not provided."
-    );
-    let error = expect_status(
-        app.get("/api/auth/user/me/", Some("garbage")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    let error = expect_status(app.get("/api/auth/user/me/", None).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(error["detail"], "Authentication credentials were not provided.");
+    let error = expect_status(app.get("/api/auth/user/me/", Some("garbage")).await, StatusCode::UNAUTHORIZED).await;
     assert_eq!(error["code"], "token_not_valid");
     // A refresh token is not an access token.
-    expect_status(
-        app.get("/api/auth/user/me/", Some(&user.refresh)).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    expect_status(app.get("/api/auth/user/me/", Some(&user.refresh)).await, StatusCode::UNAUTHORIZED).await;
 
     let forge = |exp_offset: i64, algorithm: jsonwebtoken::Algorithm, secret: &str| {
         let now = chrono::Utc::now().timestamp();
@@ -217,36 +140,16 @@ async fn protected_routes_refuse_missing_bad_expired_and_wrong_kind_tokens() {
     };
     // Correctly signed but an hour past its expiry.
     let expired = forge(-3600, jsonwebtoken::Algorithm::HS256, &app.jwt_secret);
-    expect_status(
-        app.get("/api/auth/user/me/", Some(&expired)).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    expect_status(app.get("/api/auth/user/me/", Some(&expired)).await, StatusCode::UNAUTHORIZED).await;
     // Right secret, another algorithm: the algorithm is pinned.
     let other_alg = forge(3600, jsonwebtoken::Algorithm::HS512, &app.jwt_secret);
-    expect_status(
-        app.get("/api/auth/user/me/", Some(&other_alg)).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    expect_status(app.get("/api/auth/user/me/", Some(&other_alg)).await, StatusCode::UNAUTHORIZED).await;
     // Valid shape, wrong secret.
-    let foreign = forge(
-        3600,
-        jsonwebtoken::Algorithm::HS256,
-        "some-other-secret-of-32-bytes-or-more",
-    );
-    expect_status(
-        app.get("/api/auth/user/me/", Some(&foreign)).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    let foreign = forge(3600, jsonwebtoken::Algorithm::HS256, "some-other-secret-of-32-bytes-or-more");
+    expect_status(app.get("/api/auth/user/me/", Some(&foreign)).await, StatusCode::UNAUTHORIZED).await;
     // And the control: a well-formed token with our secret works.
     let good = forge(3600, jsonwebtoken::Algorithm::HS256, &app.jwt_secret);
-    expect_status(
-        app.get("/api/auth/user/me/", Some(&good)).await,
-        StatusCode::OK,
-    )
-    .await;
+    expect_status(app.get("/api/auth/user/me/", Some(&good)).await, StatusCode::OK).await;
 }
 
 #[tokio::test]
@@ -255,66 +158,36 @@ async fn refresh_rotates_and_a_replayed_token_revokes_its_family() {
     let user = app.register("hedy").await;
 
     let first = expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": user.refresh}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": user.refresh})).await,
         StatusCode::OK,
     )
     .await;
     let second_refresh = first["refresh"].as_str().unwrap().to_string();
     assert_ne!(second_refresh, user.refresh);
-    expect_status(
-        app.get("/api/auth/user/me/", first["access"].as_str())
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    expect_status(app.get("/api/auth/user/me/", first["access"].as_str()).await, StatusCode::OK).await;
 
     // The rotated-out token is revoked...
     let error = expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": user.refresh}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": user.refresh})).await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
     assert_eq!(error["code"], "token_not_valid");
     // ...and replaying it revoked the whole family, the live successor too.
     expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": second_refresh}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": second_refresh})).await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
 
     // A separate login starts a separate family that still works.
     let login = expect_status(
-        app.post(
-            "/api/auth/login/",
-            None,
-            &json!({"username": "hedy", "password": user.password}),
-        )
-        .await,
+        app.post("/api/auth/login/", None, &json!({"username": "hedy", "password": user.password})).await,
         StatusCode::OK,
     )
     .await;
     expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": login["tokens"]["refresh"]}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": login["tokens"]["refresh"]})).await,
         StatusCode::OK,
     )
     .await;
@@ -322,8 +195,7 @@ async fn refresh_rotates_and_a_replayed_token_revokes_its_family() {
     // An access token is not a refresh token; garbage is refused the same way.
     for bad in [user.access.as_str(), "not.a.token"] {
         expect_status(
-            app.post("/api/auth/token/refresh/", None, &json!({"refresh": bad}))
-                .await,
+            app.post("/api/auth/token/refresh/", None, &json!({"refresh": bad})).await,
             StatusCode::UNAUTHORIZED,
         )
         .await;
@@ -338,64 +210,31 @@ async fn logout_revokes_the_given_refresh_token() {
 
     // Someone else's refresh token cannot be revoked through my session.
     let error = expect_status(
-        app.post(
-            "/api/auth/logout/",
-            Some(&user.access),
-            &json!({"refresh": other.refresh}),
-        )
-        .await,
+        app.post("/api/auth/logout/", Some(&user.access), &json!({"refresh": other.refresh})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(error["error"], "Invalid refresh token");
 
     let body = expect_status(
-        app.post(
-            "/api/auth/logout/",
-            Some(&user.access),
-            &json!({"refresh": user.refresh}),
-        )
-        .await,
+        app.post("/api/auth/logout/", Some(&user.access), &json!({"refresh": user.refresh})).await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(body["message"], "Logout successful");
     expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": user.refresh}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": user.refresh})).await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
     // Other's token was untouched.
-    expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": other.refresh}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    expect_status(app.post("/api/auth/token/refresh/", None, &json!({"refresh": other.refresh})).await, StatusCode::OK)
+        .await;
 
     // A logout with no body at all is fine; without a token it is a 401.
-    let response = app
-        .client
-        .post(app.url("/api/auth/logout/"))
-        .bearer_auth(&user.access)
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.post(app.url("/api/auth/logout/")).bearer_auth(&user.access).send().await.unwrap();
     expect_status(response, StatusCode::OK).await;
-    expect_status(
-        app.post("/api/auth/logout/", None, &json!({})).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    expect_status(app.post("/api/auth/logout/", None, &json!({})).await, StatusCode::UNAUTHORIZED).await;
 }
 
 #[tokio::test]
@@ -406,78 +245,46 @@ async fn change_password_checks_the_current_one_and_revokes_sessions() {
     let token = Some(user.access.as_str());
 
     let error = expect_status(
-        app.post(path, token, &json!({"current_password": user.password}))
-            .await,
+        app.post(path, token, &json!({"current_password": user.password})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert!(error["error"].as_str().unwrap().contains("required"));
     let error = expect_status(
-        app.post(
-            path,
-            token,
-            &json!({"current_password": "not-it-at-all", "new_password": "orbital-Mechanics-62"}),
-        )
-        .await,
+        app.post(path, token, &json!({"current_password": "not-it-at-all", "new_password": "orbital-Mechanics-62"}))
+            .await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert_eq!(error["error"], "Current password is incorrect");
     let error = expect_status(
-        app.post(
-            path,
-            token,
-            &json!({"current_password": user.password, "new_password": "x1"}),
-        )
-        .await,
+        app.post(path, token, &json!({"current_password": user.password, "new_password": "x1"})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(
-        error["error"].as_str().unwrap().contains("too short"),
-        "{error}"
-    );
+    assert!(error["error"].as_str().unwrap().contains("too short"), "{error}");
 
     let body = expect_status(
-        app.post(
-            path,
-            token,
-            &json!({"current_password": user.password, "new_password": "orbital-Mechanics-62"}),
-        )
-        .await,
+        app.post(path, token, &json!({"current_password": user.password, "new_password": "orbital-Mechanics-62"}))
+            .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(body["message"], "Password changed successfully");
 
     expect_status(
-        app.post(
-            "/api/auth/login/",
-            None,
-            &json!({"username": "katherine", "password": user.password}),
-        )
-        .await,
+        app.post("/api/auth/login/", None, &json!({"username": "katherine", "password": user.password})).await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
     expect_status(
-        app.post(
-            "/api/auth/login/",
-            None,
-            &json!({"username": "katherine", "password": "orbital-Mechanics-62"}),
-        )
-        .await,
+        app.post("/api/auth/login/", None, &json!({"username": "katherine", "password": "orbital-Mechanics-62"})).await,
         StatusCode::OK,
     )
     .await;
     // Every refresh token issued before the change is dead.
     expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": user.refresh}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": user.refresh})).await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
@@ -492,11 +299,7 @@ async fn auth_health_names_the_caller_when_there_is_one() {
     assert!(anonymous["user"].is_null());
     assert!(anonymous["timestamp"].is_string());
     let user = app.register("tim").await;
-    let known = expect_status(
-        app.get("/api/auth/health/", Some(&user.access)).await,
-        StatusCode::OK,
-    )
-    .await;
+    let known = expect_status(app.get("/api/auth/health/", Some(&user.access)).await, StatusCode::OK).await;
     assert_eq!(known["user"], "tim");
 }
 
@@ -515,10 +318,6 @@ async fn the_api_index_lists_only_routes_that_exist() {
     assert!(paths.len() >= 10, "{paths:?}");
     for path in paths {
         let status = app.get(&path, None).await.status();
-        assert_ne!(
-            status,
-            StatusCode::NOT_FOUND,
-            "{path} is listed but does not exist"
-        );
+        assert_ne!(status, StatusCode::NOT_FOUND, "{path} is listed but does not exist");
     }
 }

@@ -41,18 +41,10 @@ async fn create_admin_creates_then_promotes_and_refuses_weak_passwords() {
     let mut command = algoagent(&env);
     command.args(["create-admin", "--username", "root-admin"]);
     let output = run_with_stdin(command, "Admin-Passphrase-2026\n").await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     expect_status(
-        app.post(
-            "/api/auth/login/",
-            None,
-            &json!({"username": "root-admin", "password": "Admin-Passphrase-2026"}),
-        )
-        .await,
+        app.post("/api/auth/login/", None, &json!({"username": "root-admin", "password": "Admin-Passphrase-2026"}))
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -61,35 +53,14 @@ async fn create_admin_creates_then_promotes_and_refuses_weak_passwords() {
     let mut command = algoagent(&env);
     command.args(["create-admin", "--username", "promote-me"]);
     let output = run_with_stdin(command, "New-Admin-Passphrase-7\n").await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
-    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default())
-        .await
-        .unwrap();
-    assert!(store
-        .user_by_username("root-admin")
-        .await
-        .unwrap()
-        .unwrap()
-        .is_admin());
-    assert!(store
-        .user_by_username("promote-me")
-        .await
-        .unwrap()
-        .unwrap()
-        .is_admin());
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    assert!(store.user_by_username("root-admin").await.unwrap().unwrap().is_admin());
+    assert!(store.user_by_username("promote-me").await.unwrap().unwrap().is_admin());
     // Promotion set the new password and ended the old sessions.
     expect_status(
-        app.post(
-            "/api/auth/token/refresh/",
-            None,
-            &json!({"refresh": existing.refresh}),
-        )
-        .await,
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": existing.refresh})).await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
@@ -99,10 +70,7 @@ async fn create_admin_creates_then_promotes_and_refuses_weak_passwords() {
     let output = run_with_stdin(command, "12345678\n").await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("too common") || stderr.contains("entirely numeric"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("too common") || stderr.contains("entirely numeric"), "{stderr}");
     assert!(store.user_by_username("weakling").await.unwrap().is_none());
     store.close().await;
 }
@@ -111,46 +79,26 @@ async fn create_admin_creates_then_promotes_and_refuses_weak_passwords() {
 async fn migrate_prepares_a_fresh_database() {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&dir).await;
-    let env = base_env(
-        &dir,
-        &database.url,
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let env = base_env(&dir, &database.url, "a-jwt-secret-that-is-long-enough-for-hs256");
     let mut command = algoagent(&env);
     command.arg("migrate");
     let output = run_with_stdin(command, "").await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
-    let store = store::Store::connect(&database.url, &store::ConnectOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        store.user_by_username("anyone").await.unwrap().is_none(),
-        "the users table exists"
-    );
+    let store = store::Store::connect(&database.url, &store::ConnectOptions::default()).await.unwrap();
+    assert!(store.user_by_username("anyone").await.unwrap().is_none(), "the users table exists");
     store.close().await;
 }
 
 #[tokio::test]
 async fn a_bad_setting_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = base_env(
-        &dir,
-        "sqlite://unused.db",
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
     env.push(("USER_RPM_DEFAULT".into(), "lots".into()));
     let output = run_with_stdin(algoagent(&env), "").await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("USER_RPM_DEFAULT") && stderr.contains("lots"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("USER_RPM_DEFAULT") && stderr.contains("lots"), "{stderr}");
 
     let output = run_with_stdin(
         {
@@ -163,10 +111,7 @@ async fn a_bad_setting_stops_start_up_naming_it() {
     .await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("JWT_SECRET") && !stderr.contains("too-short"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("JWT_SECRET") && !stderr.contains("too-short"), "{stderr}");
 }
 
 /// An `algoagent serve` process on a free port.
@@ -201,19 +146,13 @@ impl ServerProcess {
     /// Sends SIGTERM and waits for the exit, returning the status and stderr.
     async fn terminate(self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
         let output = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
             .await
             .expect("the server exits after SIGTERM")
             .unwrap();
-        (
-            output.status,
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
 
@@ -221,11 +160,7 @@ impl ServerProcess {
 async fn serve_answers_then_shuts_down_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&dir).await;
-    let env = base_env(
-        &dir,
-        &database.url,
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let env = base_env(&dir, &database.url, "a-jwt-secret-that-is-long-enough-for-hs256");
     let server = ServerProcess::start(env).await;
     let (status, stderr) = server.terminate().await;
     assert!(status.success(), "exit {status:?}: {stderr}");
@@ -262,35 +197,14 @@ async fn passwords_tokens_and_secrets_never_reach_the_logs() {
     .unwrap();
     let registered = expect_status(registered, StatusCode::CREATED).await;
     let access = registered["tokens"]["access"].as_str().unwrap().to_string();
-    let refresh = registered["tokens"]["refresh"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let refresh = registered["tokens"]["refresh"].as_str().unwrap().to_string();
     let wrong = "Wr0ng-but-secret-guess";
-    let response = post(
-        "/api/auth/login/",
-        None,
-        json!({"username": "secretive", "password": wrong}),
-    )
-    .await
-    .unwrap();
+    let response = post("/api/auth/login/", None, json!({"username": "secretive", "password": wrong})).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let rotated = post(
-        "/api/auth/token/refresh/",
-        None,
-        json!({"refresh": refresh}),
-    )
-    .await
-    .unwrap();
+    let rotated = post("/api/auth/token/refresh/", None, json!({"refresh": refresh})).await.unwrap();
     let rotated = expect_status(rotated, StatusCode::OK).await;
     // A replay logs a warning; it must not quote the token.
-    post(
-        "/api/auth/token/refresh/",
-        None,
-        json!({"refresh": refresh}),
-    )
-    .await
-    .unwrap();
+    post("/api/auth/token/refresh/", None, json!({"refresh": refresh})).await.unwrap();
     let new_password = "Another-secret-Passphrase-9";
     let changed = post(
         "/api/auth/change-password/",
@@ -300,12 +214,7 @@ async fn passwords_tokens_and_secrets_never_reach_the_logs() {
     .await
     .unwrap();
     expect_status(changed, StatusCode::OK).await;
-    let me = client
-        .get(format!("{}/api/auth/user/me/", server.base))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let me = client.get(format!("{}/api/auth/user/me/", server.base)).bearer_auth(&access).send().await.unwrap();
     expect_status(me, StatusCode::OK).await;
 
     let (status, logs) = server.terminate().await;
@@ -341,10 +250,7 @@ fn keys_json(keys: &[(&str, u32)]) -> String {
 fn with_keys(env: &mut Vec<(String, String)>, keys_file: &std::path::Path, ids: &[&str]) {
     env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
     for id in ids {
-        env.push((
-            format!("GEMINI_KEY_{}", id.to_uppercase()),
-            format!("AIzaSy-private-{id}-WXYZ"),
-        ));
+        env.push((format!("GEMINI_KEY_{}", id.to_uppercase()), format!("AIzaSy-private-{id}-WXYZ")));
     }
 }
 
@@ -353,62 +259,32 @@ async fn a_bad_keys_file_stops_start_up_naming_the_key_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 0)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        "sqlite://unused.db",
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
     with_keys(&mut env, &keys_file, &["flash_01"]);
     let output = run_with_stdin(algoagent(&env), "").await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("KEYS_FILE") && stderr.contains("key flash_01 field rpm"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("KEYS_FILE") && stderr.contains("key flash_01 field rpm"), "{stderr}");
 }
 
 #[tokio::test]
 async fn keys_status_shows_masked_keys_and_their_buckets() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../keys.example.json"),
-        &keys_file,
-    )
-    .unwrap();
-    let mut env = base_env(
-        &dir,
-        "sqlite://unused.db",
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
-    let ids = [
-        "flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05",
-    ];
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../keys.example.json"), &keys_file).unwrap();
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
+    let ids = ["flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"];
     with_keys(&mut env, &keys_file, &ids);
     let mut command = algoagent(&env);
     command.args(["keys", "status"]);
     let output = run_with_stdin(command, "").await;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     for id in ids {
-        assert!(
-            stdout.contains(&format!("{id} …WXYZ")),
-            "{id} missing from:\n{stdout}"
-        );
+        assert!(stdout.contains(&format!("{id} …WXYZ")), "{id} missing from:\n{stdout}");
     }
-    assert!(
-        stdout.contains("algoagent-pro-05") && stdout.contains("0/60"),
-        "{stdout}"
-    );
-    assert!(
-        !stdout.contains("AIzaSy-private"),
-        "a secret was printed:\n{stdout}"
-    );
+    assert!(stdout.contains("algoagent-pro-05") && stdout.contains("0/60"), "{stdout}");
+    assert!(!stdout.contains("AIzaSy-private"), "a secret was printed:\n{stdout}");
 }
 
 #[tokio::test]
@@ -417,11 +293,7 @@ async fn keys_reload_makes_the_running_server_reread_the_file() {
     let database = TestDatabase::create(&dir).await;
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        &database.url,
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = base_env(&dir, &database.url, "a-jwt-secret-that-is-long-enough-for-hs256");
     with_keys(&mut env, &keys_file, &["flash_01", "flash_02"]);
     let server = ServerProcess::start(env.clone()).await;
 
@@ -437,11 +309,7 @@ async fn keys_reload_makes_the_running_server_reread_the_file() {
     let mut command = algoagent(&env);
     command.args(["keys", "reload"]);
     let output = run_with_stdin(command, "").await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("2 key(s)"));
 
     // The reload is asynchronous: wait for the server to log it.
@@ -449,15 +317,9 @@ async fn keys_reload_makes_the_running_server_reread_the_file() {
     let (status, logs) = server.terminate().await;
     assert!(status.success(), "{logs}");
     assert!(logs.contains("key pool reloaded"), "{logs}");
-    let loads: Vec<&str> = logs
-        .lines()
-        .filter(|line| line.contains("key pool loaded"))
-        .collect();
+    let loads: Vec<&str> = logs.lines().filter(|line| line.contains("key pool loaded")).collect();
     assert_eq!(loads.len(), 2, "{logs}");
-    assert!(
-        loads[0].contains("keys=1") && loads[1].contains("keys=2"),
-        "{loads:?}"
-    );
+    assert!(loads[0].contains("keys=1") && loads[1].contains("keys=2"), "{loads:?}");
     assert!(!logs.contains("AIzaSy-private"));
 }
 
@@ -466,24 +328,14 @@ async fn keys_reset_needs_the_shared_state_and_lifts_a_projects_cooldown() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        "sqlite://unused.db",
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
     with_keys(&mut env, &keys_file, &["flash_01"]);
     let mut command = algoagent(&env);
     command.args(["keys", "reset", "flash_01"]);
     let output = run_with_stdin(command, "").await;
     if crate::helpers::redis_url().is_some() {
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains("reset 1 key(s) of project flash_01")
-        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("reset 1 key(s) of project flash_01"));
         let mut command = algoagent(&env);
         command.args(["keys", "reset", "no-such-project"]);
         assert!(!run_with_stdin(command, "").await.status.success());

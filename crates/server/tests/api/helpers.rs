@@ -33,38 +33,25 @@ pub struct TestDatabase {
 impl TestDatabase {
     pub async fn create(dir: &TempDir) -> TestDatabase {
         match required("TEST_DATABASE_URL") {
-            None => TestDatabase {
-                url: format!("sqlite://{}/test.db", dir.path().display()),
-                postgres_admin: None,
-            },
+            None => TestDatabase { url: format!("sqlite://{}/test.db", dir.path().display()), postgres_admin: None },
             Some(admin_url) => {
                 let name = format!("algoagent_test_{}", uuid::Uuid::new_v4().simple());
                 let admin = store::Store::connect(&admin_url, &store::ConnectOptions::default())
                     .await
-                    .unwrap_or_else(|err| {
-                        panic!("TEST_DATABASE_URL is set but Postgres is unreachable: {err}")
-                    });
+                    .unwrap_or_else(|err| panic!("TEST_DATABASE_URL is set but Postgres is unreachable: {err}"));
                 let store::DbPool::Postgres(pool) = admin.pool() else {
                     panic!("TEST_DATABASE_URL must be a postgres:// URL")
                 };
-                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-                    .execute(pool)
-                    .await
-                    .unwrap();
+                sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(pool).await.unwrap();
                 admin.close().await;
-                TestDatabase {
-                    url: replace_database(&admin_url, &name),
-                    postgres_admin: Some((admin_url, name)),
-                }
+                TestDatabase { url: replace_database(&admin_url, &name), postgres_admin: Some((admin_url, name)) }
             }
         }
     }
 }
 
 fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let (host_part, _) = base.rsplit_once('/').expect("database URL has a path");
     match query {
         Some(query) => format!("{host_part}/{name}?{query}"),
@@ -79,20 +66,13 @@ impl Drop for TestDatabase {
         };
         // Drop runs outside async context: use a private runtime on a thread.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
-                if let Ok(admin) =
-                    store::Store::connect(&admin_url, &store::ConnectOptions::default()).await
-                {
+                if let Ok(admin) = store::Store::connect(&admin_url, &store::ConnectOptions::default()).await {
                     if let store::DbPool::Postgres(pool) = admin.pool() {
-                        let _ = sqlx::query(&format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        ))
-                        .execute(pool)
-                        .await;
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(pool)
+                            .await;
                     }
                     admin.close().await;
                 }
@@ -111,18 +91,12 @@ pub fn base_env(dir: &TempDir, database_url: &str, jwt_secret: &str) -> Vec<(Str
     let mut env = vec![
         ("BIND_ADDR".to_string(), "127.0.0.1:0".to_string()),
         ("DATABASE_URL".to_string(), database_url.to_string()),
-        (
-            "DATA_DIR".to_string(),
-            dir.path().join("data").display().to_string(),
-        ),
+        ("DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
         ("JWT_SECRET".to_string(), jwt_secret.to_string()),
         ("DB_MAX_CONNECTIONS".to_string(), "5".to_string()),
         // Tests vary X-Forwarded-For to act as many clients.
         ("TRUSTED_PROXIES".to_string(), "127.0.0.1".to_string()),
-        (
-            "REDIS_KEY_PREFIX".to_string(),
-            format!("test-{}", uuid::Uuid::new_v4().simple()),
-        ),
+        ("REDIS_KEY_PREFIX".to_string(), format!("test-{}", uuid::Uuid::new_v4().simple())),
     ];
     if let Some(redis) = redis_url() {
         env.push(("REDIS_URL".to_string(), redis));
@@ -143,12 +117,8 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         env.retain(|(k, _)| k != key);
         env.push(((*key).to_string(), (*value).to_string()));
     }
-    let config = server::config::load(&ConfigSources {
-        file: ConfigFile::Skip,
-        env,
-        flags: vec![],
-    })
-    .expect("test configuration is valid");
+    let config = server::config::load(&ConfigSources { file: ConfigFile::Skip, env, flags: vec![] })
+        .expect("test configuration is valid");
     let app = App::build(&config).await.expect("app builds");
     let addr = app.local_addr().unwrap();
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
@@ -161,10 +131,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     });
     TestApp {
         base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         jwt_secret,
         database_url: database.url.clone(),
         data_dir,
@@ -214,13 +181,7 @@ impl TestApp {
         self.send(reqwest::Method::POST, path, token, body).await
     }
 
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: &Value,
-    ) -> Response {
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: &Value) -> Response {
         let mut request = self.client.request(method, self.url(path)).json(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -257,9 +218,7 @@ impl TestApp {
 
 /// A stable documentation-range address derived from a name.
 pub fn fake_ip(seed: &str) -> String {
-    let hash = seed
-        .bytes()
-        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let hash = seed.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     format!("198.18.{}.{}", (hash >> 8) % 256, hash % 256)
 }
 

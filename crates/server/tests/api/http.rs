@@ -13,44 +13,23 @@ async fn malformed_bodies_get_clear_json_errors() {
         }
         async move { request.send().await.unwrap() }
     };
-    let error = expect_status(
-        send_raw("{\"username\": ", Some("application/json")).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let error =
+        expect_status(send_raw("{\"username\": ", Some("application/json")).await, StatusCode::BAD_REQUEST).await;
     assert_eq!(error["error"], "Malformed JSON");
     assert!(error["details"].is_string());
     assert_eq!(error["code"], "bad_request");
 
     let error = expect_status(
-        send_raw(
-            "{\"username\": 5, \"password\": \"x\"}",
-            Some("application/json"),
-        )
-        .await,
+        send_raw("{\"username\": 5, \"password\": \"x\"}", Some("application/json")).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert!(
-        error["username"][0]
-            .as_str()
-            .unwrap()
-            .contains("invalid type"),
-        "{error}"
-    );
+    assert!(error["username"][0].as_str().unwrap().contains("invalid type"), "{error}");
 
-    let error = expect_status(
-        send_raw("[1,2,3]", Some("application/json")).await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let error = expect_status(send_raw("[1,2,3]", Some("application/json")).await, StatusCode::BAD_REQUEST).await;
     assert!(error["non_field_errors"].is_array());
 
-    let error = expect_status(
-        send_raw("username=a", None).await,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-    )
-    .await;
+    let error = expect_status(send_raw("username=a", None).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     assert_eq!(error["code"], "unsupported_media_type");
 }
 
@@ -58,13 +37,7 @@ async fn malformed_bodies_get_clear_json_errors() {
 async fn an_oversized_body_is_a_413() {
     let app = spawn_app_with(&[("MAX_BODY_BYTES", "2048")]).await;
     let big = "x".repeat(4096);
-    let response = app
-        .post(
-            "/api/auth/login/",
-            None,
-            &json!({"username": big, "password": "y"}),
-        )
-        .await;
+    let response = app.post("/api/auth/login/", None, &json!({"username": big, "password": "y"})).await;
     let error = expect_status(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(error["code"], "payload_too_large");
 }
@@ -75,22 +48,12 @@ async fn unknown_routes_and_wrong_methods_answer_json() {
     let error = expect_status(app.get("/api/nope/", None).await, StatusCode::NOT_FOUND).await;
     assert_eq!(error["detail"], "Not found.");
     // A public route with the wrong method.
-    let error = expect_status(
-        app.get("/api/auth/login/", None).await,
-        StatusCode::METHOD_NOT_ALLOWED,
-    )
-    .await;
+    let error = expect_status(app.get("/api/auth/login/", None).await, StatusCode::METHOD_NOT_ALLOWED).await;
     assert_eq!(error["code"], "method_not_allowed");
     // A protected route with the wrong method, authenticated.
     let user = app.register("ken").await;
     let error = expect_status(
-        app.send(
-            Method::DELETE,
-            "/api/auth/user/me/",
-            Some(&user.access),
-            &json!({}),
-        )
-        .await,
+        app.send(Method::DELETE, "/api/auth/user/me/", Some(&user.access), &json!({})).await,
         StatusCode::METHOD_NOT_ALLOWED,
     )
     .await;
@@ -108,32 +71,16 @@ async fn the_trailing_slash_is_optional_everywhere() {
         expect_status(app.get(path, None).await, StatusCode::OK).await;
     }
     let login = json!({"username": "dennis", "password": GOOD_PASSWORD});
-    expect_status(
-        app.post("/api/auth/login", None, &login).await,
-        StatusCode::OK,
-    )
-    .await;
+    expect_status(app.post("/api/auth/login", None, &login).await, StatusCode::OK).await;
 }
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_keeps_a_given_one() {
     let app = spawn_app().await;
     let response = app.get("/healthz", None).await;
-    let generated = response
-        .headers()
-        .get("x-request-id")
-        .expect("request id")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let generated = response.headers().get("x-request-id").expect("request id").to_str().unwrap().to_string();
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
-    let response = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "trace-me-123")
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/healthz")).header("x-request-id", "trace-me-123").send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-123");
 }
 
@@ -145,22 +92,13 @@ async fn cors_answers_preflights_for_allowed_origins_only() {
             .request(Method::OPTIONS, app.url("/api/auth/login/"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "content-type,authorization",
-            )
+            .header("access-control-request-headers", "content-type,authorization")
             .send()
     };
     let allowed = preflight("https://app.example.com").await.unwrap();
-    assert_eq!(
-        allowed.headers()["access-control-allow-origin"],
-        "https://app.example.com"
-    );
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
     let refused = preflight("https://evil.example.net").await.unwrap();
-    assert!(refused
-        .headers()
-        .get("access-control-allow-origin")
-        .is_none());
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
@@ -171,11 +109,7 @@ async fn healthz_is_alive_and_readyz_checks_dependencies() {
     let ready = expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["database"], "ok");
-    let expected_redis = if crate::helpers::redis_url().is_some() {
-        "ok"
-    } else {
-        "not configured"
-    };
+    let expected_redis = if crate::helpers::redis_url().is_some() { "ok" } else { "not configured" };
     assert_eq!(ready["checks"]["redis"], expected_redis);
 }
 
@@ -184,9 +118,7 @@ async fn readyz_is_503_naming_an_unreachable_redis() {
     // Port 1 on loopback: nothing listens there.
     let app = spawn_app_with(&[("REDIS_URL", "redis://:sekret-redis-pw@127.0.0.1:1")]).await;
     let response = app.get("/readyz", None).await;
-    let text = expect_status(response, StatusCode::SERVICE_UNAVAILABLE)
-        .await
-        .to_string();
+    let text = expect_status(response, StatusCode::SERVICE_UNAVAILABLE).await.to_string();
     assert!(text.contains("redis unreachable"), "{text}");
     assert!(!text.contains("sekret-redis-pw"), "{text}");
     // Alive all the same: a Redis outage is not a crash.

@@ -17,11 +17,7 @@ async fn a_user_lists_reads_and_updates_their_own_profile() {
     assert_eq!(profile["email"], "rosalind@example.com");
     let id = profile["id"].as_i64().unwrap();
 
-    let detail = expect_status(
-        app.get(&format!("/api/auth/profiles/{id}/"), token).await,
-        StatusCode::OK,
-    )
-    .await;
+    let detail = expect_status(app.get(&format!("/api/auth/profiles/{id}/"), token).await, StatusCode::OK).await;
     assert_eq!(detail["id"], id);
 
     let updated = expect_status(
@@ -49,11 +45,7 @@ async fn a_user_lists_reads_and_updates_their_own_profile() {
     // Untouched fields keep their values.
     assert_eq!(updated["default_timeframe"], "1d");
 
-    let me = expect_status(
-        app.get("/api/auth/profiles/me/", token).await,
-        StatusCode::OK,
-    )
-    .await;
+    let me = expect_status(app.get("/api/auth/profiles/me/", token).await, StatusCode::OK).await;
     assert_eq!(me["default_risk_tolerance"], "aggressive");
 
     let changed = expect_status(
@@ -83,50 +75,25 @@ async fn profile_updates_are_validated_field_by_field() {
     let path = "/api/auth/profiles/update_me/";
 
     let error = expect_status(
-        app.send(
-            Method::PATCH,
-            path,
-            token,
-            &json!({"default_risk_tolerance": "yolo"}),
-        )
-        .await,
+        app.send(Method::PATCH, path, token, &json!({"default_risk_tolerance": "yolo"})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
-    assert_eq!(
-        error["default_risk_tolerance"],
-        json!(["\"yolo\" is not a valid choice."])
-    );
+    assert_eq!(error["default_risk_tolerance"], json!(["\"yolo\" is not a valid choice."]));
     let error = expect_status(
-        app.send(
-            Method::PATCH,
-            path,
-            token,
-            &json!({"risk_parameters": [1, 2]}),
-        )
-        .await,
+        app.send(Method::PATCH, path, token, &json!({"risk_parameters": [1, 2]})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert!(error["risk_parameters"].is_array());
     let error = expect_status(
-        app.send(
-            Method::PATCH,
-            path,
-            token,
-            &json!({"preferred_symbols": "BTC"}),
-        )
-        .await,
+        app.send(Method::PATCH, path, token, &json!({"preferred_symbols": "BTC"})).await,
         StatusCode::BAD_REQUEST,
     )
     .await;
     assert!(error["preferred_symbols"].is_array(), "{error}");
     // Nothing was written by the refused requests.
-    let me = expect_status(
-        app.get("/api/auth/profiles/me/", token).await,
-        StatusCode::OK,
-    )
-    .await;
+    let me = expect_status(app.get("/api/auth/profiles/me/", token).await, StatusCode::OK).await;
     assert_eq!(me["default_risk_tolerance"], "moderate");
     assert_eq!(me["risk_parameters"], json!({}));
 }
@@ -136,37 +103,19 @@ async fn another_users_profile_is_a_404_for_every_verb() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let bob_profile = expect_status(
-        app.get("/api/auth/profiles/me/", Some(&bob.access)).await,
-        StatusCode::OK,
-    )
-    .await;
+    let bob_profile = expect_status(app.get("/api/auth/profiles/me/", Some(&bob.access)).await, StatusCode::OK).await;
     let path = format!("/api/auth/profiles/{}/", bob_profile["id"]);
 
-    expect_status(
-        app.get(&path, Some(&alice.access)).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    expect_status(app.get(&path, Some(&alice.access)).await, StatusCode::NOT_FOUND).await;
     for method in [Method::PATCH, Method::PUT] {
         let error = expect_status(
-            app.send(
-                method,
-                &path,
-                Some(&alice.access),
-                &json!({"trading_goals": "hijacked"}),
-            )
-            .await,
+            app.send(method, &path, Some(&alice.access), &json!({"trading_goals": "hijacked"})).await,
             StatusCode::NOT_FOUND,
         )
         .await;
         assert_eq!(error["detail"], "Not found.");
     }
-    let list = expect_status(
-        app.get("/api/auth/profiles/", Some(&alice.access)).await,
-        StatusCode::OK,
-    )
-    .await;
+    let list = expect_status(app.get("/api/auth/profiles/", Some(&alice.access)).await, StatusCode::OK).await;
     assert_eq!(list["count"], 1);
     assert_eq!(list["results"][0]["username"], "alice");
     // Bob's profile is unchanged.
@@ -189,12 +138,6 @@ async fn bad_ids_and_pages_are_404s() {
         expect_status(app.get(path, token).await, StatusCode::NOT_FOUND).await;
     }
     // Profiles cannot be deleted.
-    let response = app
-        .client
-        .delete(app.url("/api/auth/profiles/me/"))
-        .bearer_auth(&user.access)
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.delete(app.url("/api/auth/profiles/me/")).bearer_auth(&user.access).send().await.unwrap();
     expect_status(response, StatusCode::METHOD_NOT_ALLOWED).await;
 }
