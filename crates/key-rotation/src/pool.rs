@@ -171,7 +171,10 @@ struct ProbeBackoff {
 }
 
 pub struct KeyPool {
-    config: RwLock<Arc<PoolConfig>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Where rotating strategies start their window in groups larger than
+    /// one admission call can look at.
+    rotation: AtomicU64,
     limiter: Arc<dyn Limiter>,
     events: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
@@ -198,6 +201,114 @@ fn stable_hash(parts: &[&str]) -> u64 {
 
 const LEAKED: &str = "key reported as leaked";
 
+/// Windows of [`MAX_CANDIDATES`] one admission may walk per model: enough
+/// to reach past a full top of a large pool without unbounded round trips.
+pub const MAX_WINDOWS: usize = 4;
+
+/// One admission call's worth of candidates.
+struct AdmissionWindow {
+    candidates: Vec<Candidate>,
+    rotate: bool,
+}
+
+/// The walk over one model's keys: a virtual order (the sticky key first,
+/// or the keys from a rotating start) cut into windows of one call each.
+struct GroupPlan<'a> {
+    group: &'a [Candidate],
+    start: usize,
+    sticky: Option<usize>,
+    rotate: bool,
+}
+
+impl GroupPlan<'_> {
+    fn windows(&self) -> usize {
+        self.group.len().div_ceil(MAX_CANDIDATES).min(MAX_WINDOWS)
+    }
+
+    /// The key at `position` in the virtual order.
+    fn at(&self, position: usize) -> usize {
+        let len = self.group.len();
+        match self.sticky {
+            Some(sticky) if position == 0 => sticky,
+            // Everyone else in order, skipping the sticky key.
+            Some(sticky) => {
+                if position <= sticky {
+                    position - 1
+                } else {
+                    position
+                }
+            }
+            None => (self.start + position) % len,
+        }
+    }
+
+    fn window(&self, index: usize) -> AdmissionWindow {
+        let from = index * MAX_CANDIDATES;
+        let to = (from + MAX_CANDIDATES).min(self.group.len());
+        AdmissionWindow {
+            candidates: (from..to).map(|position| self.group[self.at(position)].clone()).collect(),
+            rotate: self.rotate,
+        }
+    }
+}
+
+/// A configuration with its selection order worked out once, at load and
+/// reload, instead of on every admission.
+struct Snapshot {
+    config: Arc<PoolConfig>,
+    index: HashMap<String, usize>,
+    /// Per workload family: active keys in try order, grouped by model.
+    families: HashMap<Workload, Vec<Vec<Candidate>>>,
+    /// Per model: active keys in try order (the SDK proxy's exact model).
+    by_model: HashMap<String, Vec<Candidate>>,
+    max_tpm: HashMap<String, u64>,
+}
+
+impl Snapshot {
+    fn new(config: PoolConfig) -> Self {
+        let rank: HashMap<&str, usize> =
+            config.fallback_order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let mut ordered: Vec<&KeySpec> = config.keys.iter().filter(|k| k.active).collect();
+        ordered.sort_by(|a, b| {
+            let ra = rank.get(a.key_id.as_str()).copied().unwrap_or(usize::MAX);
+            let rb = rank.get(b.key_id.as_str()).copied().unwrap_or(usize::MAX);
+            ra.cmp(&rb).then(a.priority.cmp(&b.priority)).then(a.key_id.cmp(&b.key_id))
+        });
+        let candidate = |key: &KeySpec| Candidate {
+            key_id: key.key_id.clone(),
+            model: key.model.clone(),
+            project: key.project.clone(),
+            limits: key.limits,
+            max_in_flight: key.max_in_flight,
+        };
+        let mut families: HashMap<Workload, Vec<Vec<Candidate>>> = HashMap::new();
+        let mut by_model: HashMap<String, Vec<Candidate>> = HashMap::new();
+        for key in ordered {
+            by_model.entry(key.model.clone()).or_default().push(candidate(key));
+            let family = families.entry(key.workload).or_default();
+            match family.iter_mut().find(|group| group[0].model == key.model) {
+                Some(group) => group.push(candidate(key)),
+                None => family.push(vec![candidate(key)]),
+            }
+        }
+        let index = config.keys.iter().enumerate().map(|(i, k)| (k.key_id.clone(), i)).collect();
+        let max_tpm = by_model
+            .iter()
+            .map(|(model, g)| (model.clone(), g.iter().map(|c| c.limits.tpm).max().unwrap_or(0)))
+            .collect();
+        Self { config: Arc::new(config), index, families, by_model, max_tpm }
+    }
+
+    /// The largest TPM among a group's keys (every key of a group has one model).
+    fn max_tpm(&self, group: &[Candidate]) -> Option<u64> {
+        group.first().and_then(|c| self.max_tpm_by_model(&c.model))
+    }
+
+    fn max_tpm_by_model(&self, model: &str) -> Option<u64> {
+        self.max_tpm.get(model).copied()
+    }
+}
+
 impl KeyPool {
     pub fn new(
         config: PoolConfig,
@@ -207,7 +318,8 @@ impl KeyPool {
         options: PoolOptions,
     ) -> Self {
         Self {
-            config: RwLock::new(Arc::new(config)),
+            snapshot: RwLock::new(Arc::new(Snapshot::new(config))),
+            rotation: AtomicU64::new(u64::from(std::process::id())),
             limiter,
             events,
             clock,
@@ -224,14 +336,18 @@ impl KeyPool {
     }
 
     pub fn config(&self) -> Arc<PoolConfig> {
-        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.snapshot().config.clone()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Swaps in a new configuration. Calls already admitted keep the key
     /// they were given; new admissions see the new pool.
     pub async fn reload(&self, config: PoolConfig) {
         let keys = config.keys.len();
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Snapshot::new(config));
         self.record("reloaded", None, format!("{keys} keys")).await;
     }
 
@@ -247,104 +363,94 @@ impl KeyPool {
         self.config().keys.is_empty()
     }
 
-    /// The order keys are tried in, before sticky and rotation.
-    fn ordered<'a>(config: &'a PoolConfig, keys: Vec<&'a KeySpec>) -> Vec<&'a KeySpec> {
-        let rank: HashMap<&str, usize> =
-            config.fallback_order.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-        let mut keys = keys;
-        keys.sort_by(|a, b| {
-            let ra = rank.get(a.key_id.as_str()).copied().unwrap_or(usize::MAX);
-            let rb = rank.get(b.key_id.as_str()).copied().unwrap_or(usize::MAX);
-            ra.cmp(&rb).then(a.priority.cmp(&b.priority)).then(a.key_id.cmp(&b.key_id))
-        });
-        keys
+    /// The candidate lists for `spec`, in the order they are tried: each of
+    /// one model (one Cluster slot) and at most [`MAX_CANDIDATES`] keys.
+    pub fn candidate_groups(&self, spec: &AdmitSpec) -> Result<Vec<Vec<Candidate>>, PoolError> {
+        let snapshot = self.snapshot();
+        let plans = self.plans(&snapshot, spec)?;
+        Ok(plans.iter().flat_map(|plan| (0..plan.windows()).map(|w| plan.window(w).candidates)).collect())
     }
 
-    /// The candidate groups for `spec`, each of one model and at most
-    /// [`MAX_CANDIDATES`] keys, in the order they are tried.
-    pub fn candidate_groups(&self, spec: &AdmitSpec) -> Result<Vec<Vec<Candidate>>, PoolError> {
-        let config = self.config();
-        if config.keys.is_empty() {
+    /// How each model group of `spec` will be walked. Nothing is cloned
+    /// here: windows are built only when admission reaches them.
+    fn plans<'a>(&self, snapshot: &'a Snapshot, spec: &AdmitSpec) -> Result<Vec<GroupPlan<'a>>, PoolError> {
+        if snapshot.config.keys.is_empty() {
             return Err(PoolError::NoKeys);
         }
-        let active = || config.keys.iter().filter(|k| k.active);
-        let families: Vec<Vec<&KeySpec>> = match &spec.model {
-            Some(model) => {
-                let keys: Vec<&KeySpec> = active().filter(|k| &k.model == model).collect();
-                if keys.is_empty() {
-                    return Err(PoolError::NoKeyForModel(model.clone()));
-                }
-                vec![keys]
-            }
+        let groups: Vec<&'a [Candidate]> = match &spec.model {
+            Some(model) => match snapshot.by_model.get(model) {
+                Some(group) => vec![group.as_slice()],
+                None => return Err(PoolError::NoKeyForModel(model.clone())),
+            },
             None => {
-                let preferred: Vec<&KeySpec> = active().filter(|k| k.workload == spec.workload).collect();
-                let other: Vec<&KeySpec> = if spec.allow_spill || preferred.is_empty() {
-                    active().filter(|k| k.workload != spec.workload).collect()
+                let preferred = snapshot.families.get(&spec.workload).map(Vec::as_slice).unwrap_or_default();
+                let spill = spec.allow_spill || preferred.is_empty();
+                let other = if spill {
+                    snapshot.families.get(&spec.workload.other()).map(Vec::as_slice).unwrap_or_default()
                 } else {
-                    Vec::new()
+                    &[]
                 };
-                vec![preferred, other]
+                preferred.iter().chain(other).map(Vec::as_slice).collect()
             }
         };
-        let max_tpm = families.iter().flatten().map(|k| k.limits.tpm).max().ok_or(PoolError::NoKeys)?;
+        let max_tpm = groups.iter().filter_map(|g| snapshot.max_tpm(g)).max().ok_or(PoolError::NoKeys)?;
         if spec.estimated_tokens > max_tpm {
             return Err(PoolError::TooLarge { estimated: spec.estimated_tokens, max_tpm });
         }
-        let mut groups = Vec::new();
-        for family in families.into_iter().filter(|f| !f.is_empty()) {
-            let mut ordered = Self::ordered(&config, family);
-            if let Some(user) = &spec.sticky_user {
-                // Rendezvous hashing: the user's key stays theirs as keys come and go.
-                if let Some(best) = (0..ordered.len()).max_by_key(|&i| stable_hash(&[user, &ordered[i].key_id])) {
-                    let chosen = ordered.remove(best);
-                    ordered.insert(0, chosen);
-                }
-            }
-            let mut by_model: Vec<(String, Vec<Candidate>)> = Vec::new();
-            for key in ordered {
-                let candidate = Candidate {
-                    key_id: key.key_id.clone(),
-                    model: key.model.clone(),
-                    project: key.project.clone(),
-                    limits: key.limits,
-                    max_in_flight: key.max_in_flight,
+        let rotating = snapshot.config.strategy != Strategy::Priority;
+        Ok(groups
+            .into_iter()
+            .map(|group| {
+                let len = group.len();
+                let sticky = spec.sticky_user.as_deref().and_then(|user| {
+                    // Rendezvous hashing: the user's key stays theirs as keys come and go.
+                    (0..len).max_by_key(|&i| stable_hash(&[user, &group[i].key_id]))
+                });
+                let start = if sticky.is_none() && rotating && len > MAX_CANDIDATES {
+                    usize::try_from(self.rotation.fetch_add(1, Ordering::Relaxed) % len as u64).unwrap_or(0)
+                } else {
+                    0
                 };
-                match by_model.iter_mut().find(|(model, _)| *model == key.model) {
-                    Some((_, group)) if group.len() < MAX_CANDIDATES => group.push(candidate),
-                    Some(_) => {}
-                    None => by_model.push((key.model.clone(), vec![candidate])),
-                }
-            }
-            groups.extend(by_model.into_iter().map(|(_, group)| group));
-        }
-        Ok(groups)
+                // A group one call can see whole is rotated by the backend's
+                // counter (global across replicas on Redis); a larger one by
+                // this pool's window start. Never both: two counters stepping
+                // together would skip every other key.
+                let rotate = rotating && sticky.is_none() && len <= MAX_CANDIDATES;
+                GroupPlan { group, start, sticky, rotate }
+            })
+            .collect())
     }
 
     /// One admission attempt, never waiting: a key now, or when one will be free.
     pub async fn try_admit(&self, spec: &AdmitSpec) -> Result<AdmitResult, PoolError> {
-        let groups = match self.candidate_groups(spec) {
+        let snapshot = self.snapshot();
+        let plans = match self.plans(&snapshot, spec) {
             Err(err @ PoolError::TooLarge { .. }) => {
                 self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
                 return Err(err);
             }
             other => other?,
         };
-        let config = self.config();
+        let config = &snapshot.config;
         let mut earliest: Option<u64> = None;
-        for candidates in groups {
+        let windows = plans.iter().flat_map(|plan| (0..plan.windows()).map(move |w| plan.window(w)));
+        for window in windows {
             let request = AdmitRequest {
-                candidates,
+                candidates: window.candidates,
                 tokens: spec.estimated_tokens,
                 pick: if config.strategy == Strategy::LeastLoaded { Pick::LeastLoaded } else { Pick::FirstFit },
-                rotate: config.strategy == Strategy::RoundRobin && spec.sticky_user.is_none(),
+                rotate: window.rotate && config.strategy == Strategy::RoundRobin,
                 window_ms: duration_ms(config.effective_window()),
                 lease_ttl_ms: duration_ms(self.options.lease_ttl),
                 entry_id: format!("{}-{}", self.replica, self.sequence.fetch_add(1, Ordering::Relaxed)),
             };
             match self.limiter.admit(&request).await? {
                 Decision::Admitted(ticket) => {
-                    let key =
-                        config.keys.iter().find(|k| k.key_id == ticket.key_id).cloned().ok_or(PoolError::Unusable)?;
+                    let key = snapshot
+                        .index
+                        .get(&ticket.key_id)
+                        .map(|&i| config.keys[i].clone())
+                        .ok_or(PoolError::Unusable)?;
                     self.metrics.admitted.fetch_add(1, Ordering::Relaxed);
                     self.touch(&key.key_id, None);
                     return Ok(AdmitResult::Granted(Box::new(Grant { key, ticket })));

@@ -327,3 +327,33 @@ async fn probes_revive_dead_keys_with_backoff_but_never_leaked_ones() {
         assert_eq!(healthy.1.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
+
+#[tokio::test]
+async fn a_large_pool_rotates_over_every_key_not_just_the_first_window() {
+    for (backend, limiter) in backends().await {
+        let keys: Vec<KeySpec> =
+            (0..40).map(|i| key(&format!("k{i:02}"), FLASH, &format!("p{i:02}"), 1000, 0)).collect();
+        let pool = pool(config(keys, Strategy::RoundRobin), limiter);
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..200 {
+            used.insert(grant(&pool, &light()).await.key.key_id);
+        }
+        assert_eq!(used.len(), 40, "{backend}: only {} of 40 keys used", used.len());
+    }
+}
+
+#[tokio::test]
+async fn priority_walks_past_a_full_first_window() {
+    for (backend, limiter) in backends().await {
+        // 20 keys of one request each: the first 16 fill, then 16..19 serve.
+        let keys: Vec<KeySpec> = (0..20).map(|i| key(&format!("k{i:02}"), FLASH, &format!("p{i:02}"), 1, i)).collect();
+        let pool = pool(config(keys, Strategy::Priority), limiter);
+        let mut chosen = Vec::new();
+        for _ in 0..20 {
+            chosen.push(grant(&pool, &light()).await.key.key_id);
+        }
+        let expected: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+        assert_eq!(chosen, expected, "{backend}");
+        full(&pool, &light()).await;
+    }
+}
