@@ -38,6 +38,11 @@ impl RedisHandle {
         Ok(Self { client: Client::open(url)?, connection: Mutex::new(None), deadline })
     }
 
+    /// The client, for connections of their own (pub/sub).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn deadline(&self) -> Duration {
         self.deadline
     }

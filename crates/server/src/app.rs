@@ -84,6 +84,9 @@ impl App {
         if let Some(registry) = &self.keys.registry {
             background.spawn(registry.clone().run(crate::keys::HEARTBEAT_EVERY));
         }
+        if let Some(failover) = &self.keys.failover {
+            background.spawn(failover.clone().follow_restrictions());
+        }
         background.spawn(reload_on_sighup(self.keys.pool.clone(), self.config.clone()));
         let pid_file = write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.

@@ -56,7 +56,7 @@ impl Mode {
 
 pub struct FailoverLimiter {
     redis: RedisLimiter,
-    local: MemoryLimiter,
+    local: Arc<MemoryLimiter>,
     registry: Arc<ReplicaRegistry>,
     clock: Arc<dyn Clock>,
     mode: Mutex<Mode>,
@@ -94,7 +94,7 @@ impl FailoverLimiter {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Self {
             redis,
-            local: MemoryLimiter::new(clock.clone()),
+            local: Arc::new(MemoryLimiter::new(clock.clone())),
             registry,
             clock,
             mode: Mutex::new(Mode::Shared),
@@ -102,6 +102,47 @@ impl FailoverLimiter {
             degradations: AtomicU64::new(0),
             unshared: Mutex::new(Vec::new()),
             last_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This replica's local limiter (the one degraded mode admits through).
+    pub fn local(&self) -> &MemoryLimiter {
+        &self.local
+    }
+
+    /// Follows the restriction changes every replica announces, applying
+    /// them to the local limiter, and reconnects after failures. Runs until
+    /// the task is dropped.
+    pub async fn follow_restrictions(self: Arc<Self>) {
+        use futures::StreamExt as _;
+        let channel = self.redis.restrictions_channel();
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.redis.handle().client().get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            }
+            .await;
+            match subscribed {
+                Ok(mut pubsub) => {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            continue;
+                        };
+                        match serde_json::from_str::<super::redis::RestrictionChange>(&payload) {
+                            Ok(change) => {
+                                if let Err(err) = change.apply(self.local.as_ref()).await {
+                                    tracing::debug!(error = %err, "could not apply a restriction change locally");
+                                }
+                            }
+                            Err(err) => tracing::debug!(error = %err, "ignored a malformed restriction change"),
+                        }
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "restriction feed: cannot subscribe"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
 

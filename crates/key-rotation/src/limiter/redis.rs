@@ -95,6 +95,34 @@ pub struct RedisLimiter {
     names: KeyNames,
 }
 
+/// A cooldown or disable change, pushed to every replica's local limiter so
+/// that a replica that later loses Redis still honours it. Admission never
+/// depends on the push: the script reads the shared keys itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RestrictionChange {
+    CoolDown { model: String, project: String, duration_ms: u64, reason: String },
+    ClearCooldown { model: String, project: String },
+    Disable { model: String, key_id: String, duration_ms: u64, reason: String },
+    Enable { model: String, key_id: String },
+}
+
+impl RestrictionChange {
+    /// Applies the change to a local limiter.
+    pub async fn apply(&self, local: &dyn Limiter) -> Result<(), LimiterError> {
+        match self {
+            RestrictionChange::CoolDown { model, project, duration_ms, reason } => {
+                local.cool_down(model, project, *duration_ms, reason).await
+            }
+            RestrictionChange::ClearCooldown { model, project } => local.clear_cooldown(model, project).await,
+            RestrictionChange::Disable { model, key_id, duration_ms, reason } => {
+                local.disable(model, key_id, *duration_ms, reason).await
+            }
+            RestrictionChange::Enable { model, key_id } => local.enable(model, key_id).await,
+        }
+    }
+}
+
 impl From<RedisError> for LimiterError {
     fn from(err: RedisError) -> Self {
         LimiterError::Unavailable(err.to_string())
@@ -108,6 +136,27 @@ impl RedisLimiter {
 
     pub fn names(&self) -> &KeyNames {
         &self.names
+    }
+
+    pub fn handle(&self) -> &Arc<RedisHandle> {
+        &self.redis
+    }
+
+    /// The pub/sub channel restriction changes are announced on.
+    pub fn restrictions_channel(&self) -> String {
+        format!("{}:restrictions", self.names.prefix)
+    }
+
+    async fn announce(&self, change: &RestrictionChange) {
+        let Ok(message) = serde_json::to_string(change) else {
+            return;
+        };
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.restrictions_channel()).arg(message);
+        if let Err(err) = self.redis.query::<i64>(&cmd).await {
+            // Harmless: the shared key already holds the change.
+            tracing::debug!(error = %err, "could not announce a restriction change");
+        }
     }
 
     /// Writes admissions made while Redis was unreachable into the shared
@@ -236,19 +285,36 @@ impl Limiter for RedisLimiter {
     }
 
     async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
-        self.restrict(self.names.cooldown(model, project), duration_ms, reason).await
+        self.restrict(self.names.cooldown(model, project), duration_ms, reason).await?;
+        self.announce(&RestrictionChange::CoolDown {
+            model: model.into(),
+            project: project.into(),
+            duration_ms,
+            reason: reason.into(),
+        })
+        .await;
+        Ok(())
     }
 
     async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.names.disabled(model, key_id)).arg(reason).arg("PX").arg(duration_ms.max(1));
-        self.redis.query::<()>(&cmd).await.map_err(LimiterError::from)
+        self.redis.query::<()>(&cmd).await?;
+        self.announce(&RestrictionChange::Disable {
+            model: model.into(),
+            key_id: key_id.into(),
+            duration_ms,
+            reason: reason.into(),
+        })
+        .await;
+        Ok(())
     }
 
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.names.disabled(model, key_id));
         self.redis.query::<i64>(&cmd).await?;
+        self.announce(&RestrictionChange::Enable { model: model.into(), key_id: key_id.into() }).await;
         Ok(())
     }
 
@@ -256,6 +322,7 @@ impl Limiter for RedisLimiter {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.names.cooldown(model, project));
         self.redis.query::<i64>(&cmd).await?;
+        self.announce(&RestrictionChange::ClearCooldown { model: model.into(), project: project.into() }).await;
         Ok(())
     }
 

@@ -187,3 +187,58 @@ async fn a_replica_joining_or_leaving_changes_the_degraded_share() {
     assert_eq!(a.failover.mode(), Mode::Degraded);
     assert_eq!(admitted, 8);
 }
+
+/// A cooldown written by replica A reaches replica B's local limiter by
+/// pub/sub, so B still honours it after B loses Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restriction_changes_reach_every_replicas_local_limiter() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        println!("skipped: no redis-server on this machine");
+        return;
+    };
+    let a = replica(&redis.url(), "feed", "a");
+    let b = replica(&redis.url(), "feed", "b");
+    let follower = tokio::spawn(b.failover.clone().follow_restrictions());
+    // The subscription is asynchronous: wait until B hears a first change.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        a.pool.limiter().cool_down("gemini-2.5-flash", "warmup", 60_000, "warm-up").await.unwrap();
+        let heard = b.failover.local().usage("gemini-2.5-flash", "warmup", 1_000).await.unwrap().cooldown.is_some();
+        if heard || Instant::now() > deadline {
+            assert!(heard, "B never heard a restriction change");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let grant = match a.pool.try_admit(&spec()).await.unwrap() {
+        AdmitResult::Granted(grant) => grant,
+        AdmitResult::Full { .. } => panic!("a fresh pool has room"),
+    };
+    a.pool
+        .report(
+            &grant,
+            &Outcome::RateLimited {
+                scope: key_rotation::outcome::QuotaScope::PerMinute,
+                retry_delay: Some(Duration::from_secs(30)),
+                zero_limit: false,
+            },
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.failover.local().usage("gemini-2.5-flash", "p", 1_000).await.unwrap().cooldown.is_none() {
+        assert!(Instant::now() < deadline, "the cooldown never reached B's local limiter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Redis gone: B decides alone, and still refuses the cooled bucket.
+    redis.kill();
+    match b.pool.try_admit(&spec()).await.unwrap() {
+        AdmitResult::Full { retry_after } => {
+            assert!(retry_after > Duration::from_secs(25), "{retry_after:?}");
+        }
+        AdmitResult::Granted(_) => panic!("B admitted into a bucket A had cooled"),
+    }
+    assert_eq!(b.failover.mode(), Mode::Degraded);
+    follower.abort();
+}
