@@ -1,10 +1,9 @@
 -- One admission, atomically, in one round trip. Mirrors MemoryLimiter.
--- KEYS: per candidate i (7 each): window zset, token total, GCRA tat, day
---       counter, lease zset, bucket cooldown, key disable; then the
---       round-robin counter.
+-- KEYS: per candidate i (3 each): window zset, state hash, lease zset; then
+--       the model's disabled-keys hash and its round-robin counter.
 -- ARGV: n, tokens, pick (0 first fit, 1 least loaded), rotate (0/1),
---       window_ms, lease_ttl_ms, entry_id, day_start_ms, day_end_ms,
---       then per candidate: rpm, tpm, rpd (0 none), burst, max_in_flight (0 none).
+--       window_ms, lease_ttl_ms, entry_id, day_start_ms, day_end_ms, then per
+--       candidate: key_id, rpm, tpm, rpd (0 none), burst, max_in_flight (0 none).
 -- Returns {1, index (1-based), now_ms, requests, tokens} when admitted (the
 -- bucket's window after this admission), {0, wait_ms} when no candidate has
 -- room (wait_ms = -1: none ever will).
@@ -20,29 +19,33 @@ local lease_ttl = tonumber(ARGV[6])
 local entry_id = ARGV[7]
 local day_start = tonumber(ARGV[8])
 local day_end = tonumber(ARGV[9])
+local day_field = 'd:' .. ARGV[8]
+local off = KEYS[n * 3 + 1]
 
-local function limits(i)
-  local base = 9 + (i - 1) * 5
-  return tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
-         tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5])
+local function spec(i)
+  local base = 9 + (i - 1) * 6
+  return ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]),
+         tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6])
 end
 
-local counts = {}
+local seen = {}
 
 -- Returns fits (bool), wait_ms (or -1 for never), remaining fraction.
 local function evaluate(i)
-  local k = (i - 1) * 7
-  local win, tok, tat_key, day_key, lease_key, cool_key, dis_key =
-    KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
-  local rpm, tpm, rpd, burst, max_in_flight = limits(i)
-  if redis.call('EXISTS', dis_key) == 1 then return false, -1, 0 end
+  local win, state, lease_key = KEYS[(i - 1) * 3 + 1], KEYS[(i - 1) * 3 + 2], KEYS[(i - 1) * 3 + 3]
+  local key_id, rpm, tpm, rpd, burst, max_in_flight = spec(i)
+  if disabled_until(off, key_id) > now then return false, -1, 0 end
   if tokens > tpm then return false, -1, 0 end
+  local fields = redis.call('HMGET', state, 'tok', 'tat', day_field, 'cu')
   local wait = 0
-  local cool = redis.call('PTTL', cool_key)
-  if cool > 0 then wait = cool end
+  local cool_until = tonumber(fields[4] or 0)
+  if cool_until > now then wait = cool_until - now end
 
-  local count, total = prune(win, tok, now - window)
-  counts[i] = {count, total}
+  local count, total = prune(win, tonumber(fields[1]), now - window)
+  local today = tonumber(fields[3] or 0)
+  local tat = tonumber(fields[2] or now)
+  if tat < now then tat = now end
+  seen[i] = {count, total, tat}
   if count >= rpm then
     local freeing = redis.call('ZRANGE', win, count - rpm, count - rpm, 'WITHSCORES')
     wait = math.max(wait, tonumber(freeing[2]) + window - now)
@@ -66,12 +69,7 @@ local function evaluate(i)
   end
 
   local interval = math.max(math.floor(window / rpm), 1)
-  local tolerance = interval * (burst - 1)
-  local tat = tonumber(redis.call('GET', tat_key) or now)
-  if tat < now then tat = now end
-  wait = math.max(wait, tat - tolerance - now)
-
-  local today = tonumber(redis.call('GET', day_key) or 0)
+  wait = math.max(wait, tat - interval * (burst - 1) - now)
   if rpd > 0 and today >= rpd then wait = math.max(wait, day_end - now) end
 
   if max_in_flight > 0 then
@@ -90,30 +88,29 @@ local function evaluate(i)
 end
 
 local function admit(i)
-  local k = (i - 1) * 7
-  local rpm, _, _, _, max_in_flight = limits(i)
+  local win, state, lease_key = KEYS[(i - 1) * 3 + 1], KEYS[(i - 1) * 3 + 2], KEYS[(i - 1) * 3 + 3]
+  local _, rpm, _, _, _, max_in_flight = spec(i)
+  local count, total, tat = seen[i][1] + 1, seen[i][2] + tokens, seen[i][3]
   local interval = math.max(math.floor(window / rpm), 1)
-  local tat = tonumber(redis.call('GET', KEYS[k + 3]) or now)
-  if tat < now then tat = now end
-  redis.call('SET', KEYS[k + 3], tat + interval, 'PX', 2 * window + interval)
-  redis.call('ZADD', KEYS[k + 1], now, entry_id .. ':' .. tokens)
-  redis.call('PEXPIRE', KEYS[k + 1], window + 1000)
-  local count, total = counts[i][1] + 1, counts[i][2] + tokens
-  store_total(KEYS[k + 2], total, window + 1000)
-  redis.call('INCR', KEYS[k + 4])
-  redis.call('PEXPIREAT', KEYS[k + 4], day_end + 3600000)
+  redis.call('ZADD', win, now, entry_id .. ':' .. tokens)
+  redis.call('PEXPIRE', win, window + 1000)
+  redis.call('HSET', state, 'tok', total, 'tat', tat + interval)
+  -- The hash must outlive the day's counter; it only needs extending when
+  -- that counter starts (nothing else ever shortens its expiry).
+  if redis.call('HINCRBY', state, day_field, 1) == 1 then expire_at_least(state, day_end + 3600000, now) end
   if max_in_flight > 0 then
-    redis.call('ZADD', KEYS[k + 5], now + lease_ttl, entry_id)
-    redis.call('PEXPIRE', KEYS[k + 5], lease_ttl + 1000)
+    redis.call('ZADD', lease_key, now + lease_ttl, entry_id)
+    redis.call('PEXPIRE', lease_key, lease_ttl + 1000)
   end
   return {1, i, now, count, total}
 end
 
 local start = 0
 if rotate == 1 then
-  local rr = KEYS[n * 7 + 1]
-  start = redis.call('INCR', rr) % n
-  redis.call('PEXPIRE', rr, 86400000)
+  local rr = KEYS[n * 3 + 2]
+  local turn = redis.call('INCR', rr)
+  if turn == 1 then redis.call('PEXPIRE', rr, 86400000) end
+  start = turn % n
 end
 
 local earliest = -1

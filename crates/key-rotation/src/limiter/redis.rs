@@ -1,8 +1,11 @@
 //! The shared limiter: every replica admits through one Redis, one Lua script
 //! per admission, with Redis `TIME` as the only clock.
 //!
-//! Every key an admission touches carries the model as its hash tag, so one
-//! call stays in one Cluster slot. Every key has a TTL.
+//! Per bucket there are two keys, a window log and a state hash (token
+//! total, GCRA, day counters, cooldown), plus a lease set per key and one
+//! hash of disabled keys per model. Every key an admission touches carries
+//! the model as its hash tag, so one call stays in one Cluster slot. Every
+//! key has a TTL.
 
 use std::sync::{Arc, LazyLock};
 
@@ -13,16 +16,16 @@ use super::{AdmitRequest, BucketUsage, Decision, Limiter, LimiterError, Pick, Re
 use crate::pacific;
 use crate::redis_conn::{RedisError, RedisHandle};
 
-/// Each window-reading script starts with the shared window helpers.
-fn with_window_helpers(body: &str) -> Script {
+/// Each script starts with the shared bucket helpers.
+fn with_helpers(body: &str) -> Script {
     Script::new(&format!("{}\n{body}", include_str!("window.lua")))
 }
 
-static ADMIT: LazyLock<Script> = LazyLock::new(|| with_window_helpers(include_str!("admit.lua")));
-static TICKET: LazyLock<Script> = LazyLock::new(|| with_window_helpers(include_str!("ticket.lua")));
-static USAGE: LazyLock<Script> = LazyLock::new(|| with_window_helpers(include_str!("usage.lua")));
-static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("replay.lua")));
-static RESTRICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cool_down.lua")));
+static ADMIT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("admit.lua")));
+static TICKET: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("ticket.lua")));
+static USAGE: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("usage.lua")));
+static RESTRICT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("restrict.lua")));
+static REPLAY: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("replay.lua")));
 
 /// Redis key names. Braces in ids would break the hash tag, so they are
 /// replaced; colons are fine inside a segment.
@@ -47,44 +50,32 @@ impl KeyNames {
     pub fn window(&self, model: &str, project: &str) -> String {
         self.tagged(model, "win", project)
     }
-    pub fn tokens(&self, model: &str, project: &str) -> String {
-        self.tagged(model, "tok", project)
-    }
-    pub fn tat(&self, model: &str, project: &str) -> String {
-        self.tagged(model, "tat", project)
-    }
-    pub fn day(&self, model: &str, project: &str, day_start_ms: u64) -> String {
-        self.tagged(model, "day", &format!("{}:{day_start_ms}", project))
+    pub fn state(&self, model: &str, project: &str) -> String {
+        self.tagged(model, "st", project)
     }
     pub fn leases(&self, model: &str, key_id: &str) -> String {
         self.tagged(model, "lease", key_id)
     }
-    pub fn cooldown(&self, model: &str, project: &str) -> String {
-        self.tagged(model, "cool", project)
-    }
-    pub fn disabled(&self, model: &str, key_id: &str) -> String {
-        self.tagged(model, "off", key_id)
-    }
-    pub fn lock(&self, name: &str) -> String {
-        format!("{}:lock:{}", self.prefix, clean(name))
+    pub fn disabled_keys(&self, model: &str) -> String {
+        format!("{}:{{m:{}}}:off", self.prefix, clean(model))
     }
     pub fn round_robin(&self, model: &str) -> String {
         format!("{}:{{m:{}}}:rr", self.prefix, clean(model))
     }
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}:lock:{}", self.prefix, clean(name))
+    }
 
     /// Every key one admission over `request` touches, in script order.
-    pub fn admission_keys(&self, request: &AdmitRequest, day_start_ms: u64) -> Vec<String> {
-        let mut keys = Vec::with_capacity(request.candidates.len() * 7 + 1);
+    pub fn admission_keys(&self, request: &AdmitRequest) -> Vec<String> {
+        let mut keys = Vec::with_capacity(request.candidates.len() * 3 + 2);
         for c in &request.candidates {
             keys.push(self.window(&c.model, &c.project));
-            keys.push(self.tokens(&c.model, &c.project));
-            keys.push(self.tat(&c.model, &c.project));
-            keys.push(self.day(&c.model, &c.project, day_start_ms));
+            keys.push(self.state(&c.model, &c.project));
             keys.push(self.leases(&c.model, &c.key_id));
-            keys.push(self.cooldown(&c.model, &c.project));
-            keys.push(self.disabled(&c.model, &c.key_id));
         }
         let model = request.candidates.first().map_or("", |c| c.model.as_str());
+        keys.push(self.disabled_keys(model));
         keys.push(self.round_robin(model));
         keys
     }
@@ -129,6 +120,10 @@ impl From<RedisError> for LimiterError {
     }
 }
 
+fn today() -> (u64, u64) {
+    pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock))
+}
+
 impl RedisLimiter {
     pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
         Self { redis, names: KeyNames::new(prefix) }
@@ -162,9 +157,6 @@ impl RedisLimiter {
     /// Writes admissions made while Redis was unreachable into the shared
     /// windows, so a recovered (or restarted) Redis counts them too.
     pub async fn replay(&self, tickets: &[(Ticket, u64)]) -> Result<(), LimiterError> {
-        if tickets.is_empty() {
-            return Ok(());
-        }
         let mut by_bucket: std::collections::BTreeMap<(&str, &str), Vec<&(Ticket, u64)>> = Default::default();
         for entry in tickets {
             by_bucket.entry((&entry.0.model, &entry.0.project)).or_default().push(entry);
@@ -172,7 +164,7 @@ impl RedisLimiter {
         for ((model, project), entries) in by_bucket {
             let window_ms = entries.iter().map(|(_, w)| *w).max().unwrap_or(0);
             let mut invocation = REPLAY.prepare_invoke();
-            invocation.key(self.names.window(model, project)).key(self.names.tokens(model, project)).arg(window_ms);
+            invocation.key(self.names.window(model, project)).key(self.names.state(model, project)).arg(window_ms);
             for (ticket, _) in entries {
                 invocation
                     .arg(ticket.admitted_at_ms)
@@ -188,24 +180,25 @@ impl RedisLimiter {
         let mut invocation = TICKET.prepare_invoke();
         invocation
             .key(self.names.window(&ticket.model, &ticket.project))
-            .key(self.names.tokens(&ticket.model, &ticket.project))
-            .key(self.names.day(&ticket.model, &ticket.project, ticket.day_start_ms))
+            .key(self.names.state(&ticket.model, &ticket.project))
             .key(self.names.leases(&ticket.model, &ticket.key_id))
-            .key(self.names.tat(&ticket.model, &ticket.project))
             .arg(op)
             .arg(&ticket.entry_id)
             .arg(ticket.admitted_at_ms)
             .arg(tokens)
-            .arg(ticket.pacing_interval_ms);
+            .arg(ticket.pacing_interval_ms)
+            .arg(ticket.day_start_ms);
         self.redis.invoke::<i64>(&invocation).await?;
         Ok(())
     }
 
-    async fn restrict(&self, key: String, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
+    async fn restrict(&self, key: String, args: &[&str]) -> Result<(u64, String, u64), LimiterError> {
         let mut invocation = RESTRICT.prepare_invoke();
-        invocation.key(key).arg(duration_ms.max(1)).arg(reason);
-        self.redis.invoke::<i64>(&invocation).await?;
-        Ok(())
+        invocation.key(key);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        Ok(self.redis.invoke(&invocation).await?)
     }
 }
 
@@ -217,9 +210,9 @@ impl Limiter for RedisLimiter {
         }
         // The day is computed from this replica's clock; at worst a few
         // milliseconds around midnight land in the neighbouring day.
-        let (day_start, day_end) = pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+        let (day_start, day_end) = today();
         let mut invocation = ADMIT.prepare_invoke();
-        for key in self.names.admission_keys(request, day_start) {
+        for key in self.names.admission_keys(request) {
             invocation.key(key);
         }
         invocation
@@ -234,6 +227,7 @@ impl Limiter for RedisLimiter {
             .arg(day_end);
         for c in &request.candidates {
             invocation
+                .arg(&c.key_id)
                 .arg(c.limits.rpm)
                 .arg(c.limits.tpm)
                 .arg(c.limits.rpd.unwrap_or(0))
@@ -285,7 +279,8 @@ impl Limiter for RedisLimiter {
     }
 
     async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
-        self.restrict(self.names.cooldown(model, project), duration_ms, reason).await?;
+        let duration = duration_ms.max(1).to_string();
+        self.restrict(self.names.state(model, project), &["cool", &duration, reason]).await?;
         self.announce(&RestrictionChange::CoolDown {
             model: model.into(),
             project: project.into(),
@@ -297,9 +292,8 @@ impl Limiter for RedisLimiter {
     }
 
     async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.names.disabled(model, key_id)).arg(reason).arg("PX").arg(duration_ms.max(1));
-        self.redis.query::<()>(&cmd).await?;
+        let duration = duration_ms.max(1).to_string();
+        self.restrict(self.names.disabled_keys(model), &["disable", key_id, &duration, reason]).await?;
         self.announce(&RestrictionChange::Disable {
             model: model.into(),
             key_id: key_id.into(),
@@ -311,31 +305,26 @@ impl Limiter for RedisLimiter {
     }
 
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.names.disabled(model, key_id));
-        self.redis.query::<i64>(&cmd).await?;
+        self.restrict(self.names.disabled_keys(model), &["enable", key_id]).await?;
         self.announce(&RestrictionChange::Enable { model: model.into(), key_id: key_id.into() }).await;
         Ok(())
     }
 
     async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), LimiterError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.names.cooldown(model, project));
-        self.redis.query::<i64>(&cmd).await?;
+        self.restrict(self.names.state(model, project), &["uncool"]).await?;
         self.announce(&RestrictionChange::ClearCooldown { model: model.into(), project: project.into() }).await;
         Ok(())
     }
 
     async fn usage(&self, model: &str, project: &str, window_ms: u64) -> Result<BucketUsage, LimiterError> {
-        let (day_start, _) = pacific::day_bounds_ms(crate::clock::Clock::now_ms(&crate::clock::SystemClock));
+        let (day_start, _) = today();
         let mut invocation = USAGE.prepare_invoke();
         invocation
             .key(self.names.window(model, project))
-            .key(self.names.tokens(model, project))
-            .key(self.names.day(model, project, day_start))
-            .key(self.names.cooldown(model, project))
-            .arg(window_ms);
-        let (requests, tokens, today, pttl, reason, now_ms): (u32, u64, u32, i64, String, u64) =
+            .key(self.names.state(model, project))
+            .arg(window_ms)
+            .arg(day_start);
+        let (requests, tokens, today, cool_until, reason, now_ms): (u32, u64, u32, u64, String, u64) =
             self.redis.invoke(&invocation).await?;
         Ok(BucketUsage {
             model: model.to_string(),
@@ -343,25 +332,13 @@ impl Limiter for RedisLimiter {
             requests_in_window: requests,
             tokens_in_window: tokens,
             requests_today: today,
-            cooldown: u64::try_from(pttl)
-                .ok()
-                .filter(|ms| *ms > 0)
-                .map(|ms| Restriction { until_ms: now_ms + ms, reason }),
+            cooldown: (cool_until > now_ms).then_some(Restriction { until_ms: cool_until, reason }),
         })
     }
 
     async fn disabled(&self, model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError> {
-        let key = self.names.disabled(model, key_id);
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key).cmd("TIME");
-        let mut connection = self.redis.connection().await?;
-        let reply: Result<(Option<String>, i64, (u64, u64)), _> =
-            tokio::time::timeout(self.redis.deadline(), pipe.query_async(&mut connection))
-                .await
-                .map_err(|_| LimiterError::Unavailable("redis deadline".into()))?;
-        let (reason, pttl, (secs, micros)) = reply.map_err(|err| LimiterError::Unavailable(err.to_string()))?;
-        let now_ms = secs * 1000 + micros / 1000;
-        Ok(reason.zip(u64::try_from(pttl).ok()).map(|(reason, ms)| Restriction { until_ms: now_ms + ms, reason }))
+        let (until_ms, reason, now_ms) = self.restrict(self.names.disabled_keys(model), &["disabled", key_id]).await?;
+        Ok((until_ms > now_ms).then_some(Restriction { until_ms, reason }))
     }
 
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {
@@ -426,12 +403,12 @@ mod tests {
             lease_ttl_ms: 60_000,
             entry_id: "e".into(),
         };
-        let keys = KeyNames::new("algoagent").admission_keys(&request, 1_700_000_000_000);
-        assert_eq!(keys.len(), 16 * 7 + 1);
+        let keys = KeyNames::new("algoagent").admission_keys(&request);
+        assert_eq!(keys.len(), 16 * 3 + 2);
         let first = slot(&keys[0]);
         assert!(keys.iter().all(|key| slot(key) == first), "{keys:?}");
         // A braced id cannot break out of the tag.
         let names = KeyNames::new("p");
-        assert_eq!(slot(&names.window("m}x{", "a")), slot(&names.disabled("m}x{", "b")));
+        assert_eq!(slot(&names.window("m}x{", "a")), slot(&names.disabled_keys("m}x{")));
     }
 }

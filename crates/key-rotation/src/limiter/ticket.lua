@@ -1,6 +1,6 @@
--- Adjusts an admitted entry. KEYS: window zset, token total, day counter,
--- lease zset, GCRA tat. ARGV: op ('reconcile' | 'refund'), entry_id,
--- admitted_at_ms, tokens, pacing interval ms.
+-- Adjusts an admitted entry. KEYS: window zset, state hash, lease zset.
+-- ARGV: op ('reconcile' | 'refund'), entry_id, admitted_at_ms, tokens,
+-- pacing interval ms, day start ms.
 local prefix = ARGV[2] .. ':'
 local at = tonumber(ARGV[3])
 local delta = 0
@@ -14,17 +14,17 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], at, at)) do
     end
   end
 end
-local total = redis.call('GET', KEYS[2])
-if total and delta ~= 0 then
-  redis.call('SET', KEYS[2], math.max(tonumber(total) + delta, 0), 'KEEPTTL')
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+local total = redis.call('HGET', KEYS[2], 'tok')
+if delta ~= 0 and total then
+  -- Without a total, the next reader recounts from the log.
+  redis.call('HSET', KEYS[2], 'tok', math.max(tonumber(total) + delta, 0))
 end
 if ARGV[1] == 'refund' then
-  redis.call('ZREM', KEYS[4], ARGV[2])
-  local day = tonumber(redis.call('GET', KEYS[3]) or 0)
-  if day > 0 then redis.call('DECR', KEYS[3]) end
-  local tat = redis.call('GET', KEYS[5])
-  if tat then
-    redis.call('SET', KEYS[5], math.max(tonumber(tat) - tonumber(ARGV[5]), 0), 'KEEPTTL')
-  end
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  local day_field = 'd:' .. ARGV[6]
+  if tonumber(redis.call('HGET', KEYS[2], day_field) or 0) > 0 then redis.call('HINCRBY', KEYS[2], day_field, -1) end
+  local tat = redis.call('HGET', KEYS[2], 'tat')
+  if tat then redis.call('HSET', KEYS[2], 'tat', math.max(tonumber(tat) - tonumber(ARGV[5]), 0)) end
 end
 return 1

@@ -1,11 +1,8 @@
--- KEYS: window zset, token total, day counter, cooldown. ARGV: window_ms.
--- Returns {requests, tokens, today, cooldown_pttl, cooldown_reason, now_ms}.
+-- KEYS: window zset, state hash. ARGV: window_ms, day start ms.
+-- Returns {requests, tokens, today, cooldown_until_ms, cooldown_reason, now_ms}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local count, total = prune(KEYS[1], KEYS[2], now - window)
-if count > 0 then store_total(KEYS[2], total, window + 1000) end
-local today = tonumber(redis.call('GET', KEYS[3]) or 0)
-local pttl = redis.call('PTTL', KEYS[4])
-local reason = redis.call('GET', KEYS[4]) or ''
-return {count, total, today, pttl, reason, now}
+local fields = redis.call('HMGET', KEYS[2], 'tok', 'd:' .. ARGV[2], 'cu', 'cr')
+local count, total = prune(KEYS[1], tonumber(fields[1]), now - tonumber(ARGV[1]))
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'tok', total) end
+return {count, total, tonumber(fields[2] or 0), tonumber(fields[3] or 0), fields[4] or '', now}

@@ -1,21 +1,22 @@
--- Shared by every script that reads a bucket window (prepended to each).
--- A window is a zset (member "<id>:<tokens>", score = admission ms) plus a
--- running token total, so nothing walks the whole log on the hot path.
+-- Shared by every script that reads a bucket (prepended to each).
+-- A bucket is a window zset (member "<id>:<tokens>", score = admission ms)
+-- plus one state hash: tok (tokens in the window), tat (GCRA), d:<day start>
+-- (requests that Pacific day), cu / cr (cooldown until ms, and why).
 
 local function entry_tokens(member)
   return tonumber(string.match(member, ':(%d+)$')) or 0
 end
 
--- Drops entries at or before `cutoff`, keeping the token total in step.
--- Returns the window's request count and token total.
-local function prune(win, tok, cutoff)
-  local total = redis.call('GET', tok)
-  if not total and redis.call('EXISTS', win) == 1 then
-    -- The total was lost (an eviction): rebuild it once from the log.
+-- Drops window entries at or before `cutoff`, keeping the token total in
+-- step. Returns the request count and token total.
+local function prune(win, total, cutoff)
+  if not total then
+    -- No total yet (first use, or the hash expired): count from the log.
     total = 0
-    for _, member in ipairs(redis.call('ZRANGE', win, 0, -1)) do total = total + entry_tokens(member) end
+    if redis.call('EXISTS', win) == 1 then
+      for _, member in ipairs(redis.call('ZRANGE', win, 0, -1)) do total = total + entry_tokens(member) end
+    end
   end
-  total = tonumber(total or 0)
   local expired = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
   if #expired > 0 then
     for _, member in ipairs(expired) do total = total - entry_tokens(member) end
@@ -25,6 +26,15 @@ local function prune(win, tok, cutoff)
   return redis.call('ZCARD', win), total
 end
 
-local function store_total(tok, total, ttl)
-  redis.call('SET', tok, total, 'PX', ttl)
+-- Extends a key's expiry to at least `at_ms`, never shortening it.
+local function expire_at_least(key, at_ms, now)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 or now + ttl < at_ms then redis.call('PEXPIREAT', key, at_ms) end
+end
+
+-- A disable is "<until ms>|<reason>" in the model's hash of disabled keys.
+local function disabled_until(off, key_id)
+  local value = redis.call('HGET', off, key_id)
+  if not value then return 0 end
+  return tonumber(string.match(value, '^(%d+)|')) or 0
 end
