@@ -1,7 +1,7 @@
 //! Per-user fair use, checked before key admission: GCRA at `rpm` per minute
 //! with `burst`, plus the user's input tokens in a sliding minute.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use redis::Script;
 
 use crate::clock::{Clock, SystemClock};
-use crate::limiter::LimiterError;
+use crate::config::BucketLimits;
+use crate::limiter::{gcra, LimiterError, Window};
 use crate::redis_conn::RedisHandle;
 
 const MINUTE_MS: u64 = 60_000;
@@ -59,8 +60,17 @@ fn interval_ms(limits: UserLimits) -> u64 {
 
 #[derive(Default)]
 struct UserState {
-    tat_ms: u64,
-    tokens: VecDeque<(u64, String, u64)>,
+    tat_ms: Option<u64>,
+    tokens: Window,
+}
+
+/// The user's limits in the shapes the shared limiter helpers take: GCRA
+/// pacing at `rpm` per minute with `burst`, and a token window with no
+/// request cap of its own.
+fn as_bucket_limits(limits: UserLimits) -> (BucketLimits, BucketLimits) {
+    let pacing = BucketLimits { rpm: limits.rpm.max(1), tpm: limits.tpm, rpd: None, burst: limits.burst.max(1) };
+    let tokens = BucketLimits { rpm: u32::MAX, ..pacing };
+    (pacing, tokens)
 }
 
 pub struct MemoryFairUse {
@@ -93,31 +103,19 @@ impl FairUse for MemoryFairUse {
             return Ok(UserDecision::TooLarge);
         }
         let now = self.clock.now_ms();
-        let interval = interval_ms(limits);
-        let tolerance = interval * u64::from(limits.burst.saturating_sub(1));
+        let (pacing, token_limits) = as_bucket_limits(limits);
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         let state = users.entry(user.to_string()).or_default();
-        while state.tokens.front().is_some_and(|(at, _, _)| at + MINUTE_MS <= now) {
-            state.tokens.pop_front();
-        }
-        let tat = state.tat_ms.max(now);
-        let mut wait = (tat.saturating_sub(tolerance)).saturating_sub(now);
-        let used: u64 = state.tokens.iter().map(|(_, _, t)| t).sum();
-        if used + tokens > limits.tpm {
-            let mut remaining = used;
-            for (at, _, spent) in &state.tokens {
-                remaining -= spent;
-                if remaining + tokens <= limits.tpm {
-                    wait = wait.max((at + MINUTE_MS).saturating_sub(now));
-                    break;
-                }
-            }
-        }
+        state.tokens.prune(now, MINUTE_MS);
+        let (pacing_wait, next_tat) = gcra(state.tat_ms, &pacing, now, MINUTE_MS);
+        let token_wait = state.tokens.wait_ms(&token_limits, tokens, now, MINUTE_MS).unwrap_or(u64::MAX);
+        let wait = pacing_wait.max(token_wait);
         if wait > 0 {
             return Ok(UserDecision::Limited { retry_after: Duration::from_millis(wait) });
         }
-        state.tat_ms = tat + interval;
-        state.tokens.push_back((now, entry_id.to_string(), tokens));
+        state.tat_ms = Some(next_tat);
+        state.tokens.push(now, entry_id, tokens);
+        let interval = interval_ms(limits);
         Ok(UserDecision::Allowed(UserTicket {
             user: user.to_string(),
             entry_id: entry_id.to_string(),
@@ -129,8 +127,8 @@ impl FairUse for MemoryFairUse {
     async fn refund(&self, ticket: &UserTicket) -> Result<(), LimiterError> {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = users.get_mut(&ticket.user) {
-            state.tat_ms = state.tat_ms.saturating_sub(ticket.interval_ms);
-            state.tokens.retain(|(_, id, _)| *id != ticket.entry_id);
+            state.tat_ms = state.tat_ms.map(|tat| tat.saturating_sub(ticket.interval_ms));
+            state.tokens.remove(&ticket.entry_id);
         }
         Ok(())
     }
