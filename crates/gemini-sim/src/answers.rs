@@ -1,0 +1,211 @@
+//! Answers that follow the prompt, so tests can check what was asked.
+
+use serde_json::{json, Map, Value};
+
+/// The text of a request: every part of `contents`, and the last user turn.
+pub struct Prompt {
+    pub all_text: String,
+    pub last_user: String,
+    pub system: Option<String>,
+}
+
+fn parts_text(content: &Value) -> String {
+    content["parts"]
+        .as_array()
+        .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+pub fn prompt(body: &Value) -> Prompt {
+    let contents = body["contents"].as_array().cloned().unwrap_or_default();
+    let mut all = Vec::new();
+    let mut last_user = String::new();
+    for content in &contents {
+        let text = parts_text(content);
+        if content["role"].as_str().unwrap_or("user") == "user" {
+            last_user = text.clone();
+        }
+        all.push(text);
+    }
+    let system = body.get("systemInstruction").or_else(|| body.get("system_instruction")).map(parts_text);
+    if let Some(system) = &system {
+        all.insert(0, system.clone());
+    }
+    Prompt { all_text: all.join("\n"), last_user, system }
+}
+
+/// Google's counts are its own; ⌈characters / 4⌉ is the documented rule of thumb.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}
+
+/// The answer text for a request.
+pub fn answer(body: &Value, prompt: &Prompt) -> String {
+    let config = body.get("generationConfig").or_else(|| body.get("generation_config"));
+    let mime =
+        config.and_then(|c| c.get("responseMimeType").or_else(|| c.get("response_mime_type"))).and_then(Value::as_str);
+    if mime == Some("application/json") {
+        let schema = config.and_then(|c| c.get("responseSchema").or_else(|| c.get("response_schema")));
+        let value = match schema {
+            Some(schema) => instance_of(schema, &prompt.last_user),
+            None => json!({ "answer": prompt.last_user }),
+        };
+        return value.to_string();
+    }
+    if asks_for_strategy_code(&prompt.all_text) {
+        return strategy_code(&prompt.all_text);
+    }
+    format!("You asked: \"{}\". Here is a thoughtful answer from the simulator.", prompt.last_user.trim())
+}
+
+fn asks_for_strategy_code(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("backtesting") && (lower.contains("strategy") || lower.contains("class"))
+}
+
+/// A value of the JSON Schema (OpenAPI subset Gemini takes) `schema`.
+fn instance_of(schema: &Value, echo: &str) -> Value {
+    if let Some(options) = schema["enum"].as_array() {
+        return options.first().cloned().unwrap_or(Value::Null);
+    }
+    let kind = schema["type"].as_str().unwrap_or("object").to_ascii_lowercase();
+    match kind.as_str() {
+        "object" => {
+            let mut object = Map::new();
+            if let Some(properties) = schema["properties"].as_object() {
+                for (name, property) in properties {
+                    let value = if property["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("string"))
+                        && property.get("enum").is_none()
+                    {
+                        Value::String(format!("{name}: {}", echo.trim()))
+                    } else {
+                        instance_of(property, echo)
+                    };
+                    object.insert(name.clone(), value);
+                }
+            }
+            Value::Object(object)
+        }
+        "array" => Value::Array(vec![instance_of(&schema["items"], echo)]),
+        "string" => Value::String(echo.trim().to_string()),
+        "integer" => json!(1),
+        "number" => json!(1.0),
+        "boolean" => json!(true),
+        _ => Value::Null,
+    }
+}
+
+/// The strategy name a prompt asks for: `named X`, `strategy_name: X`,
+/// `class X`, or `GeneratedStrategy`.
+fn strategy_name(text: &str) -> String {
+    let markers = ["strategy_name\": \"", "strategy_name: ", "strategy name: ", "named ", "class "];
+    // ASCII lowering keeps byte offsets, so they index `text` too.
+    let lower = text.to_ascii_lowercase();
+    for marker in markers {
+        if let Some(at) = lower.find(&marker.to_ascii_lowercase()) {
+            let rest = text.get(at + marker.len()..).unwrap_or_default();
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if name.chars().next().is_some_and(char::is_alphabetic) {
+                return name;
+            }
+        }
+    }
+    "GeneratedStrategy".to_string()
+}
+
+/// Indicators and periods named in the prompt, e.g. "SMA(20)", "50-period EMA", "RSI 14".
+fn indicators(text: &str) -> Vec<(String, u32)> {
+    let lower = text.to_ascii_lowercase();
+    let mut found = Vec::new();
+    for name in ["sma", "ema", "rsi"] {
+        let mut search = 0;
+        while let Some(offset) = lower[search..].find(name) {
+            let at = search + offset;
+            search = at + name.len();
+            let before = lower.get(at.saturating_sub(12)..at).unwrap_or_default();
+            let after: String = lower.get(search..).unwrap_or_default().chars().take(12).collect();
+            let period = first_number(&after).or_else(|| last_number(before));
+            if let Some(period) = period.filter(|p| (2..=500).contains(p)) {
+                if !found.contains(&(name.to_string(), period)) {
+                    found.push((name.to_string(), period));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn first_number(text: &str) -> Option<u32> {
+    let digits: String = text.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn last_number(text: &str) -> Option<u32> {
+    let reversed: String =
+        text.chars().rev().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    reversed.chars().rev().collect::<String>().parse().ok()
+}
+
+/// A valid backtesting.py strategy using the indicators and periods asked for.
+fn strategy_code(text: &str) -> String {
+    let name = strategy_name(text);
+    let mut found = indicators(text);
+    if found.is_empty() {
+        found = vec![("sma".into(), 10), ("sma".into(), 20)];
+    }
+    let mut helpers = String::new();
+    let mut init = String::new();
+    let mut series = Vec::new();
+    for (kind, period) in &found {
+        let attr = format!("{kind}{period}");
+        let function = match kind.as_str() {
+            "ema" => "EMA",
+            "rsi" => "RSI",
+            _ => "SMA",
+        };
+        if !helpers.contains(&format!("def {function}(")) {
+            helpers.push_str(match function {
+                "EMA" => "def EMA(values, n):\n    return pd.Series(values).ewm(span=n, adjust=False).mean()\n\n\n",
+                "RSI" => "def RSI(values, n):\n    delta = pd.Series(values).diff()\n    gain = delta.clip(lower=0).rolling(n).mean()\n    loss = (-delta.clip(upper=0)).rolling(n).mean()\n    return 100 - 100 / (1 + gain / loss)\n\n\n",
+                _ => "def SMA(values, n):\n    return pd.Series(values).rolling(n).mean()\n\n\n",
+            });
+        }
+        init.push_str(&format!("        self.{attr} = self.I({function}, self.data.Close, {period})\n"));
+        series.push(attr);
+    }
+    let (fast, slow) = (series[0].clone(), series.get(1).cloned().unwrap_or_else(|| series[0].clone()));
+    format!(
+        "```python\nimport pandas as pd\nfrom backtesting import Strategy\nfrom backtesting.lib import crossover\n\n\n{helpers}class {name}(Strategy):\n    def init(self):\n{init}\n    def next(self):\n        if crossover(self.{fast}, self.{slow}):\n            self.buy()\n        elif crossover(self.{slow}, self.{fast}):\n            self.position.close()\n```\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_code_follows_the_prompt() {
+        let prompt = "Write a backtesting.py Strategy named GoldenCross: buy when the 50-period SMA crosses above SMA(200); use RSI 14 as a filter.";
+        let code = strategy_code(prompt);
+        assert!(code.contains("class GoldenCross(Strategy):"), "{code}");
+        assert!(code.contains("self.I(SMA, self.data.Close, 50)"), "{code}");
+        assert!(code.contains("self.I(SMA, self.data.Close, 200)"), "{code}");
+        assert!(code.contains("self.I(RSI, self.data.Close, 14)"), "{code}");
+        assert!(code.contains("def init(self):") && code.contains("def next(self):"));
+    }
+
+    #[test]
+    fn json_answers_follow_the_schema() {
+        let schema = json!({"type": "OBJECT", "properties": {
+            "formatted_response": {"type": "STRING"},
+            "score": {"type": "INTEGER"},
+            "tags": {"type": "ARRAY", "items": {"type": "STRING"}},
+            "level": {"type": "STRING", "enum": ["low", "high"]}
+        }});
+        let value = instance_of(&schema, "hello");
+        assert_eq!(value["score"], 1);
+        assert_eq!(value["level"], "low");
+        assert_eq!(value["tags"], json!(["hello"]));
+        assert_eq!(value["formatted_response"], "formatted_response: hello");
+    }
+}
