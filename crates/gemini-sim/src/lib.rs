@@ -81,6 +81,8 @@ pub struct LoggedRequest {
     pub model: String,
     pub method: String,
     pub status: u16,
+    /// Whether the key came in the URL (`?key=`) rather than the header.
+    pub key_in_url: bool,
     pub system: Option<String>,
     pub prompt: String,
     pub body: Value,
@@ -297,6 +299,7 @@ async fn model_call(
     let model = model.to_string();
     let method = method.to_string();
     let secret = api_key(&headers, &query);
+    let key_in_url = query.key.is_some();
     let key = check_key(&sim, secret.as_deref());
     let key_id = key.as_ref().ok().map(|k| k.id.clone());
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
@@ -304,17 +307,24 @@ async fn model_call(
         Ok(value) if value.is_object() => value,
         _ => {
             let err = errors::bad_request("Invalid JSON payload received.");
-            return finish(&sim, key_id, &model, &method, &Value::Null, err.into_response());
+            return finish(&sim, (key_id, key_in_url), &model, &method, &Value::Null, err.into_response());
         }
     };
     let response = match key {
         Err(err) => err.into_response(),
         Ok(key) => handle(&sim, key, &version, &model, &method, &body, query.alt.as_deref()).await,
     };
-    finish(&sim, key_id, &model, &method, &body, response)
+    finish(&sim, (key_id, key_in_url), &model, &method, &body, response)
 }
 
-fn finish(sim: &Sim, key_id: Option<String>, model: &str, method: &str, body: &Value, response: Response) -> Response {
+fn finish(
+    sim: &Sim,
+    (key_id, key_in_url): (Option<String>, bool),
+    model: &str,
+    method: &str,
+    body: &Value,
+    response: Response,
+) -> Response {
     let prompt = answers::prompt(body);
     let status = response.status().as_u16();
     if status >= 400 && status != 429 {
@@ -328,6 +338,7 @@ fn finish(sim: &Sim, key_id: Option<String>, model: &str, method: &str, body: &V
         model: model.to_string(),
         method: method.to_string(),
         status,
+        key_in_url,
         system: prompt.system,
         prompt: prompt.all_text,
         body: body.clone(),

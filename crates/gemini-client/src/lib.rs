@@ -1,0 +1,9 @@
+//! The Gemini REST client and the classification of its outcomes.
+
+pub mod chat;
+pub mod classify;
+pub mod client;
+
+pub use chat::{ChatRequest, ChatResponse, GenerationConfig, Message, Role};
+pub use classify::GeminiError;
+pub use client::{GeminiClient, GeminiStream, DEFAULT_BASE_URL, DEFAULT_VERSION};
