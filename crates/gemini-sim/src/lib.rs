@@ -301,7 +301,8 @@ async fn model_call(
     let secret = api_key(&headers, &query);
     let key_in_url = query.key.is_some();
     let key = check_key(&sim, secret.as_deref());
-    let key_id = key.as_ref().ok().map(|k| k.id.clone());
+    // A configured key is named in the log even when it was rejected.
+    let key_id = secret.as_deref().and_then(|s| sim.key(s)).map(|k| k.id.clone());
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let body = match parsed {
         Ok(value) if value.is_object() => value,

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod executor;
+
 use std::time::Duration;
 
 use gemini_client::chat::{estimate_tokens, parse_answer};

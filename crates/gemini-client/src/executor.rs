@@ -1,0 +1,347 @@
+//! The rotating executor: the one way any Gemini call is made.
+//!
+//! fair use → key admission → call → classify → report, retried on another
+//! key when the key was at fault (at most `max_attempts`, all inside the
+//! deadline). With no room, it waits until the time admission named if that
+//! fits the deadline; otherwise it answers with an accurate `Retry-After`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use key_rotation::config::Workload;
+use key_rotation::fair_use::{FairUse, UserDecision, UserLimits, UserTicket};
+use key_rotation::limiter::LimiterError;
+use key_rotation::outcome::Outcome;
+use key_rotation::pool::{AdmitResult, AdmitSpec, Grant, KeyPool, PoolError};
+use rand::Rng;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::chat::estimate_tokens;
+use crate::classify::GeminiError;
+use crate::client::{GeminiClient, GeminiStream};
+
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// The whole call, retries and waiting included (`AI_DEADLINE_SECS`).
+    pub deadline: Duration,
+    pub max_attempts: u32,
+    /// First backoff after a model-wide failure; doubles per attempt.
+    pub backoff: Duration,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self { deadline: Duration::from_secs(25), max_attempts: 4, backoff: Duration::from_millis(200) }
+    }
+}
+
+/// One call: what to send and how to choose its key.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    /// Whose quota this is (fair use) and, when `sticky`, whose key.
+    pub user: Option<String>,
+    pub sticky: bool,
+    pub workload: Workload,
+    /// An exact model (the SDK proxy); otherwise the admitted key's model.
+    pub model: Option<String>,
+    pub allow_spill: bool,
+    pub body: Value,
+    /// Overrides the default deadline.
+    pub deadline: Option<Duration>,
+}
+
+/// Why a call produced no answer. The HTTP layers render it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("no API keys configured")]
+    NoKeys,
+    #[error("no configured key serves model {0}")]
+    NoKeyForModel(String),
+    #[error("request of about {estimated} input tokens is larger than any key allows ({max_tpm} per window)")]
+    TooLarge { estimated: u64, max_tpm: u64 },
+    #[error("per-user limit reached; retry in {retry_after:?}")]
+    UserLimited { retry_after: Duration },
+    #[error("every key is at its limit; retry in {retry_after:?}")]
+    PoolFull { retry_after: Duration },
+    #[error("every key that could serve this request is disabled")]
+    Unusable,
+    #[error("the AI call did not finish within its deadline")]
+    DeadlineExceeded,
+    /// The caller's request was refused (blocked prompt, SAFETY, unknown model, bad request).
+    #[error(transparent)]
+    Rejected(GeminiError),
+    /// Gemini kept failing (5xx, malformed answers, key failures) for every attempt.
+    #[error("Gemini failed after {attempts} attempts: {last}")]
+    Upstream { attempts: u32, last: GeminiError },
+    #[error("quota state unavailable: {0}")]
+    Backend(#[from] LimiterError),
+}
+
+impl ExecError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ExecError::NoKeys | ExecError::Unusable | ExecError::Backend(_) => 503,
+            ExecError::NoKeyForModel(_) => 404,
+            ExecError::TooLarge { .. } => 413,
+            ExecError::UserLimited { .. } | ExecError::PoolFull { .. } => 429,
+            ExecError::DeadlineExceeded => 504,
+            ExecError::Rejected(GeminiError::ModelNotFound(_)) => 404,
+            ExecError::Rejected(GeminiError::BadRequest { status, .. }) => *status,
+            ExecError::Rejected(_) => 422,
+            ExecError::Upstream { last: GeminiError::TimedOut, .. } => 504,
+            ExecError::Upstream { .. } => 502,
+        }
+    }
+
+    /// For `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ExecError::UserLimited { retry_after } | ExecError::PoolFull { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl From<PoolError> for ExecError {
+    fn from(err: PoolError) -> Self {
+        match err {
+            PoolError::NoKeys => ExecError::NoKeys,
+            PoolError::NoKeyForModel(model) => ExecError::NoKeyForModel(model),
+            PoolError::TooLarge { estimated, max_tpm } => ExecError::TooLarge { estimated, max_tpm },
+            PoolError::Unusable => ExecError::Unusable,
+            PoolError::Backend(err) => ExecError::Backend(err),
+        }
+    }
+}
+
+/// A finished call.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub body: Value,
+    pub key_id: String,
+    pub model: String,
+    pub attempts: u32,
+}
+
+pub struct Executor {
+    client: GeminiClient,
+    pool: Arc<KeyPool>,
+    fair_use: Arc<dyn FairUse>,
+    user_limits: UserLimits,
+    settings: ExecutorSettings,
+    sequence: AtomicU64,
+}
+
+/// A stream whose first chunk has arrived. Chunks after the first byte are
+/// never resent: a failure mid-stream ends it with an error.
+pub struct ExecStream {
+    inner: GeminiStream,
+    grant: Grant,
+    pool: Arc<KeyPool>,
+    prompt_tokens: Option<u64>,
+    reported: bool,
+    pub key_id: String,
+    pub model: String,
+}
+
+impl ExecStream {
+    pub async fn next(&mut self) -> Option<Result<Value, GeminiError>> {
+        let item = self.inner.next().await;
+        match &item {
+            Some(Ok(chunk)) => {
+                self.prompt_tokens = chunk["usageMetadata"]["promptTokenCount"].as_u64().or(self.prompt_tokens);
+            }
+            Some(Err(err)) => self.report(err.outcome()).await,
+            None => self.report(Outcome::Success { prompt_tokens: self.prompt_tokens }).await,
+        }
+        item
+    }
+
+    async fn report(&mut self, outcome: Outcome) {
+        if !self.reported {
+            self.reported = true;
+            self.pool.report(&self.grant, &outcome).await;
+        }
+    }
+}
+
+impl Drop for ExecStream {
+    fn drop(&mut self) {
+        if self.reported {
+            return;
+        }
+        // Abandoned mid-stream (the client left): the call reached Google,
+        // so the unit stays spent; the lease is released.
+        let pool = self.pool.clone();
+        let grant = self.grant.clone();
+        let outcome = Outcome::Success { prompt_tokens: self.prompt_tokens };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { pool.report(&grant, &outcome).await });
+        }
+    }
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry(GeminiError),
+    Fail(ExecError),
+}
+
+impl Executor {
+    pub fn new(
+        client: GeminiClient,
+        pool: Arc<KeyPool>,
+        fair_use: Arc<dyn FairUse>,
+        user_limits: UserLimits,
+        settings: ExecutorSettings,
+    ) -> Self {
+        Self { client, pool, fair_use, user_limits, settings, sequence: AtomicU64::new(0) }
+    }
+
+    pub fn pool(&self) -> &Arc<KeyPool> {
+        &self.pool
+    }
+
+    /// A whole answer (`generateContent`).
+    pub async fn generate(&self, spec: &CallSpec) -> Result<Completed, ExecError> {
+        self.run(spec, |grant, model, remaining| async move {
+            let call = self.client.generate(&grant.key.secret, &model, &spec.body);
+            match tokio::time::timeout(remaining, call).await {
+                Err(_) => {
+                    self.pool.report(&grant, &Outcome::TimedOut).await;
+                    Attempt::Fail(ExecError::DeadlineExceeded)
+                }
+                Ok(Ok(body)) => {
+                    let prompt_tokens = body["usageMetadata"]["promptTokenCount"].as_u64();
+                    self.pool.report(&grant, &Outcome::Success { prompt_tokens }).await;
+                    Attempt::Done(Completed { body, key_id: grant.key.key_id.clone(), model, attempts: 0 })
+                }
+                Ok(Err(err)) => self.failed(&grant, err).await,
+            }
+        })
+        .await
+        .map(|(mut completed, attempts)| {
+            completed.attempts = attempts;
+            completed
+        })
+    }
+
+    /// A streamed answer: returns once the first chunk is in hand, so every
+    /// failure before it is an ordinary error with a real status.
+    pub async fn stream(&self, spec: &CallSpec) -> Result<ExecStream, ExecError> {
+        self.run(spec, |grant, model, remaining| async move {
+            match tokio::time::timeout(remaining, self.client.stream(&grant.key.secret, &model, &spec.body)).await {
+                Err(_) => {
+                    self.pool.report(&grant, &Outcome::TimedOut).await;
+                    Attempt::Fail(ExecError::DeadlineExceeded)
+                }
+                Ok(Ok(inner)) => Attempt::Done(ExecStream {
+                    inner,
+                    key_id: grant.key.key_id.clone(),
+                    model,
+                    grant,
+                    pool: self.pool.clone(),
+                    prompt_tokens: None,
+                    reported: false,
+                }),
+                Ok(Err(err)) => self.failed(&grant, err).await,
+            }
+        })
+        .await
+        .map(|(stream, _)| stream)
+    }
+
+    async fn failed<T>(&self, grant: &Grant, err: GeminiError) -> Attempt<T> {
+        self.pool.report(grant, &err.outcome()).await;
+        tracing::info!(key_id = %grant.key.key_id, outcome = err.outcome().kind(), "gemini call failed");
+        if err.is_retryable() {
+            Attempt::Retry(err)
+        } else {
+            Attempt::Fail(ExecError::Rejected(err))
+        }
+    }
+
+    async fn run<T, F, Fut>(&self, spec: &CallSpec, attempt: F) -> Result<(T, u32), ExecError>
+    where
+        F: Fn(Grant, String, Duration) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let deadline = Instant::now() + spec.deadline.unwrap_or(self.settings.deadline);
+        let estimated = estimate_tokens(&spec.body);
+        let user_ticket = self.fair_use_check(spec, estimated).await?;
+        let admit = AdmitSpec {
+            workload: spec.workload,
+            model: spec.model.clone(),
+            allow_spill: spec.allow_spill,
+            sticky_user: spec.user.clone().filter(|_| spec.sticky),
+            estimated_tokens: estimated,
+        };
+        let mut attempts = 0;
+        let mut admitted_once = false;
+        let mut last_error: Option<GeminiError> = None;
+        let outcome = loop {
+            if attempts >= self.settings.max_attempts {
+                break Err(ExecError::Upstream { attempts, last: last_error.take().unwrap_or(GeminiError::Empty) });
+            }
+            let grant = match self.pool.try_admit(&admit).await {
+                Ok(AdmitResult::Granted(grant)) => *grant,
+                Ok(AdmitResult::Full { retry_after }) => {
+                    let jitter =
+                        Duration::from_millis(rand::rng().random_range(0..=retry_after.as_millis().min(50) as u64));
+                    let wake = Instant::now() + retry_after + jitter;
+                    if wake >= deadline {
+                        break Err(ExecError::PoolFull { retry_after });
+                    }
+                    tokio::time::sleep_until(wake).await;
+                    continue;
+                }
+                Err(err) => break Err(err.into()),
+            };
+            admitted_once = true;
+            attempts += 1;
+            let model = spec.model.clone().unwrap_or_else(|| grant.key.model.clone());
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match attempt(grant, model, remaining).await {
+                Attempt::Done(value) => break Ok(value),
+                Attempt::Fail(err) => break Err(err),
+                Attempt::Retry(err) => {
+                    // A key's failure moves straight to another key; a
+                    // model-wide one backs off first.
+                    let backoff = match err.outcome() {
+                        outcome if outcome.is_key_failure() => Duration::ZERO,
+                        _ => self.settings.backoff * 2u32.saturating_pow(attempts.saturating_sub(1)),
+                    };
+                    last_error = Some(err);
+                    if Instant::now() + backoff >= deadline {
+                        break Err(ExecError::DeadlineExceeded);
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        };
+        if !admitted_once {
+            if let Some(ticket) = &user_ticket {
+                // No key took the call: the user's unit comes back.
+                if let Err(err) = self.fair_use.refund(ticket).await {
+                    tracing::warn!(error = %err, "could not refund a user's fair-use unit");
+                }
+            }
+        }
+        outcome.map(|value| (value, attempts))
+    }
+
+    async fn fair_use_check(&self, spec: &CallSpec, estimated: u64) -> Result<Option<UserTicket>, ExecError> {
+        let Some(user) = &spec.user else {
+            return Ok(None);
+        };
+        let entry = format!("u{}-{}", std::process::id(), self.sequence.fetch_add(1, Ordering::Relaxed));
+        match self.fair_use.admit(user, estimated, self.user_limits, &entry).await? {
+            UserDecision::Allowed(ticket) => Ok(Some(ticket)),
+            UserDecision::Limited { retry_after } => Err(ExecError::UserLimited { retry_after }),
+            UserDecision::TooLarge => Err(ExecError::TooLarge { estimated, max_tpm: self.user_limits.tpm }),
+        }
+    }
+}
