@@ -29,6 +29,9 @@ pub struct AppStateInner {
     /// Per-user fair use, checked before key admission.
     pub fair_use: Arc<dyn FairUse>,
     pub user_limits: UserLimits,
+    /// The one way every feature calls Gemini: through the pool, with
+    /// fair use, failover and deadlines.
+    pub gemini: Arc<gemini_client::Executor>,
 }
 
 impl AppState {

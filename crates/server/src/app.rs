@@ -38,19 +38,36 @@ pub struct App {
     state: AppState,
     keys: KeyServices,
     config: Config,
+    /// Kept alive for the demo's lifetime.
+    _demo_sim: Option<gemini_sim::SimServer>,
 }
 
 impl App {
     /// Connects to the database (migrating it unless told not to), prepares
     /// the shared state and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<App> {
+        Self::build_with(config, false).await
+    }
+
+    /// `demo`: an in-process gemini-sim and a built-in key pool stand in for
+    /// Google and `KEYS_FILE` (see `demo.rs`).
+    pub async fn build_with(config: &Config, demo: bool) -> anyhow::Result<App> {
         let store = connect_store(config).await?;
         if config.run_migrations {
             store.migrate().await.context("applying database migrations")?;
         }
         let secret = crate::secrets::jwt_secret(config)?;
         let jwt = JwtKeys::new(secret.expose_secret().as_bytes(), config.access_token_ttl, config.refresh_token_ttl);
-        let keys = crate::keys::build(config)?;
+        let (keys, demo_sim) = if demo {
+            let (sim, pool) = crate::demo::start().await?;
+            tracing::warn!(
+                gemini = %sim.base_url(),
+                "demo mode: an in-process gemini-sim with built-in keys; KEYS_FILE and real keys are ignored"
+            );
+            (crate::keys::build_with(config, pool, &sim.base_url())?, Some(sim))
+        } else {
+            (crate::keys::build(config)?, None)
+        };
         let state = AppState::new(AppStateInner {
             store,
             jwt,
@@ -60,12 +77,13 @@ impl App {
             pool: keys.pool.clone(),
             fair_use: keys.fair_use.clone(),
             user_limits: crate::keys::user_limits(config),
+            gemini: keys.executor.clone(),
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
-        Ok(App { listener, router, state, keys, config: config.clone() })
+        Ok(App { listener, router, state, keys, config: config.clone(), _demo_sim: demo_sim })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -87,6 +105,7 @@ impl App {
         if let Some(failover) = &self.keys.failover {
             background.spawn(failover.clone().follow_restrictions());
         }
+        background.spawn(crate::keys::probe_disabled_keys(self.keys.pool.clone(), self.keys.probe.clone()));
         background.spawn(reload_on_sighup(self.keys.pool.clone(), self.config.clone()));
         let pid_file = write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.

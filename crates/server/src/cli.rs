@@ -28,7 +28,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
-    Serve,
+    Serve {
+        /// Run against an in-process Gemini simulator with built-in keys.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Create a user with the admin role, or give an existing user that role.
@@ -73,8 +77,8 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::load(&cli.config_sources())?;
     crate::telemetry::init(config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&config).await,
+    match cli.command.unwrap_or(Command::Serve { demo: false }) {
+        Command::Serve { demo } => serve(&config, demo).await,
         Command::Migrate => migrate(&config).await,
         Command::CreateAdmin { username } => create_admin(&config, &username).await,
         Command::Keys { action } => keys(&config, action).await,
@@ -161,8 +165,8 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
-    let app = App::build(config).await?;
+async fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
+    let app = App::build_with(config, demo).await?;
     app.serve(app::shutdown_signal()).await?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gemini_client::{Executor, ExecutorSettings, GeminiClient, ModelProbe};
 use key_rotation::clock::SystemClock;
 use key_rotation::config::{load_pool, PoolConfig};
 use key_rotation::events::{EventLog, MemoryEventLog, RedisEventLog};
@@ -27,6 +28,8 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 
 pub struct KeyServices {
     pub pool: Arc<KeyPool>,
+    pub executor: Arc<Executor>,
+    pub probe: Arc<ModelProbe>,
     pub fair_use: Arc<dyn FairUse>,
     pub throttle: Arc<dyn Throttle>,
     pub redis: Option<Arc<RedisHandle>>,
@@ -55,11 +58,17 @@ pub fn load_pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
     load_pool(&config.keys_file, secrets.as_ref()).with_context(|| format!("KEYS_FILE {}", config.keys_file.display()))
 }
 
-/// The pool, fair use and throttles: shared through Redis when configured,
-/// in this process otherwise.
+/// The pool, fair use and throttles (shared through Redis when configured,
+/// in this process otherwise) and the executor over them, from `KEYS_FILE`.
 pub fn build(config: &Config) -> anyhow::Result<KeyServices> {
-    let pool_config = load_pool_config(config)?;
+    build_with(config, load_pool_config(config)?, &config.gemini_base_url)
+}
+
+/// As [`build`], with a given pool and Gemini base URL (the demo's).
+pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &str) -> anyhow::Result<KeyServices> {
     describe(&pool_config);
+    let client = GeminiClient::new(gemini_base_url, gemini_client::DEFAULT_VERSION, Duration::from_secs(5))
+        .context("GEMINI_BASE_URL")?;
     let redis = config
         .redis_url
         .as_ref()
@@ -77,9 +86,13 @@ pub fn build(config: &Config) -> anyhow::Result<KeyServices> {
             clock,
             options,
         );
+        let fair_use: Arc<dyn FairUse> = Arc::new(MemoryFairUse::default());
+        let pool = Arc::new(pool);
         return Ok(KeyServices {
-            pool: Arc::new(pool),
-            fair_use: Arc::new(MemoryFairUse::default()),
+            executor: executor(config, &client, &pool, &fair_use),
+            probe: Arc::new(ModelProbe::new(client)),
+            pool,
+            fair_use,
             throttle: Arc::new(MemoryThrottle::new()),
             redis: None,
             registry: None,
@@ -91,15 +104,33 @@ pub fn build(config: &Config) -> anyhow::Result<KeyServices> {
     let failover = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle.clone(), prefix), registry.clone()));
     let limiter: Arc<dyn Limiter> = failover.clone();
     let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(handle.clone(), prefix));
-    let pool = KeyPool::new(pool_config, limiter, events, clock, options);
+    let pool = Arc::new(KeyPool::new(pool_config, limiter, events, clock, options));
+    let fair_use: Arc<dyn FairUse> = Arc::new(RedisFairUse::new(handle.clone(), prefix));
     Ok(KeyServices {
-        pool: Arc::new(pool),
-        fair_use: Arc::new(RedisFairUse::new(handle.clone(), prefix)),
+        executor: executor(config, &client, &pool, &fair_use),
+        probe: Arc::new(ModelProbe::new(client)),
+        pool,
+        fair_use,
         throttle: Arc::new(RedisThrottle::new(handle.clone(), prefix)),
         redis: Some(handle),
         registry: Some(registry),
         failover: Some(failover),
     })
+}
+
+fn executor(config: &Config, client: &GeminiClient, pool: &Arc<KeyPool>, fair_use: &Arc<dyn FairUse>) -> Arc<Executor> {
+    let settings = ExecutorSettings { deadline: config.ai_deadline, ..ExecutorSettings::default() };
+    Arc::new(Executor::new(client.clone(), pool.clone(), fair_use.clone(), user_limits(config), settings))
+}
+
+/// Re-checks disabled keys every health-check interval (`GET models/{m}`).
+pub async fn probe_disabled_keys(pool: Arc<KeyPool>, probe: Arc<ModelProbe>) {
+    loop {
+        tokio::time::sleep(pool.config().health_check_interval).await;
+        if let Err(err) = pool.probe_disabled(probe.as_ref()).await {
+            tracing::warn!(error = %err, "probing disabled keys failed");
+        }
+    }
 }
 
 /// Logs the pool's shape (never a secret).

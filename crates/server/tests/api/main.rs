@@ -7,6 +7,7 @@
 
 mod accounts;
 mod cli;
+mod demo;
 mod helpers;
 mod http;
 mod profiles;
