@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod sdk;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
