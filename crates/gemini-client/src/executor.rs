@@ -29,11 +29,20 @@ pub struct ExecutorSettings {
     pub max_attempts: u32,
     /// First backoff after a model-wide failure; doubles per attempt.
     pub backoff: Duration,
+    /// Time kept for the call itself: waiting for room only happens when
+    /// this much is left after it, so a waited-for call is not cut off by
+    /// the deadline (an honest 429 is better than a late 504).
+    pub call_reserve: Duration,
 }
 
 impl Default for ExecutorSettings {
     fn default() -> Self {
-        Self { deadline: Duration::from_secs(25), max_attempts: 4, backoff: Duration::from_millis(200) }
+        Self {
+            deadline: Duration::from_secs(25),
+            max_attempts: 4,
+            backoff: Duration::from_millis(200),
+            call_reserve: Duration::from_secs(1),
+        }
     }
 }
 
@@ -292,7 +301,7 @@ impl Executor {
                     let jitter =
                         Duration::from_millis(rand::rng().random_range(0..=retry_after.as_millis().min(50) as u64));
                     let wake = Instant::now() + retry_after + jitter;
-                    if wake >= deadline {
+                    if wake + self.settings.call_reserve >= deadline {
                         break Err(ExecError::PoolFull { retry_after });
                     }
                     tokio::time::sleep_until(wake).await;
