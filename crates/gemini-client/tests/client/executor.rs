@@ -76,8 +76,12 @@ async fn setup(keys: &[&str], rpm: u32, window: Duration, user_limits: UserLimit
         PoolOptions::default(),
     ));
     let client = GeminiClient::new(&sim.base_url(), "v1beta", Duration::from_secs(2)).unwrap();
-    let settings =
-        ExecutorSettings { deadline: Duration::from_secs(5), max_attempts: 4, backoff: Duration::from_millis(20) };
+    let settings = ExecutorSettings {
+        deadline: Duration::from_secs(5),
+        max_attempts: 4,
+        backoff: Duration::from_millis(20),
+        call_reserve: Duration::from_millis(200),
+    };
     let executor = Executor::new(client, pool, Arc::new(MemoryFairUse::default()), user_limits, settings);
     Setup { sim, executor }
 }
