@@ -75,6 +75,11 @@ pub enum ApiError {
     Timeout,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// An AI call that produced no answer: the executor's error, rendered
+    /// with its own status (429 with `Retry-After`, 413, 502, 503, 504, or
+    /// the caller's own 4xx) and a body naming the cause.
+    #[error("AI call failed: {0}")]
+    Ai(gemini_client::ExecError),
     /// Anything the client did not cause. Logged in full, answered generically.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
@@ -110,6 +115,7 @@ impl ApiError {
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Ai(err) => StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +137,7 @@ impl ApiError {
             ApiError::Throttled { .. } => "throttled",
             ApiError::Timeout => "request_timeout",
             ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Ai(err) => ai_code(err),
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -176,8 +183,48 @@ impl ApiError {
             }),
             ApiError::Timeout => json!({ "error": "Request timed out", "code": code }),
             ApiError::Unavailable(message) => json!({ "error": message, "code": code }),
+            ApiError::Ai(err) => {
+                // The error's text names keys by id only; secrets never reach it.
+                let mut body = json!({ "error": ai_message(err), "details": err.to_string(), "code": code });
+                if let Some(retry_after) = err.retry_after() {
+                    body["retry_after"] = json!(retry_after_secs(retry_after));
+                }
+                body
+            }
             ApiError::Internal(_) => json!({ "error": "Internal server error", "code": code }),
         }
+    }
+}
+
+fn ai_code(err: &gemini_client::ExecError) -> &'static str {
+    use gemini_client::ExecError as E;
+    match err {
+        E::NoKeys => "no_api_keys",
+        E::NoKeyForModel(_) => "model_not_available",
+        E::TooLarge { .. } => "request_too_large",
+        E::UserLimited { .. } => "user_rate_limited",
+        E::PoolFull { .. } => "ai_capacity_exhausted",
+        E::Unusable => "no_usable_keys",
+        E::DeadlineExceeded => "ai_deadline_exceeded",
+        E::Rejected(_) => "ai_request_rejected",
+        E::Upstream { .. } => "ai_upstream_error",
+        E::Backend(_) => "quota_backend_unavailable",
+    }
+}
+
+fn ai_message(err: &gemini_client::ExecError) -> &'static str {
+    use gemini_client::ExecError as E;
+    match err {
+        E::NoKeys => "no API keys configured",
+        E::NoKeyForModel(_) => "No configured key serves this model",
+        E::TooLarge { .. } => "The request is larger than any key's token limit",
+        E::UserLimited { .. } => "You are sending AI requests too fast",
+        E::PoolFull { .. } => "Every API key is at its rate limit",
+        E::Unusable => "Every API key that could serve this request is disabled",
+        E::DeadlineExceeded => "The AI call did not finish in time",
+        E::Rejected(_) => "The AI model refused this request",
+        E::Upstream { .. } => "The AI service failed",
+        E::Backend(_) => "Quota state is unavailable",
     }
 }
 
@@ -198,12 +245,26 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(err) = &self {
             tracing::error!(error = format!("{err:#}"), "internal error");
         }
+        if let ApiError::Ai(err) = &self {
+            tracing::info!(status = status.as_u16(), error = %err, "AI call answered with an error");
+        }
+        let retry_after = match &self {
+            ApiError::Throttled { retry_after } => Some(*retry_after),
+            ApiError::Ai(err) => err.retry_after(),
+            _ => None,
+        };
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let ApiError::Throttled { retry_after } = self {
+        if let Some(retry_after) = retry_after {
             let value = HeaderValue::from(retry_after_secs(retry_after));
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
+    }
+}
+
+impl From<gemini_client::ExecError> for ApiError {
+    fn from(err: gemini_client::ExecError) -> Self {
+        ApiError::Ai(err)
     }
 }
 
@@ -238,6 +299,23 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(200)), 1);
         assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
         assert_eq!(retry_after_secs(Duration::from_millis(3001)), 4);
+    }
+
+    #[test]
+    fn ai_failures_keep_their_status_and_retry_after() {
+        use gemini_client::ExecError;
+        let full = ApiError::Ai(ExecError::PoolFull { retry_after: Duration::from_millis(37_200) });
+        assert_eq!(full.status_code(), StatusCode::TOO_MANY_REQUESTS);
+        let response = full.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "38");
+        let none = ApiError::Ai(ExecError::NoKeys);
+        assert_eq!(none.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(none.body()["error"], "no API keys configured");
+        assert_eq!(ApiError::Ai(ExecError::DeadlineExceeded).status_code(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ApiError::Ai(ExecError::TooLarge { estimated: 10, max_tpm: 5 }).status_code(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 
     #[test]

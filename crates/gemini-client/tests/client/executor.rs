@@ -17,23 +17,23 @@ use serde_json::json;
 const FLASH: &str = "gemini-2.5-flash";
 
 /// (id, project, priority, status in the simulator)
-const KEYS: [(&str, &str, i64, KeyStatus); 4] = [
+pub const KEYS: [(&str, &str, i64, KeyStatus); 4] = [
     ("dead", "pd", 0, KeyStatus::Invalid),
     ("a1", "pa", 1, KeyStatus::Valid),
     ("a2", "pa", 2, KeyStatus::Valid),
     ("b", "pb", 3, KeyStatus::Valid),
 ];
 
-fn secret(id: &str) -> String {
+pub fn secret(id: &str) -> String {
     format!("AIzaSy-{id}-very-secret-{id}")
 }
 
-struct Setup {
-    sim: SimServer,
-    executor: Executor,
+pub struct Setup {
+    pub sim: SimServer,
+    pub executor: Executor,
 }
 
-async fn setup(keys: &[&str], rpm: u32, window: Duration, user_limits: UserLimits) -> Setup {
+pub async fn setup(keys: &[&str], rpm: u32, window: Duration, user_limits: UserLimits) -> Setup {
     let sim_keys = KEYS
         .iter()
         .map(|(id, project, _, status)| SimKey {
@@ -86,9 +86,9 @@ async fn setup(keys: &[&str], rpm: u32, window: Duration, user_limits: UserLimit
     Setup { sim, executor }
 }
 
-const GENEROUS: UserLimits = UserLimits { rpm: 1_000, burst: 1_000, tpm: 10_000_000 };
+pub const GENEROUS: UserLimits = UserLimits { rpm: 1_000, burst: 1_000, tpm: 10_000_000 };
 
-fn spec(user: Option<&str>) -> CallSpec {
+pub fn spec(user: Option<&str>) -> CallSpec {
     CallSpec {
         user: user.map(str::to_string),
         sticky: false,

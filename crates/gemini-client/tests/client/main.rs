@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod executor;
+mod logs;
 
 use std::time::Duration;
 
