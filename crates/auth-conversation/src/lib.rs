@@ -1,10 +1,13 @@
-//! Accounts and conversations: registration, login, JWT sessions, profiles.
+//! Accounts and conversations: registration, login, JWT sessions, profiles,
+//! and AI contexts.
 
 pub mod accounts;
+pub mod contexts;
 
 use api_core::FeatureRoutes;
 
 /// This crate's routes, split into the public and the authenticated.
 pub fn routes() -> FeatureRoutes {
-    accounts::routes()
+    let accounts = accounts::routes();
+    FeatureRoutes { public: accounts.public, protected: accounts.protected.merge(contexts::routes()) }
 }

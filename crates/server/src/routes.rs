@@ -72,6 +72,7 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "profiles": "/api/auth/profiles/",
                 "my_profile": "/api/auth/profiles/me/",
                 "update_my_profile": "/api/auth/profiles/update_me/",
+                "ai_contexts": "/api/auth/ai-contexts/",
                 "health": "/api/auth/health/",
             },
             "health": { "alive": "/healthz", "ready": "/readyz" },

@@ -6,6 +6,7 @@
 //! right pool by [`on_pool!`]. Each dialect has its own migrations folder.
 
 pub mod accounts;
+pub mod conversations;
 
 use std::path::Path;
 use std::str::FromStr;

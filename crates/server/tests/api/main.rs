@@ -7,6 +7,7 @@
 
 mod accounts;
 mod cli;
+mod contexts;
 mod demo;
 mod helpers;
 mod http;

@@ -1,0 +1,156 @@
+//! AI contexts: saved instructions and data a chat can run with.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+
+use crate::{on_pool, Store, StoreResult};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AiContextRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub session_name: String,
+    pub instructions: String,
+    pub context_data: Json<Value>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+/// The writable fields of an AI context, applied as a whole.
+#[derive(Debug, Clone)]
+pub struct AiContextFields {
+    pub session_name: String,
+    pub instructions: String,
+    pub context_data: Value,
+    pub is_active: bool,
+}
+
+impl From<&AiContextRow> for AiContextFields {
+    fn from(row: &AiContextRow) -> Self {
+        Self {
+            session_name: row.session_name.clone(),
+            instructions: row.instructions.clone(),
+            context_data: row.context_data.0.clone(),
+            is_active: row.is_active,
+        }
+    }
+}
+
+const CONTEXT_SELECT: &str = "SELECT c.id, c.user_id, u.username, c.session_name, c.instructions, c.context_data, \
+     c.is_active, c.created_at, c.updated_at, c.last_used FROM ai_contexts c JOIN users u ON u.id = c.user_id";
+
+impl Store {
+    pub async fn create_ai_context(&self, owner_id: i64, fields: &AiContextFields) -> StoreResult<AiContextRow> {
+        let now = Utc::now();
+        let id: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO ai_contexts (user_id, session_name, instructions, context_data, is_active, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        )
+        .bind(owner_id)
+        .bind(&fields.session_name)
+        .bind(&fields.instructions)
+        .bind(Json(&fields.context_data))
+        .bind(fields.is_active)
+        .bind(now)
+        .fetch_one(pool)
+        .await)?;
+        self.ai_context(id.0, owner_id).await?.ok_or(crate::StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// An AI context, visible only to its owner.
+    pub async fn ai_context(&self, id: i64, owner_id: i64) -> StoreResult<Option<AiContextRow>> {
+        let sql = format!("{CONTEXT_SELECT} WHERE c.id = $1 AND c.user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's contexts, newest first, with the total count.
+    pub async fn ai_contexts_page(
+        &self,
+        owner_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<AiContextRow>)> {
+        let sql = format!("{CONTEXT_SELECT} WHERE c.user_id = $1 ORDER BY c.id DESC LIMIT $2 OFFSET $3");
+        let (count, rows) = on_pool!(self, pool => {
+            let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ai_contexts WHERE user_id = $1")
+                .bind(owner_id)
+                .fetch_one(pool)
+                .await?;
+            let rows: Vec<AiContextRow> =
+                sqlx::query_as(&sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count.0, rows))
+        })?;
+        Ok((count, rows))
+    }
+
+    /// Overwrites the writable fields; `None` when the context is not the owner's.
+    pub async fn update_ai_context(
+        &self,
+        id: i64,
+        owner_id: i64,
+        fields: &AiContextFields,
+    ) -> StoreResult<Option<AiContextRow>> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE ai_contexts SET session_name = $1, instructions = $2, context_data = $3, is_active = $4, updated_at = $5 \
+             WHERE id = $6 AND user_id = $7",
+        )
+        .bind(&fields.session_name)
+        .bind(&fields.instructions)
+        .bind(Json(&fields.context_data))
+        .bind(fields.is_active)
+        .bind(Utc::now())
+        .bind(id)
+        .bind(owner_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.ai_context(id, owner_id).await
+    }
+
+    /// Sets `is_active`; activating also records the use. `None` when not the owner's.
+    pub async fn set_ai_context_active(
+        &self,
+        id: i64,
+        owner_id: i64,
+        active: bool,
+    ) -> StoreResult<Option<AiContextRow>> {
+        let now = Utc::now();
+        let sql = if active {
+            "UPDATE ai_contexts SET is_active = $1, updated_at = $2, last_used = $2 WHERE id = $3 AND user_id = $4"
+        } else {
+            "UPDATE ai_contexts SET is_active = $1, updated_at = $2 WHERE id = $3 AND user_id = $4"
+        };
+        let updated = on_pool!(self, pool => sqlx::query(sql)
+            .bind(active)
+            .bind(now)
+            .bind(id)
+            .bind(owner_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.ai_context(id, owner_id).await
+    }
+
+    /// Deletes the owner's context. Returns whether there was one.
+    pub async fn delete_ai_context(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
+        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM ai_contexts WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(owner_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(deleted > 0)
+    }
+}
