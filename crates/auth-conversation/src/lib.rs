@@ -3,11 +3,15 @@
 
 pub mod accounts;
 pub mod contexts;
+pub mod sessions;
 
 use api_core::FeatureRoutes;
 
 /// This crate's routes, split into the public and the authenticated.
 pub fn routes() -> FeatureRoutes {
     let accounts = accounts::routes();
-    FeatureRoutes { public: accounts.public, protected: accounts.protected.merge(contexts::routes()) }
+    FeatureRoutes {
+        public: accounts.public,
+        protected: accounts.protected.merge(contexts::routes()).merge(sessions::routes()),
+    }
 }

@@ -73,6 +73,7 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "my_profile": "/api/auth/profiles/me/",
                 "update_my_profile": "/api/auth/profiles/update_me/",
                 "ai_contexts": "/api/auth/ai-contexts/",
+                "chat_sessions": "/api/auth/chat-sessions/",
                 "health": "/api/auth/health/",
             },
             "health": { "alive": "/healthz", "ready": "/readyz" },

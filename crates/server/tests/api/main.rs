@@ -12,4 +12,5 @@ mod demo;
 mod helpers;
 mod http;
 mod profiles;
+mod sessions;
 mod throttling;
