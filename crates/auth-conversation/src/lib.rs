@@ -2,6 +2,7 @@
 //! and AI contexts.
 
 pub mod accounts;
+pub mod chat;
 pub mod contexts;
 pub mod sessions;
 
@@ -12,6 +13,6 @@ pub fn routes() -> FeatureRoutes {
     let accounts = accounts::routes();
     FeatureRoutes {
         public: accounts.public,
-        protected: accounts.protected.merge(contexts::routes()).merge(sessions::routes()),
+        protected: accounts.protected.merge(contexts::routes()).merge(sessions::routes()).merge(chat::routes()),
     }
 }

@@ -52,7 +52,9 @@ pub fn answer(body: &Value, prompt: &Prompt) -> String {
         };
         return value.to_string();
     }
-    if asks_for_strategy_code(&prompt.all_text) {
+    // What was asked is the last user turn; a system instruction that merely
+    // mentions code (as a chat assistant's does) is not a request for it.
+    if asks_for_strategy_code(&prompt.last_user) {
         return strategy_code(&prompt.all_text);
     }
     format!("You asked: \"{}\". Here is a thoughtful answer from the simulator.", prompt.last_user.trim())

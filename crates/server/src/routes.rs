@@ -74,6 +74,7 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "update_my_profile": "/api/auth/profiles/update_me/",
                 "ai_contexts": "/api/auth/ai-contexts/",
                 "chat_sessions": "/api/auth/chat-sessions/",
+                "chat": "/api/auth/chat/",
                 "health": "/api/auth/health/",
             },
             "health": { "alive": "/healthz", "ready": "/readyz" },

@@ -104,6 +104,31 @@ pub fn base_env(dir: &TempDir, database_url: &str, jwt_secret: &str) -> Vec<(Str
     env
 }
 
+pub const SIM_KEY: &str = "sim-test-key-0001";
+
+/// A gemini-sim for a test server: one valid key in its own project.
+pub async fn start_sim() -> gemini_sim::SimServer {
+    gemini_sim::SimServer::start(gemini_sim::SimConfig {
+        keys: vec![gemini_sim::SimKey {
+            key: SIM_KEY.into(),
+            id: "default".into(),
+            project: "test-project".into(),
+            status: gemini_sim::KeyStatus::Valid,
+        }],
+        ..gemini_sim::SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A server whose key pool is the simulator's one key (found in the
+/// environment, with the documented default limits).
+pub async fn spawn_app_with_sim(sim: &gemini_sim::SimServer) -> TestApp {
+    let base = sim.base_url();
+    spawn_app_with(&[("GEMINI_BASE_URL", &base), ("GEMINI_API_KEY", SIM_KEY), ("KEYS_FILE", "/nonexistent/keys.json")])
+        .await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod chat;
 mod cli;
 mod contexts;
 mod demo;

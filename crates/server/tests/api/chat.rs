@@ -1,0 +1,147 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{expect_status, spawn_app, spawn_app_with_sim, start_sim};
+
+const CHAT: &str = "/api/auth/chat/";
+
+#[tokio::test]
+async fn a_conversation_goes_through_the_pool_with_context_profile_and_history() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("conversant").await;
+    let token = Some(user.access.as_str());
+    expect_status(
+        app.send(
+            Method::PATCH,
+            "/api/auth/profiles/update_me/",
+            token,
+            &json!({"trading_goals": "Grow slowly", "strategy_preferences": "Trend following"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let context = expect_status(
+        app.post(
+            "/api/auth/ai-contexts/",
+            token,
+            &json!({"session_name": "Desk", "instructions": "Answer in one paragraph."}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let first = expect_status(
+        app.post(CHAT, token, &json!({"message": "What is an EMA?", "ai_context_id": context["id"]})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(first["title"], "Strategy Development Session");
+    assert_eq!(first["user_message"], "What is an EMA?");
+    assert!(first["ai_response"].as_str().unwrap().contains("What is an EMA?"), "{first}");
+    let session_id = first["session_id"].as_str().unwrap().to_string();
+
+    let second = expect_status(
+        app.post(CHAT, token, &json!({"message": "And an SMA?", "session_id": session_id})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(second["session_id"], session_id.as_str());
+
+    // What Gemini was asked, read from the simulator's request log.
+    let requests = sim.sim.requests();
+    assert_eq!(requests.len(), 2);
+    let system = requests[1].system.clone().unwrap();
+    assert!(system.contains("Answer in one paragraph."), "{system}");
+    assert!(system.contains("Grow slowly") && system.contains("Trend following"), "{system}");
+    let contents = requests[1].body["contents"].as_array().unwrap();
+    let turns: Vec<(&str, &str)> =
+        contents.iter().map(|c| (c["role"].as_str().unwrap(), c["parts"][0]["text"].as_str().unwrap())).collect();
+    assert_eq!(turns.len(), 3, "{turns:?}");
+    assert_eq!(turns[0], ("user", "What is an EMA?"));
+    assert_eq!(turns[1].0, "model");
+    assert_eq!(turns[2], ("user", "And an SMA?"));
+
+    // Both turns of both exchanges are stored, with their token counts.
+    let sessions = expect_status(app.get("/api/auth/chat-sessions/", token).await, StatusCode::OK).await;
+    let id = sessions["results"][0]["id"].as_i64().unwrap();
+    let detail = expect_status(app.get(&format!("/api/auth/chat-sessions/{id}/"), token).await, StatusCode::OK).await;
+    assert_eq!(detail["message_count"], 4);
+    assert_eq!(detail["ai_context"], context["id"]);
+    let rows = detail["chat_messages"].as_array().unwrap();
+    let roles: Vec<&str> = rows.iter().map(|r| r["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    for row in rows {
+        assert_eq!(row["metadata"]["status"], "ok");
+        assert!(row["tokens_used"].as_i64().unwrap() > 0, "{row}");
+    }
+    // The assistant turn counts its own reply: ⌈characters / 4⌉ on the simulator.
+    let reply = rows[1]["content"].as_str().unwrap();
+    assert_eq!(rows[1]["tokens_used"].as_i64().unwrap(), i64::try_from(reply.chars().count().div_ceil(4)).unwrap());
+}
+
+#[tokio::test]
+async fn bad_chat_requests_are_refused_clearly() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("careless").await;
+    let other = app.register("otherone").await;
+    let token = Some(user.access.as_str());
+    let error = expect_status(app.post(CHAT, token, &json!({"message": "   "})).await, StatusCode::BAD_REQUEST).await;
+    assert!(error["message"].is_array());
+    let error =
+        expect_status(app.post(CHAT, token, &json!({"message": "x".repeat(8_001)})).await, StatusCode::BAD_REQUEST)
+            .await;
+    assert!(error["message"][0].as_str().unwrap().contains("8000"));
+    expect_status(
+        app.post(CHAT, token, &json!({"message": "hi", "session_id": "00000000-0000-0000-0000-000000000000"})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // Another user's session is not found either.
+    let theirs =
+        expect_status(app.post(CHAT, Some(&other.access), &json!({"message": "mine"})).await, StatusCode::OK).await;
+    expect_status(
+        app.post(CHAT, token, &json!({"message": "hi", "session_id": theirs["session_id"]})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_status(app.post(CHAT, None, &json!({"message": "hi"})).await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(sim.sim.requests().len(), 1, "only the valid turn reached Gemini");
+}
+
+#[tokio::test]
+async fn an_upstream_failure_keeps_the_users_message_marked_failed() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("unlucky").await;
+    let token = Some(user.access.as_str());
+    sim.sim.script(std::iter::repeat_n(gemini_sim::Scripted::Unavailable, 4));
+    let error =
+        expect_status(app.post(CHAT, token, &json!({"message": "Are you there?"})).await, StatusCode::BAD_GATEWAY)
+            .await;
+    assert_eq!(error["code"], "ai_upstream_error");
+    let sessions = expect_status(app.get("/api/auth/chat-sessions/", token).await, StatusCode::OK).await;
+    let id = sessions["results"][0]["id"].as_i64().unwrap();
+    let detail = expect_status(app.get(&format!("/api/auth/chat-sessions/{id}/"), token).await, StatusCode::OK).await;
+    let rows = detail["chat_messages"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["content"], "Are you there?");
+    assert_eq!(rows[0]["metadata"]["status"], "failed");
+}
+
+#[tokio::test]
+async fn without_keys_chat_answers_503_and_still_keeps_the_message() {
+    let app = spawn_app().await;
+    let user = app.register("keyless").await;
+    let token = Some(user.access.as_str());
+    let error =
+        expect_status(app.post(CHAT, token, &json!({"message": "hello?"})).await, StatusCode::SERVICE_UNAVAILABLE)
+            .await;
+    assert_eq!(error["error"], "no API keys configured");
+    let sessions = expect_status(app.get("/api/auth/chat-sessions/", token).await, StatusCode::OK).await;
+    assert_eq!(sessions["results"][0]["chat_messages"], serde_json::Value::Null, "list view");
+    assert_eq!(sessions["results"][0]["messages"][0]["content"], "hello?");
+}
