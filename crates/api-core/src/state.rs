@@ -32,6 +32,8 @@ pub struct AppStateInner {
     /// The one way every feature calls Gemini: through the pool, with
     /// fair use, failover and deadlines.
     pub gemini: Arc<gemini_client::Executor>,
+    /// Input tokens of earlier turns a chat message carries.
+    pub chat_history_tokens: u64,
 }
 
 impl AppState {

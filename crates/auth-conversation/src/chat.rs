@@ -18,8 +18,6 @@ use store::conversations::{ChatMessageRow, ChatSessionFields};
 pub const DEFAULT_CHAT_TITLE: &str = "Strategy Development Session";
 pub const MAX_MESSAGE_CHARS: usize = 8_000;
 pub const MAX_SESSION_MESSAGES: i64 = 500;
-/// Input tokens of earlier turns sent with each message (⌈chars / 4⌉).
-pub const HISTORY_TOKEN_BUDGET: u64 = 4_000;
 
 const ASSISTANT_ROLE: &str = "You are AlgoAgent, an assistant for developing trading strategies. \
 Ask clarifying questions when the goal is unclear, suggest approaches, write backtesting.py code \
@@ -124,7 +122,7 @@ async fn chat(
         }
     }
     let history = state.store.chat_messages(session.id).await?;
-    let mut messages = history_within_budget(&history, HISTORY_TOKEN_BUDGET);
+    let mut messages = history_within_budget(&history, state.chat_history_tokens);
     messages.push(Message { role: Role::User, text: text.clone() });
 
     // Stored before the call: whatever happens upstream, the message is kept.

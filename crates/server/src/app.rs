@@ -78,6 +78,7 @@ impl App {
             fair_use: keys.fair_use.clone(),
             user_limits: crate::keys::user_limits(config),
             gemini: keys.executor.clone(),
+            chat_history_tokens: u64::from(config.chat_history_tokens),
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)

@@ -145,3 +145,55 @@ async fn without_keys_chat_answers_503_and_still_keeps_the_message() {
     assert_eq!(sessions["results"][0]["chat_messages"], serde_json::Value::Null, "list view");
     assert_eq!(sessions["results"][0]["messages"][0]["content"], "hello?");
 }
+
+#[tokio::test]
+async fn the_per_user_limit_answers_429_with_retry_after_and_keeps_the_message() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    let app = crate::helpers::spawn_app_with(&[
+        ("GEMINI_BASE_URL", &base),
+        ("GEMINI_API_KEY", crate::helpers::SIM_KEY),
+        ("KEYS_FILE", "/nonexistent/keys.json"),
+        ("USER_RPM_DEFAULT", "1"),
+        ("USER_BURST_DEFAULT", "1"),
+    ])
+    .await;
+    let user = app.register("eager").await;
+    let token = Some(user.access.as_str());
+    let first = expect_status(app.post(CHAT, token, &json!({"message": "one"})).await, StatusCode::OK).await;
+    let response = app.post(CHAT, token, &json!({"message": "two", "session_id": first["session_id"]})).await;
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let error = expect_status(response, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(error["code"], "user_rate_limited");
+    assert_eq!(sim.sim.requests().len(), 1, "the limited turn never reached Gemini");
+}
+
+#[tokio::test]
+async fn the_history_sent_honours_the_token_budget() {
+    let sim = start_sim().await;
+    let base = sim.base_url();
+    // The simulator's reply to "short question" is 76 characters (19 tokens)
+    // and the question 4: a budget of 21 fits the reply but not both.
+    let app = crate::helpers::spawn_app_with(&[
+        ("GEMINI_BASE_URL", &base),
+        ("GEMINI_API_KEY", crate::helpers::SIM_KEY),
+        ("KEYS_FILE", "/nonexistent/keys.json"),
+        ("CHAT_HISTORY_TOKENS", "21"),
+    ])
+    .await;
+    let user = app.register("budgeted").await;
+    let token = Some(user.access.as_str());
+    let first = expect_status(app.post(CHAT, token, &json!({"message": "short question"})).await, StatusCode::OK).await;
+    expect_status(
+        app.post(CHAT, token, &json!({"message": "next", "session_id": first["session_id"]})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let requests = sim.sim.requests();
+    let contents = requests[1].body["contents"].as_array().unwrap();
+    let roles: Vec<&str> = contents.iter().map(|c| c["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["model", "user"], "only the most recent turn that fits, then the new message");
+    assert!(contents[0]["parts"][0]["text"].as_str().unwrap().contains("short question"));
+    assert_eq!(contents[1]["parts"][0]["text"], "next");
+}
