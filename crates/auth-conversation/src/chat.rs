@@ -6,6 +6,8 @@
 
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors};
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use gemini_client::chat::parse_answer;
@@ -14,6 +16,7 @@ use key_rotation::config::Workload;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::conversations::{ChatMessageRow, ChatSessionFields};
+use store::idempotency::Claim;
 
 pub const DEFAULT_CHAT_TITLE: &str = "Strategy Development Session";
 pub const MAX_MESSAGE_CHARS: usize = 8_000;
@@ -27,7 +30,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/auth/chat", post(chat))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub struct ChatTurn {
     message: String,
     session_id: Option<String>,
@@ -59,11 +62,54 @@ fn history_within_budget(messages: &[ChatMessageRow], budget: u64) -> Vec<Messag
     kept
 }
 
+const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+
+/// `POST /api/auth/chat/`, with an optional `Idempotency-Key`: a retry with
+/// the same key and body gets the first answer instead of spending quota
+/// twice and duplicating messages. A failed attempt releases the key.
 async fn chat(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     ApiJson(turn): ApiJson<ChatTurn>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
+    let key = match headers.get("idempotency-key") {
+        None => return Ok(Json(converse(&state, user, turn).await?).into_response()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.chars().count() <= IDEMPOTENCY_KEY_MAX_CHARS)
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters"))?,
+    };
+    let request = serde_json::to_string(&turn).map_err(ApiError::internal)?;
+    match state.store.claim_idempotency_key(user.user_id, &key, &request).await? {
+        Claim::New => {}
+        Claim::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return Ok((status, Json(body)).into_response());
+        }
+        Claim::InProgress => {
+            return Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()))
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::bad_request("This Idempotency-Key was already used with a different request"))
+        }
+    }
+    match converse(&state, user, turn).await {
+        Ok(body) => {
+            state.store.complete_idempotency_key(user.user_id, &key, 200, &body).await?;
+            Ok(Json(body).into_response())
+        }
+        Err(err) => {
+            state.store.release_idempotency_key(user.user_id, &key).await?;
+            Err(err)
+        }
+    }
+}
+
+async fn converse(state: &AppState, user: AuthUser, turn: ChatTurn) -> ApiResult<Value> {
     let text = turn.message.trim().to_string();
     let mut errors = FieldErrors::new();
     if text.is_empty() {
@@ -90,7 +136,7 @@ async fn chat(
     }
     let mut context_id = session.ai_context_id;
     if let Some(id) = turn.ai_context_id {
-        crate::sessions::attachable_context(&state, user.user_id, id, "ai_context_id").await?;
+        crate::sessions::attachable_context(state, user.user_id, id, "ai_context_id").await?;
         if context_id != Some(id) {
             let fields = ChatSessionFields {
                 title: session.title.clone(),
@@ -159,12 +205,12 @@ async fn chat(
             reply_tokens,
         )
         .await?;
-    Ok(Json(json!({
+    Ok(json!({
         "session_id": session.session_id,
         "title": session.title,
         "user_message": text,
         "ai_response": answer.text,
-    })))
+    }))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod conversations;
+pub mod idempotency;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -197,3 +197,53 @@ async fn the_history_sent_honours_the_token_budget() {
     assert!(contents[0]["parts"][0]["text"].as_str().unwrap().contains("short question"));
     assert_eq!(contents[1]["parts"][0]["text"], "next");
 }
+
+async fn chat_with_key(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    app.client.post(app.url(CHAT)).bearer_auth(token).header("idempotency-key", key).json(body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_request_with_the_same_idempotency_key_gets_the_first_answer() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("retrier").await;
+    let body = json!({"message": "Only once, please"});
+    let first = expect_status(chat_with_key(&app, &user.access, "key-1", &body).await, StatusCode::OK).await;
+    let again = expect_status(chat_with_key(&app, &user.access, "key-1", &body).await, StatusCode::OK).await;
+    assert_eq!(first, again);
+    assert_eq!(sim.sim.requests().len(), 1, "quota was spent once");
+    let sessions = expect_status(app.get("/api/auth/chat-sessions/", Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(sessions["count"], 1);
+    assert_eq!(sessions["results"][0]["message_count"], 2, "no duplicated messages");
+
+    // The same key for a different request is refused; another key runs.
+    let error = expect_status(
+        chat_with_key(&app, &user.access, "key-1", &json!({"message": "Something else"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(error["error"].as_str().unwrap().contains("different request"));
+    expect_status(chat_with_key(&app, &user.access, "key-2", &body).await, StatusCode::OK).await;
+    assert_eq!(sim.sim.requests().len(), 2);
+    // Keys belong to their user: another user's identical key is independent.
+    let other = app.register("otherretrier").await;
+    expect_status(chat_with_key(&app, &other.access, "key-1", &body).await, StatusCode::OK).await;
+    assert_eq!(sim.sim.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_releases_its_idempotency_key() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("persistent").await;
+    let body = json!({"message": "Try again later"});
+    sim.sim.script(std::iter::repeat_n(gemini_sim::Scripted::Unavailable, 4));
+    expect_status(chat_with_key(&app, &user.access, "retry-me", &body).await, StatusCode::BAD_GATEWAY).await;
+    let answer = expect_status(chat_with_key(&app, &user.access, "retry-me", &body).await, StatusCode::OK).await;
+    assert!(answer["ai_response"].as_str().unwrap().contains("Try again later"));
+}
