@@ -197,20 +197,7 @@ impl Store {
     /// One page of the profiles `owner_id` may see, with the total count.
     pub async fn profiles_page(&self, owner_id: i64, limit: i64, offset: i64) -> StoreResult<(i64, Vec<ProfileRow>)> {
         let sql = format!("{PROFILE_SELECT} WHERE p.user_id = $1 ORDER BY p.id LIMIT $2 OFFSET $3");
-        let (count, rows) = on_pool!(self, pool => {
-            let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM user_profiles WHERE user_id = $1")
-                .bind(owner_id)
-                .fetch_one(pool)
-                .await?;
-            let rows: Vec<ProfileRow> = sqlx::query_as(&sql)
-                .bind(owner_id)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(pool)
-                .await?;
-            Ok::<_, sqlx::Error>((count.0, rows))
-        })?;
-        Ok((count, rows))
+        self.owner_page("SELECT COUNT(*) FROM user_profiles WHERE user_id = $1", &sql, owner_id, limit, offset).await
     }
 
     /// Overwrites the writable fields of the owner's profile `id`.

@@ -77,16 +77,7 @@ impl Store {
         offset: i64,
     ) -> StoreResult<(i64, Vec<AiContextRow>)> {
         let sql = format!("{CONTEXT_SELECT} WHERE c.user_id = $1 ORDER BY c.id DESC LIMIT $2 OFFSET $3");
-        let (count, rows) = on_pool!(self, pool => {
-            let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ai_contexts WHERE user_id = $1")
-                .bind(owner_id)
-                .fetch_one(pool)
-                .await?;
-            let rows: Vec<AiContextRow> =
-                sqlx::query_as(&sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
-            Ok::<_, sqlx::Error>((count.0, rows))
-        })?;
-        Ok((count, rows))
+        self.owner_page("SELECT COUNT(*) FROM ai_contexts WHERE user_id = $1", &sql, owner_id, limit, offset).await
     }
 
     /// Overwrites the writable fields; `None` when the context is not the owner's.
@@ -247,16 +238,7 @@ impl Store {
         offset: i64,
     ) -> StoreResult<(i64, Vec<ChatSessionRow>)> {
         let sql = format!("{SESSION_SELECT} WHERE s.user_id = $1 ORDER BY s.id DESC LIMIT $2 OFFSET $3");
-        let (count, rows) = on_pool!(self, pool => {
-            let count: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM chat_sessions WHERE user_id = $1")
-                .bind(owner_id)
-                .fetch_one(pool)
-                .await?;
-            let rows: Vec<ChatSessionRow> =
-                sqlx::query_as(&sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
-            Ok::<_, sqlx::Error>((count.0, rows))
-        })?;
-        Ok((count, rows))
+        self.owner_page("SELECT COUNT(*) FROM chat_sessions WHERE user_id = $1", &sql, owner_id, limit, offset).await
     }
 
     /// Overwrites the writable fields; `None` when the session is not the owner's.

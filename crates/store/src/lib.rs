@@ -166,6 +166,31 @@ impl Store {
         Ok(())
     }
 
+    /// One page of an owner's rows and the owner's total: `count_sql` and
+    /// `rows_sql` take the owner as `$1`; `rows_sql` also takes `$2` (limit)
+    /// and `$3` (offset).
+    pub(crate) async fn owner_page<R>(
+        &self,
+        count_sql: &str,
+        rows_sql: &str,
+        owner_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<R>)>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        let (count, rows) = on_pool!(self, pool => {
+            let count: (i64,) = sqlx::query_as(count_sql).bind(owner_id).fetch_one(pool).await?;
+            let rows: Vec<R> = sqlx::query_as(rows_sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count.0, rows))
+        })?;
+        Ok((count, rows))
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
     }

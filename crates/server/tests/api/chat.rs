@@ -149,15 +149,8 @@ async fn without_keys_chat_answers_503_and_still_keeps_the_message() {
 #[tokio::test]
 async fn the_per_user_limit_answers_429_with_retry_after_and_keeps_the_message() {
     let sim = start_sim().await;
-    let base = sim.base_url();
-    let app = crate::helpers::spawn_app_with(&[
-        ("GEMINI_BASE_URL", &base),
-        ("GEMINI_API_KEY", crate::helpers::SIM_KEY),
-        ("KEYS_FILE", "/nonexistent/keys.json"),
-        ("USER_RPM_DEFAULT", "1"),
-        ("USER_BURST_DEFAULT", "1"),
-    ])
-    .await;
+    let app =
+        crate::helpers::spawn_app_with_sim_and(&sim, &[("USER_RPM_DEFAULT", "1"), ("USER_BURST_DEFAULT", "1")]).await;
     let user = app.register("eager").await;
     let token = Some(user.access.as_str());
     let first = expect_status(app.post(CHAT, token, &json!({"message": "one"})).await, StatusCode::OK).await;
@@ -172,16 +165,9 @@ async fn the_per_user_limit_answers_429_with_retry_after_and_keeps_the_message()
 #[tokio::test]
 async fn the_history_sent_honours_the_token_budget() {
     let sim = start_sim().await;
-    let base = sim.base_url();
     // The simulator's reply to "short question" is 76 characters (19 tokens)
     // and the question 4: a budget of 21 fits the reply but not both.
-    let app = crate::helpers::spawn_app_with(&[
-        ("GEMINI_BASE_URL", &base),
-        ("GEMINI_API_KEY", crate::helpers::SIM_KEY),
-        ("KEYS_FILE", "/nonexistent/keys.json"),
-        ("CHAT_HISTORY_TOKENS", "21"),
-    ])
-    .await;
+    let app = crate::helpers::spawn_app_with_sim_and(&sim, &[("CHAT_HISTORY_TOKENS", "21")]).await;
     let user = app.register("budgeted").await;
     let token = Some(user.access.as_str());
     let first = expect_status(app.post(CHAT, token, &json!({"message": "short question"})).await, StatusCode::OK).await;

@@ -124,9 +124,16 @@ pub async fn start_sim() -> gemini_sim::SimServer {
 /// A server whose key pool is the simulator's one key (found in the
 /// environment, with the documented default limits).
 pub async fn spawn_app_with_sim(sim: &gemini_sim::SimServer) -> TestApp {
+    spawn_app_with_sim_and(sim, &[]).await
+}
+
+/// As [`spawn_app_with_sim`], with more settings.
+pub async fn spawn_app_with_sim_and(sim: &gemini_sim::SimServer, extra: &[(&str, &str)]) -> TestApp {
     let base = sim.base_url();
-    spawn_app_with(&[("GEMINI_BASE_URL", &base), ("GEMINI_API_KEY", SIM_KEY), ("KEYS_FILE", "/nonexistent/keys.json")])
-        .await
+    let mut env =
+        vec![("GEMINI_BASE_URL", base.as_str()), ("GEMINI_API_KEY", SIM_KEY), ("KEYS_FILE", "/nonexistent/keys.json")];
+    env.extend_from_slice(extra);
+    spawn_app_with(&env).await
 }
 
 pub async fn spawn_app() -> TestApp {
