@@ -136,13 +136,7 @@ impl Store {
 
     /// Deletes the owner's context. Returns whether there was one.
     pub async fn delete_ai_context(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
-        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM ai_contexts WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(owner_id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted > 0)
+        self.delete_owned("ai_contexts", id, owner_id).await
     }
 }
 
@@ -268,13 +262,7 @@ impl Store {
     }
 
     pub async fn delete_chat_session(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
-        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM chat_sessions WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(owner_id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted > 0)
+        self.delete_owned("chat_sessions", id, owner_id).await
     }
 
     /// Appends a message to a session (the caller has checked ownership).

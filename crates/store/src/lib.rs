@@ -191,6 +191,19 @@ impl Store {
         Ok((count, rows))
     }
 
+    /// Deletes row `id` of `table` if `owner_id` owns it; whether it did.
+    /// `table` is always one of this crate's constants, never input.
+    pub(crate) async fn delete_owned(&self, table: &'static str, id: i64, owner_id: i64) -> StoreResult<bool> {
+        let sql = format!("DELETE FROM {table} WHERE id = $1 AND user_id = $2");
+        let deleted = on_pool!(self, pool => sqlx::query(&sql)
+            .bind(id)
+            .bind(owner_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(deleted > 0)
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
     }
