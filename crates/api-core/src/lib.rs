@@ -10,6 +10,7 @@ pub mod extract;
 pub mod jwt;
 pub mod pagination;
 pub mod state;
+pub mod streaming;
 pub mod time;
 
 pub use auth::{require_auth, AuthUser, MaybeAuthUser};
@@ -18,7 +19,8 @@ pub use error::{ApiError, ApiResult, FieldErrors};
 pub use extract::{ApiJson, ResourceId};
 pub use jwt::{JwtKeys, TokenKind};
 pub use pagination::{Page, PageRequest, PAGE_SIZE};
-pub use state::{AppState, AppStateInner};
+pub use state::{AppState, AppStateInner, ChatSettings};
+pub use streaming::OpenStreams;
 
 /// Routes a feature crate contributes: `public` ones answer anonymous
 /// callers; everything in `protected` sits behind [`require_auth`].

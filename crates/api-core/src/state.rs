@@ -2,6 +2,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use key_rotation::fair_use::{FairUse, UserLimits};
 use key_rotation::pool::KeyPool;
@@ -11,6 +12,7 @@ use store::Store;
 
 use crate::client_ip::TrustedProxies;
 use crate::jwt::JwtKeys;
+use crate::streaming::OpenStreams;
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]
@@ -32,8 +34,21 @@ pub struct AppStateInner {
     /// The one way every feature calls Gemini: through the pool, with
     /// fair use, failover and deadlines.
     pub gemini: Arc<gemini_client::Executor>,
+    pub chat: ChatSettings,
+    /// Tasks behind open event streams, ended and saved at shutdown.
+    pub streams: OpenStreams,
+}
+
+/// The limits of a conversation.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
     /// Input tokens of earlier turns a chat message carries.
-    pub chat_history_tokens: u64,
+    pub history_tokens: u64,
+    pub max_message_chars: usize,
+    /// Messages of both roles one session may hold.
+    pub max_session_messages: i64,
+    /// How long a stream may wait for its next chunk from upstream.
+    pub stream_idle_timeout: Duration,
 }
 
 impl AppState {

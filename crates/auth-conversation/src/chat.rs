@@ -3,24 +3,33 @@
 //! The user's message is stored before the upstream call, so nothing is
 //! lost: on failure it is marked `metadata.status = "failed"` and the answer
 //! names the cause (429 with `Retry-After`, 502/504, 503).
+//!
+//! With `?stream=true` or `Accept: text/event-stream` the reply streams as
+//! `delta` events and ends with `done` (the non-streaming body). Failures
+//! before the stream opens keep their status codes; later ones end it with
+//! an `error` event. A stream the client leaves, that upstream abandons or
+//! that shutdown cuts short is saved as far as it got, marked
+//! `metadata.status = "incomplete"` with the reason.
 
+use api_core::streaming;
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use gemini_client::chat::parse_answer;
-use gemini_client::{CallSpec, ChatRequest, GenerationConfig, Message, Role};
+use gemini_client::{CallSpec, ChatRequest, ExecError, ExecStream, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::conversations::{ChatMessageRow, ChatSessionFields};
+use store::conversations::{ChatMessageRow, ChatSessionFields, ChatSessionRow};
 use store::idempotency::Claim;
+use tokio::sync::mpsc;
+use tracing::Instrument;
 
 pub const DEFAULT_CHAT_TITLE: &str = "Strategy Development Session";
-pub const MAX_MESSAGE_CHARS: usize = 8_000;
-pub const MAX_SESSION_MESSAGES: i64 = 500;
 
 const ASSISTANT_ROLE: &str = "You are AlgoAgent, an assistant for developing trading strategies. \
 Ask clarifying questions when the goal is unclear, suggest approaches, write backtesting.py code \
@@ -47,7 +56,7 @@ fn history_within_budget(messages: &[ChatMessageRow], budget: u64) -> Vec<Messag
     let mut kept = Vec::new();
     let mut spent = 0;
     for row in messages.iter().rev() {
-        if row.metadata.0["status"] == "failed" || row.role == "system" {
+        if row.metadata.0["status"] == "failed" || row.role == "system" || row.content.is_empty() {
             continue;
         }
         let cost = tokens_of(&row.content);
@@ -64,153 +73,336 @@ fn history_within_budget(messages: &[ChatMessageRow], budget: u64) -> Vec<Messag
 
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.chars().count() <= IDEMPOTENCY_KEY_MAX_CHARS)
+        .map(|k| Some(k.to_string()))
+        .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters"))
+}
+
 /// `POST /api/auth/chat/`, with an optional `Idempotency-Key`: a retry with
 /// the same key and body gets the first answer instead of spending quota
-/// twice and duplicating messages. A failed attempt releases the key.
+/// twice and duplicating messages. An attempt that fails, or a stream that
+/// ends incomplete, releases the key.
 async fn chat(
     State(state): State<AppState>,
     user: AuthUser,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     ApiJson(turn): ApiJson<ChatTurn>,
 ) -> ApiResult<Response> {
-    let key = match headers.get("idempotency-key") {
-        None => return Ok(Json(converse(&state, user, turn).await?).into_response()),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && k.chars().count() <= IDEMPOTENCY_KEY_MAX_CHARS)
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters"))?,
-    };
-    let request = serde_json::to_string(&turn).map_err(ApiError::internal)?;
-    match state.store.claim_idempotency_key(user.user_id, &key, &request).await? {
-        Claim::New => {}
-        Claim::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            return Ok((status, Json(body)).into_response());
-        }
-        Claim::InProgress => {
-            return Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()))
-        }
-        Claim::Mismatch => {
-            return Err(ApiError::bad_request("This Idempotency-Key was already used with a different request"))
+    let stream = streaming::wants_stream(query.as_deref(), &headers)?;
+    let key = idempotency_key(&headers)?;
+    if let Some(key) = &key {
+        let request = serde_json::to_string(&turn).map_err(ApiError::internal)?;
+        match state.store.claim_idempotency_key(user.user_id, key, &request).await? {
+            Claim::New => {}
+            Claim::Replay { body, .. } if stream => return Ok(streaming::single(streaming::done(&body))),
+            Claim::Replay { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                return Ok((status, Json(body)).into_response());
+            }
+            Claim::InProgress => {
+                return Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()))
+            }
+            Claim::Mismatch => {
+                return Err(ApiError::bad_request("This Idempotency-Key was already used with a different request"))
+            }
         }
     }
-    match converse(&state, user, turn).await {
-        Ok(body) => {
-            state.store.complete_idempotency_key(user.user_id, &key, 200, &body).await?;
-            Ok(Json(body).into_response())
-        }
-        Err(err) => {
-            state.store.release_idempotency_key(user.user_id, &key).await?;
-            Err(err)
-        }
+    let answered = match PreparedTurn::prepare(&state, user, turn).await {
+        Ok(prepared) if stream => open_stream(&state, prepared, key.clone()).await,
+        Ok(prepared) => match prepared.answer(&state).await {
+            Ok(body) => {
+                if let Some(key) = &key {
+                    state.store.complete_idempotency_key(user.user_id, key, 200, &body).await?;
+                }
+                Ok(Json(body).into_response())
+            }
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err),
+    };
+    if let (Err(_), Some(key)) = (&answered, &key) {
+        state.store.release_idempotency_key(user.user_id, key).await?;
+    }
+    answered
+}
+
+/// A turn whose user message is stored and whose upstream call is ready.
+struct PreparedTurn {
+    user_id: i64,
+    session: ChatSessionRow,
+    text: String,
+    user_row_id: i64,
+    spec: CallSpec,
+}
+
+/// What upstream produced, whole or in part.
+#[derive(Default)]
+struct Reply {
+    text: String,
+    prompt_tokens: Option<u64>,
+    reply_tokens: Option<u64>,
+}
+
+impl Reply {
+    /// Adds one `GenerateContentResponse` (a whole answer or a stream
+    /// chunk) and returns its new text. Usage counts are cumulative.
+    fn absorb(&mut self, chunk: &Value) -> String {
+        let usage = &chunk["usageMetadata"];
+        self.prompt_tokens = usage["promptTokenCount"].as_u64().or(self.prompt_tokens);
+        self.reply_tokens = usage["candidatesTokenCount"].as_u64().or(self.reply_tokens);
+        let piece = parse_answer(chunk).map(|answer| answer.text).unwrap_or_default();
+        self.text.push_str(&piece);
+        piece
     }
 }
 
-async fn converse(state: &AppState, user: AuthUser, turn: ChatTurn) -> ApiResult<Value> {
-    let text = turn.message.trim().to_string();
-    let mut errors = FieldErrors::new();
-    if text.is_empty() {
-        errors.add("message", "This field may not be blank.");
-    } else if text.chars().count() > MAX_MESSAGE_CHARS {
-        errors.add("message", format!("Ensure this field has no more than {MAX_MESSAGE_CHARS} characters."));
-    }
-    errors.into_result()?;
+fn stored_tokens(count: Option<u64>) -> i64 {
+    i64::try_from(count.unwrap_or(0)).unwrap_or(i64::MAX)
+}
 
-    let session = match &turn.session_id {
-        Some(public_id) => {
-            state.store.chat_session_by_public_id(public_id, user.user_id).await?.ok_or(ApiError::NotFound)?
+impl PreparedTurn {
+    async fn prepare(state: &AppState, user: AuthUser, turn: ChatTurn) -> ApiResult<PreparedTurn> {
+        let limits = &state.chat;
+        let text = turn.message.trim().to_string();
+        let mut errors = FieldErrors::new();
+        if text.is_empty() {
+            errors.add("message", "This field may not be blank.");
+        } else if text.chars().count() > limits.max_message_chars {
+            errors
+                .add("message", format!("Ensure this field has no more than {} characters.", limits.max_message_chars));
         }
-        None => {
-            let title = turn.title.as_deref().map(str::trim).filter(|t| !t.is_empty()).unwrap_or(DEFAULT_CHAT_TITLE);
-            let fields = ChatSessionFields { title: title.to_string(), ai_context_id: None, is_active: true };
-            state.store.create_chat_session(user.user_id, &uuid::Uuid::new_v4().to_string(), &fields).await?
+        errors.into_result()?;
+
+        let session = match &turn.session_id {
+            Some(public_id) => {
+                state.store.chat_session_by_public_id(public_id, user.user_id).await?.ok_or(ApiError::NotFound)?
+            }
+            None => {
+                let title =
+                    turn.title.as_deref().map(str::trim).filter(|t| !t.is_empty()).unwrap_or(DEFAULT_CHAT_TITLE);
+                let fields = ChatSessionFields { title: title.to_string(), ai_context_id: None, is_active: true };
+                state.store.create_chat_session(user.user_id, &uuid::Uuid::new_v4().to_string(), &fields).await?
+            }
+        };
+        if session.message_count + 2 > limits.max_session_messages {
+            return Err(ApiError::bad_request(format!(
+                "This session has reached its limit of {} messages; start a new session",
+                limits.max_session_messages
+            )));
         }
-    };
-    if session.message_count + 2 > MAX_SESSION_MESSAGES {
-        return Err(ApiError::bad_request(format!(
-            "This session has reached its limit of {MAX_SESSION_MESSAGES} messages; start a new session"
-        )));
+        let mut context_id = session.ai_context_id;
+        if let Some(id) = turn.ai_context_id {
+            crate::sessions::attachable_context(state, user.user_id, id, "ai_context_id").await?;
+            if context_id != Some(id) {
+                let fields = ChatSessionFields {
+                    title: session.title.clone(),
+                    ai_context_id: Some(id),
+                    is_active: session.is_active,
+                };
+                state.store.update_chat_session(session.id, user.user_id, &fields).await?;
+                context_id = Some(id);
+            }
+        }
+
+        let system = system_instruction(state, user.user_id, context_id).await?;
+        let history = state.store.chat_messages(session.id).await?;
+        let mut messages = history_within_budget(&history, limits.history_tokens);
+        messages.push(Message { role: Role::User, text: text.clone() });
+
+        // Stored before the call: whatever happens upstream, the message is kept.
+        let user_row =
+            state.store.add_chat_message(session.id, "user", &text, &json!({ "status": "pending" }), 0).await?;
+        let request = ChatRequest { system: Some(system), messages, config: GenerationConfig::default() };
+        let spec = CallSpec {
+            user: Some(format!("user:{}", user.user_id)),
+            sticky: true,
+            workload: Workload::Light,
+            model: None,
+            allow_spill: true,
+            body: request.to_body(),
+            deadline: None,
+        };
+        Ok(PreparedTurn { user_id: user.user_id, session, text, user_row_id: user_row.id, spec })
     }
-    let mut context_id = session.ai_context_id;
-    if let Some(id) = turn.ai_context_id {
-        crate::sessions::attachable_context(state, user.user_id, id, "ai_context_id").await?;
-        if context_id != Some(id) {
-            let fields = ChatSessionFields {
-                title: session.title.clone(),
-                ai_context_id: Some(id),
-                is_active: session.is_active,
-            };
-            state.store.update_chat_session(session.id, user.user_id, &fields).await?;
-            context_id = Some(id);
+
+    /// The non-streaming answer.
+    async fn answer(self, state: &AppState) -> ApiResult<Value> {
+        let completed = match state.gemini.generate(&self.spec).await {
+            Ok(completed) => completed,
+            Err(err) => return Err(self.failed(state, err).await),
+        };
+        if let Err(err) = parse_answer(&completed.body) {
+            return Err(self.failed(state, ExecError::Rejected(err)).await);
+        }
+        let mut reply = Reply::default();
+        reply.absorb(&completed.body);
+        self.record(state, &reply, json!({ "status": "ok", "model": completed.model })).await
+    }
+
+    /// Marks the user's message failed and says why; the error is what the
+    /// client is answered.
+    async fn failed(&self, state: &AppState, err: ExecError) -> ApiError {
+        let metadata = json!({ "status": "failed", "error": err.to_string() });
+        match state.store.finish_chat_message(self.user_row_id, &metadata, 0).await {
+            Ok(()) => ApiError::Ai(err),
+            Err(store_err) => store_err.into(),
         }
     }
 
+    /// Stores the reply (complete or not) and returns the response body.
+    async fn record(&self, state: &AppState, reply: &Reply, metadata: Value) -> ApiResult<Value> {
+        let prompt_tokens = stored_tokens(reply.prompt_tokens);
+        state.store.finish_chat_message(self.user_row_id, &json!({ "status": "ok" }), prompt_tokens).await?;
+        let reply_tokens = stored_tokens(reply.reply_tokens);
+        state.store.add_chat_message(self.session.id, "assistant", &reply.text, &metadata, reply_tokens).await?;
+        Ok(json!({
+            "session_id": self.session.session_id,
+            "title": self.session.title,
+            "user_message": self.text,
+            "ai_response": reply.text,
+        }))
+    }
+}
+
+async fn system_instruction(state: &AppState, user_id: i64, context_id: Option<i64>) -> ApiResult<String> {
     let mut system = ASSISTANT_ROLE.to_string();
-    if let Some(id) = context_id {
-        if let Some(context) = state.store.ai_context(id, user.user_id).await? {
-            if !context.instructions.trim().is_empty() {
-                system.push_str(&format!("\n\nInstructions for this conversation:\n{}", context.instructions.trim()));
-            }
-            if let Some(profile) = state.store.profile_of_user(user.user_id).await? {
-                if !profile.trading_goals.trim().is_empty() {
-                    system.push_str(&format!("\n\nThe user's trading goals: {}", profile.trading_goals.trim()));
-                }
-                if !profile.strategy_preferences.trim().is_empty() {
-                    system.push_str(&format!(
-                        "\nThe user's strategy preferences: {}",
-                        profile.strategy_preferences.trim()
-                    ));
-                }
-            }
+    let Some(id) = context_id else {
+        return Ok(system);
+    };
+    let Some(context) = state.store.ai_context(id, user_id).await? else {
+        return Ok(system);
+    };
+    if !context.instructions.trim().is_empty() {
+        system.push_str(&format!("\n\nInstructions for this conversation:\n{}", context.instructions.trim()));
+    }
+    if let Some(profile) = state.store.profile_of_user(user_id).await? {
+        if !profile.trading_goals.trim().is_empty() {
+            system.push_str(&format!("\n\nThe user's trading goals: {}", profile.trading_goals.trim()));
+        }
+        if !profile.strategy_preferences.trim().is_empty() {
+            system.push_str(&format!("\nThe user's strategy preferences: {}", profile.strategy_preferences.trim()));
         }
     }
-    let history = state.store.chat_messages(session.id).await?;
-    let mut messages = history_within_budget(&history, state.chat_history_tokens);
-    messages.push(Message { role: Role::User, text: text.clone() });
+    Ok(system)
+}
 
-    // Stored before the call: whatever happens upstream, the message is kept.
-    let user_row = state.store.add_chat_message(session.id, "user", &text, &json!({ "status": "pending" }), 0).await?;
-    let request = ChatRequest { system: Some(system), messages, config: GenerationConfig::default() };
-    let spec = CallSpec {
-        user: Some(format!("user:{}", user.user_id)),
-        sticky: true,
-        workload: Workload::Light,
-        model: None,
-        allow_spill: true,
-        body: request.to_body(),
-        deadline: None,
+/// Opens the upstream stream (failures so far keep their status codes) and
+/// hands it to a relay task that outlives the response.
+async fn open_stream(state: &AppState, turn: PreparedTurn, key: Option<String>) -> ApiResult<Response> {
+    let upstream = match state.gemini.stream(&turn.spec).await {
+        Ok(upstream) => upstream,
+        Err(err) => return Err(turn.failed(state, err).await),
     };
-    let completed = match state.gemini.generate(&spec).await {
-        Ok(completed) => completed,
-        Err(err) => {
-            let metadata = json!({ "status": "failed", "error": err.to_string() });
-            state.store.finish_chat_message(user_row.id, &metadata, 0).await?;
-            return Err(ApiError::Ai(err));
+    let (events, receiver) = mpsc::channel(32);
+    let relay = relay(state.clone(), turn, upstream, events, key);
+    state.streams.spawn(relay.instrument(tracing::Span::current()));
+    Ok(streaming::response(receiver))
+}
+
+/// Why a stream stopped.
+enum StreamEnd {
+    Finished,
+    ClientLeft,
+    ShuttingDown,
+    IdleTimeout,
+    UpstreamFailed(String),
+}
+
+impl StreamEnd {
+    fn reason(&self) -> &'static str {
+        match self {
+            StreamEnd::Finished => "finished",
+            StreamEnd::ClientLeft => "client_disconnected",
+            StreamEnd::ShuttingDown => "server_shutdown",
+            StreamEnd::IdleTimeout => "stream_idle_timeout",
+            StreamEnd::UpstreamFailed(_) => "upstream_error",
+        }
+    }
+
+    /// The `error` event the client is sent, if it is still there.
+    fn error_event(&self) -> Option<Event> {
+        let message = match self {
+            StreamEnd::Finished | StreamEnd::ClientLeft => return None,
+            StreamEnd::ShuttingDown => "The server is shutting down; the partial reply was saved.".to_string(),
+            StreamEnd::IdleTimeout => "Gemini stopped sending; the partial reply was saved.".to_string(),
+            StreamEnd::UpstreamFailed(error) => {
+                format!("Gemini failed mid-answer ({error}); the partial reply was saved.")
+            }
+        };
+        Some(streaming::error(&message, self.reason()))
+    }
+}
+
+async fn relay(
+    state: AppState,
+    turn: PreparedTurn,
+    mut upstream: ExecStream,
+    events: mpsc::Sender<Event>,
+    key: Option<String>,
+) {
+    let mut reply = Reply::default();
+    let idle_limit = state.chat.stream_idle_timeout;
+    let end = loop {
+        let next = tokio::select! {
+            biased;
+            () = state.streams.shutting_down() => break StreamEnd::ShuttingDown,
+            () = events.closed() => break StreamEnd::ClientLeft,
+            next = tokio::time::timeout(idle_limit, upstream.next()) => next,
+        };
+        match next {
+            Err(_) => break StreamEnd::IdleTimeout,
+            Ok(None) => break StreamEnd::Finished,
+            Ok(Some(Err(err))) => break StreamEnd::UpstreamFailed(err.to_string()),
+            Ok(Some(Ok(chunk))) => {
+                let piece = reply.absorb(&chunk);
+                if !piece.is_empty() && events.send(streaming::delta(&piece)).await.is_err() {
+                    break StreamEnd::ClientLeft;
+                }
+            }
         }
     };
-    let answer = parse_answer(&completed.body).map_err(|err| ApiError::Ai(gemini_client::ExecError::Rejected(err)))?;
-    let prompt_tokens = i64::try_from(answer.prompt_tokens.unwrap_or(0)).unwrap_or(i64::MAX);
-    let reply_tokens = i64::try_from(answer.candidate_tokens.unwrap_or(0)).unwrap_or(i64::MAX);
-    state.store.finish_chat_message(user_row.id, &json!({ "status": "ok" }), prompt_tokens).await?;
-    state
-        .store
-        .add_chat_message(
-            session.id,
-            "assistant",
-            &answer.text,
-            &json!({ "status": "ok", "model": completed.model }),
-            reply_tokens,
-        )
-        .await?;
-    Ok(json!({
-        "session_id": session.session_id,
-        "title": session.title,
-        "user_message": text,
-        "ai_response": answer.text,
-    }))
+    let model = upstream.model.clone();
+    // Abandon upstream now: a reply nobody will read costs nothing more.
+    drop(upstream);
+    let metadata = match &end {
+        StreamEnd::Finished => json!({ "status": "ok", "model": model }),
+        StreamEnd::UpstreamFailed(error) => {
+            json!({ "status": "incomplete", "reason": end.reason(), "error": error, "model": model })
+        }
+        other => json!({ "status": "incomplete", "reason": other.reason(), "model": model }),
+    };
+    let recorded = turn.record(&state, &reply, metadata).await;
+    let finished = matches!(end, StreamEnd::Finished);
+    tracing::info!(reason = end.reason(), chars = reply.text.chars().count(), "chat stream ended");
+    let last_event = match (&recorded, end.error_event()) {
+        (Err(err), _) => {
+            tracing::error!(error = %err, "could not store a streamed reply");
+            Some(streaming::error("The reply could not be stored.", "storage_error"))
+        }
+        (Ok(body), None) if finished => Some(streaming::done(body)),
+        (Ok(_), event) => event,
+    };
+    if let Some(key) = &key {
+        let settled = match &recorded {
+            Ok(body) if finished => state.store.complete_idempotency_key(turn.user_id, key, 200, body).await,
+            _ => state.store.release_idempotency_key(turn.user_id, key).await,
+        };
+        if let Err(err) = settled {
+            tracing::error!(error = %err, "could not settle an idempotency key");
+        }
+    }
+    if let Some(event) = last_event {
+        let _ = events.send(event).await;
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ pub enum Scripted {
     Truncated,
     /// A stream cut after its first chunk.
     StreamDisconnect,
+    /// The normal answer streamed in `chunks` pieces `gap_ms` apart, so a
+    /// test can act while a stream is open.
+    SlowStream {
+        chunks: usize,
+        gap_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -430,14 +436,19 @@ async fn handle(
             let full = response_json(model, &text, prompt_tokens, answers::estimate_tokens(&text), true).to_string();
             ([(header::CONTENT_TYPE, "application/json")], full[..full.len() / 2].to_string()).into_response()
         }
-        Some(Scripted::StreamDisconnect) if streaming => stream(sim, model, &text, prompt_tokens, true),
+        Some(Scripted::StreamDisconnect) if streaming => {
+            stream(&chunk_responses(model, &text, prompt_tokens, sim.config.stream_chunks), true, NORMAL_CHUNK_GAP)
+        }
+        Some(Scripted::SlowStream { chunks, gap_ms }) if streaming => {
+            stream(&chunk_responses(model, &text, prompt_tokens, chunks), false, Duration::from_millis(gap_ms))
+        }
         _ if streaming && alt == Some("sse") => {
             let cut = rand::rng().random::<f64>() < sim.config.stream_disconnect_rate;
-            stream(sim, model, &text, prompt_tokens, cut)
+            stream(&chunk_responses(model, &text, prompt_tokens, sim.config.stream_chunks), cut, NORMAL_CHUNK_GAP)
         }
         _ if streaming => {
             // Without alt=sse Google streams a JSON array of responses.
-            let chunks = chunk_responses(sim, model, &text, prompt_tokens);
+            let chunks = chunk_responses(model, &text, prompt_tokens, sim.config.stream_chunks);
             Json(Value::Array(chunks)).into_response()
         }
         _ => Json(response_json(model, &text, prompt_tokens, answers::estimate_tokens(&text), true)).into_response(),
@@ -487,9 +498,9 @@ fn response_json(model: &str, text: &str, prompt_tokens: u64, candidate_tokens: 
 }
 
 /// The answer split into whole responses, each with cumulative usage.
-fn chunk_responses(sim: &Sim, model: &str, text: &str, prompt_tokens: u64) -> Vec<Value> {
+fn chunk_responses(model: &str, text: &str, prompt_tokens: u64, pieces: usize) -> Vec<Value> {
     let chars: Vec<char> = text.chars().collect();
-    let pieces = sim.config.stream_chunks.clamp(1, chars.len().max(1));
+    let pieces = pieces.clamp(1, chars.len().max(1));
     let size = chars.len().div_ceil(pieces).max(1);
     let mut sent = 0usize;
     chars
@@ -504,21 +515,22 @@ fn chunk_responses(sim: &Sim, model: &str, text: &str, prompt_tokens: u64) -> Ve
         .collect()
 }
 
+/// A small gap between chunks, as a real stream has.
+const NORMAL_CHUNK_GAP: Duration = Duration::from_millis(5);
+
 /// `alt=sse`: `data: <json>` events framed by CRLF, no `[DONE]`. A cut
 /// stream ends with a transport error after its first chunk.
-fn stream(sim: &SharedSim, model: &str, text: &str, prompt_tokens: u64, cut: bool) -> Response {
-    let chunks = chunk_responses(sim, model, text, prompt_tokens);
+fn stream(chunks: &[Value], cut: bool, gap: Duration) -> Response {
     let mut events: Vec<Result<Bytes, std::io::Error>> = Vec::with_capacity(chunks.len() + 1);
-    for chunk in &chunks {
+    for chunk in chunks {
         events.push(Ok(Bytes::from(format!("data: {chunk}\r\n\r\n"))));
         if cut {
             events.push(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated disconnect")));
             break;
         }
     }
-    let body = Body::from_stream(futures::stream::iter(events).then(|item| async move {
-        // A small gap between chunks, as a real stream has.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let body = Body::from_stream(futures::stream::iter(events).then(move |item| async move {
+        tokio::time::sleep(gap).await;
         item
     }));
     Response::builder()

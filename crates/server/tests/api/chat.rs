@@ -233,3 +233,22 @@ async fn a_failed_attempt_releases_its_idempotency_key() {
     let answer = expect_status(chat_with_key(&app, &user.access, "retry-me", &body).await, StatusCode::OK).await;
     assert!(answer["ai_response"].as_str().unwrap().contains("Try again later"));
 }
+
+#[tokio::test]
+async fn a_full_session_refuses_more_messages_with_a_clear_400_and_loses_nothing() {
+    let sim = start_sim().await;
+    let app = crate::helpers::spawn_app_with_sim_and(&sim, &[("CHAT_MAX_SESSION_MESSAGES", "4")]).await;
+    let user = app.register("talkative").await;
+    let token = Some(user.access.as_str());
+    let first = expect_status(app.post(CHAT, token, &json!({"message": "one"})).await, StatusCode::OK).await;
+    let session = json!({"message": "two", "session_id": first["session_id"]});
+    expect_status(app.post(CHAT, token, &session).await, StatusCode::OK).await;
+    let full = json!({"message": "three", "session_id": first["session_id"]});
+    let error = expect_status(app.post(CHAT, token, &full).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(error["error"], "This session has reached its limit of 4 messages; start a new session");
+    assert_eq!(sim.sim.requests().len(), 2, "the refused turn never reached Gemini");
+    let sessions = expect_status(app.get("/api/auth/chat-sessions/", token).await, StatusCode::OK).await;
+    assert_eq!(sessions["results"][0]["message_count"], 4);
+    // A new session is open to the same user.
+    expect_status(app.post(CHAT, token, &json!({"message": "three"})).await, StatusCode::OK).await;
+}

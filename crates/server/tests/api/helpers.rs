@@ -173,6 +173,77 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// Shuts the server down as SIGTERM would, and waits until it is done.
+    pub async fn shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+}
+
+/// Reads a `text/event-stream` response one event at a time.
+pub struct EventReader {
+    response: Response,
+    buffer: String,
+}
+
+/// One server-sent event: its name and its JSON data.
+#[derive(Debug, Clone)]
+pub struct ServerEvent {
+    pub name: String,
+    pub data: Value,
+}
+
+impl EventReader {
+    pub fn new(response: Response) -> EventReader {
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        EventReader { response, buffer: String::new() }
+    }
+
+    /// The next event, skipping keep-alive comments; `None` at the end.
+    pub async fn next(&mut self) -> Option<ServerEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let data = serde_json::from_str(&data).unwrap_or_else(|_| panic!("event data is not JSON: {data}"));
+                return Some(ServerEvent { name, data });
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Ok(None) => return None,
+                Err(err) => panic!("the event stream broke: {err}"),
+            }
+        }
+    }
+
+    /// Every remaining event.
+    pub async fn rest(&mut self) -> Vec<ServerEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -7,11 +7,13 @@
 
 mod accounts;
 mod chat;
+mod chat_stream;
 mod cli;
 mod contexts;
 mod demo;
 mod helpers;
 mod http;
+mod ownership;
 mod profiles;
 mod sessions;
 mod throttling;

@@ -1,0 +1,150 @@
+//! Server-sent events on app endpoints (DESIGN.md §4): `delta`, `progress`,
+//! `done` and, after the first byte, `error`.
+//!
+//! The work behind a stream runs in its own task, registered with
+//! [`OpenStreams`], and talks to the response through a channel. That task
+//! therefore outlives the client: when the client leaves (the channel
+//! closes) or the server shuts down, it still saves what was produced.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+
+/// Whether the caller asked for a stream: `?stream=true` (or `1`), or
+/// `Accept: text/event-stream`. `?stream=false` wins over the header.
+pub fn wants_stream(query: Option<&str>, headers: &HeaderMap) -> Result<bool, ApiError> {
+    let flag = query
+        .unwrap_or_default()
+        .split('&')
+        .rev()
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(key, _)| *key == "stream");
+    if let Some((_, value)) = flag {
+        return match value.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(ApiError::bad_request("stream must be true or false")),
+        };
+    }
+    let accepts_events = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|media| media.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream"));
+    Ok(accepts_events)
+}
+
+/// `event: delta` — a piece of generated text.
+pub fn delta(text: &str) -> Event {
+    event("delta", &json!({ "text": text }))
+}
+
+/// `event: progress` — a stage of longer work.
+pub fn progress(stage: &str, detail: &str) -> Event {
+    event("progress", &json!({ "stage": stage, "detail": detail }))
+}
+
+/// `event: done` — the same JSON the non-streaming call returns.
+pub fn done(body: &Value) -> Event {
+    event("done", body)
+}
+
+/// `event: error` — a failure after the first byte, when the status line
+/// can no longer say it.
+pub fn error(message: &str, code: &str) -> Event {
+    event("error", &json!({ "error": message, "code": code }))
+}
+
+fn event(name: &str, data: &Value) -> Event {
+    // serde_json escapes newlines, so the data is always one SSE line.
+    Event::default().event(name).data(data.to_string())
+}
+
+/// The response side of a stream: whatever the task sends, in order, with
+/// keep-alive comments so idle proxies do not cut it.
+pub fn response(events: mpsc::Receiver<Event>) -> Response {
+    let stream = futures::stream::unfold(events, |mut events| async move {
+        events.recv().await.map(|event| (Ok::<_, Infallible>(event), events))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// A finished stream of one event (an idempotent replay, say).
+pub fn single(event: Event) -> Response {
+    let (sender, receiver) = mpsc::channel(1);
+    // The channel has room for it, so this cannot fail.
+    let _ = sender.try_send(event);
+    response(receiver)
+}
+
+/// The tasks behind open streams, and the signal that ends them at
+/// shutdown.
+#[derive(Clone, Default)]
+pub struct OpenStreams {
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl OpenStreams {
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Resolves when the server begins to shut down.
+    pub async fn shutting_down(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    /// Tells every open stream to save its work and end.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits, at most `limit`, for every stream task to finish. Returns
+    /// whether they all did.
+    pub async fn drained(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
+    }
+
+    pub fn open(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_query_flag_and_the_accept_header_ask_for_a_stream() {
+        let none = HeaderMap::new();
+        assert!(!wants_stream(None, &none).unwrap());
+        assert!(wants_stream(Some("stream=true"), &none).unwrap());
+        assert!(wants_stream(Some("page=2&stream=1"), &none).unwrap());
+        assert!(!wants_stream(Some("stream=false"), &accept("text/event-stream")).unwrap());
+        assert!(wants_stream(None, &accept("application/json, text/event-stream;q=0.9")).unwrap());
+        assert!(!wants_stream(None, &accept("application/json")).unwrap());
+        assert!(!wants_stream(Some("streaming=true"), &none).unwrap());
+        assert!(wants_stream(Some("stream=yes"), &none).is_err());
+        assert!(wants_stream(Some("stream"), &none).is_err());
+    }
+}
