@@ -94,14 +94,14 @@ pub struct LoggedRequest {
     pub body: Value,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counters {
     pub admitted: u64,
     pub rate_limited: u64,
     pub errors: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BucketStats {
     pub admitted: u64,
     pub rate_limited: u64,
@@ -109,7 +109,7 @@ pub struct BucketStats {
     pub max_in_window: u32,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub keys: BTreeMap<String, Counters>,
     /// "project/model" → counts.

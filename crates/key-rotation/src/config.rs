@@ -200,11 +200,12 @@ struct RawKey {
     tags: Option<Vec<String>>,
 }
 
-const POOL_FIELDS: [&str; 6] = [
+const POOL_FIELDS: [&str; 7] = [
     "keys",
     "fallback_order",
     "rotation_strategy",
     "window_seconds",
+    "guard_ms",
     "health_check_interval",
     "quota_warning_threshold",
 ];
@@ -275,6 +276,14 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
         Some(_) => return Err(pool_error("rotation_strategy", "expected a string")),
     };
     let window = positive_seconds(object.get("window_seconds"), "window_seconds", DEFAULT_WINDOW)?;
+    let guard = match object.get("guard_ms") {
+        None | Some(Value::Null) => DEFAULT_GUARD,
+        Some(value) => value
+            .as_u64()
+            .filter(|ms| Duration::from_millis(*ms) < window)
+            .map(Duration::from_millis)
+            .ok_or_else(|| pool_error("guard_ms", "expected whole milliseconds, shorter than the window"))?,
+    };
     let health_check_interval =
         positive_seconds(object.get("health_check_interval"), "health_check_interval", DEFAULT_HEALTH_CHECK_INTERVAL)?;
     let quota_warning_threshold = match object.get("quota_warning_threshold") {
@@ -330,7 +339,7 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
         fallback_order,
         strategy,
         window,
-        guard: DEFAULT_GUARD,
+        guard,
         health_check_interval,
         quota_warning_threshold,
     })
@@ -488,6 +497,8 @@ mod tests {
             (pool(&[key("a", ""), key("a", "")], ""), "key a field key_id"),
             (pool(&[key("a", "")], r#", "rotation_strategy": "random""#), "field rotation_strategy"),
             (pool(&[key("a", "")], r#", "window_seconds": 0"#), "field window_seconds"),
+            (pool(&[key("a", "")], r#", "window_seconds": 6, "guard_ms": 6000"#), "field guard_ms"),
+            (pool(&[key("a", "")], r#", "guard_ms": -1"#), "field guard_ms"),
             (pool(&[key("a", "")], r#", "fallback_order": ["zz"]"#), "field fallback_order"),
             (pool(&[key("a", "")], r#", "colour": "blue""#), "field colour"),
             (

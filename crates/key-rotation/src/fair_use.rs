@@ -142,11 +142,18 @@ pub struct RedisFairUse {
     redis: Arc<RedisHandle>,
     prefix: String,
     fallback: MemoryFairUse,
+    /// Whether the last call fell back, so a busy spell logs once, not per call.
+    falling_back: std::sync::atomic::AtomicBool,
 }
 
 impl RedisFairUse {
     pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
-        Self { redis, prefix: prefix.to_string(), fallback: MemoryFairUse::default() }
+        Self {
+            redis,
+            prefix: prefix.to_string(),
+            fallback: MemoryFairUse::default(),
+            falling_back: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn keys(&self, user: &str) -> (String, String) {
@@ -179,7 +186,15 @@ impl FairUse for RedisFairUse {
             .arg(limits.tpm)
             .arg(tokens)
             .arg(entry_id);
-        match self.redis.invoke::<Vec<i64>>(&invocation).await {
+        let reply = self.redis.invoke::<Vec<i64>>(&invocation).await;
+        let failed = reply.is_err();
+        if self.falling_back.swap(failed, std::sync::atomic::Ordering::Relaxed) != failed {
+            match &reply {
+                Err(err) => tracing::warn!(error = %err, "fair use: Redis unreachable, using this replica's limits"),
+                Ok(_) => tracing::info!("fair use: shared through Redis again"),
+            }
+        }
+        match reply {
             Ok(reply) => match reply.as_slice() {
                 [1, at] => Ok(UserDecision::Allowed(UserTicket {
                     user: user.to_string(),
@@ -193,7 +208,7 @@ impl FairUse for RedisFairUse {
                 other => Err(LimiterError::Unavailable(format!("unexpected fair-use reply {other:?}"))),
             },
             Err(err) => {
-                tracing::warn!(error = %err, "fair use: Redis unreachable, using this replica's limits");
+                tracing::debug!(error = %err, "fair use: Redis call failed");
                 self.fallback.admit(user, tokens, limits, entry_id).await
             }
         }

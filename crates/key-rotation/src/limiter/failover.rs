@@ -1,8 +1,19 @@
 //! The Redis limiter with a safety net.
 //!
-//! When a Redis call fails or misses its deadline, admission falls back to a
-//! local limiter that gives this replica `limit × 0.8 / live replicas`: the
-//! aggregate stays under the limit, never unlimited and never an outage.
+//! When Redis calls keep failing or missing their deadline, admission falls
+//! back to a local limiter that gives this replica `limit × 0.8 / live
+//! replicas`: the aggregate stays under the limit, never unlimited and never
+//! an outage.
+//!
+//! "Keep failing" matters. A lone slow call (a busy CPU, a stalled event
+//! loop) is not an outage, and must not be treated as one: the other
+//! replicas still admit through Redis at the full limit and never see this
+//! replica's local admissions, so one replica degrading alone lets the pool
+//! exceed its limits. (The load run caught exactly that: on a saturated
+//! 2-core machine, 50 ms deadlines were missed now and then, one replica
+//! degraded, and Google answered 429.) So an admission whose Redis call
+//! fails is refused with a short retry time, and only failures with no
+//! success in between for `OUTAGE_AFTER_MS` switch to degraded mode.
 //!
 //! When Redis answers again, the replica first replays the admissions it made
 //! alone into the shared windows, then stays conservative (Redis and the
@@ -30,6 +41,10 @@ use crate::replicas::ReplicaRegistry;
 pub const DEGRADED_FRACTION: f64 = 0.8;
 /// How often a degraded replica checks whether Redis is back.
 const RETRY_EVERY_MS: u64 = 1_000;
+/// Redis failures with no success in between for this long are an outage.
+pub const OUTAGE_AFTER_MS: u64 = 500;
+/// Until then, an admission whose Redis call failed is refused for this long.
+const BLIP_RETRY_MS: u64 = 25;
 /// Windows of double-checking after Redis returns: one for the windows a
 /// restart lost, one more for every replica to replay its local admissions.
 const RECOVERY_WINDOWS: u64 = 2;
@@ -61,6 +76,8 @@ pub struct FailoverLimiter {
     clock: Arc<dyn Clock>,
     mode: Mutex<Mode>,
     next_retry_ms: AtomicU64,
+    /// When the current run of Redis failures began; 0 while Redis answers.
+    failing_since_ms: AtomicU64,
     /// Times this replica entered degraded mode, for the metrics.
     pub degradations: AtomicU64,
     /// Admissions made while degraded, with their window, not yet in Redis.
@@ -99,6 +116,7 @@ impl FailoverLimiter {
             clock,
             mode: Mutex::new(Mode::Shared),
             next_retry_ms: AtomicU64::new(0),
+            failing_since_ms: AtomicU64::new(0),
             degradations: AtomicU64::new(0),
             unshared: Mutex::new(Vec::new()),
             last_seen: Mutex::new(HashMap::new()),
@@ -178,6 +196,24 @@ impl FailoverLimiter {
         local
     }
 
+    fn redis_answered(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Notes a failed Redis call; true once the failures amount to an outage.
+    fn redis_failed(&self, err: &LimiterError) -> bool {
+        let now = self.clock.now_ms().max(1);
+        let since = match self.failing_since_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => now,
+            Err(since) => since,
+        };
+        let outage = now.saturating_sub(since) >= OUTAGE_AFTER_MS;
+        if !outage {
+            tracing::debug!(error = %err, failing_for_ms = now - since, "redis call failed; not yet an outage");
+        }
+        outage
+    }
+
     fn degrade(&self, err: &LimiterError) {
         tracing::debug!(error = %err, "redis admission failed");
         self.next_retry_ms.store(self.clock.now_ms() + RETRY_EVERY_MS, Ordering::Relaxed);
@@ -253,8 +289,13 @@ impl FailoverLimiter {
         shared: impl std::future::Future<Output = Result<(), LimiterError>>,
     ) -> Result<(), LimiterError> {
         local.await?;
-        if let Err(err) = shared.await {
-            self.degrade(&err);
+        match shared.await {
+            Ok(()) => self.redis_answered(),
+            Err(err) if self.mode() != Mode::Shared || self.redis_failed(&err) => self.degrade(&err),
+            // A blip: the change stands on this replica only. The others
+            // learn a lost cooldown from Google's next 429; a lost
+            // reconcile leaves the estimate in place of the real count.
+            Err(_) => {}
         }
         Ok(())
     }
@@ -268,6 +309,7 @@ impl Limiter for FailoverLimiter {
         match mode {
             Mode::Shared => match self.redis.admit(request).await {
                 Ok(Decision::Admitted(ticket)) => {
+                    self.redis_answered();
                     self.local.mirror(&self.local_request(request), &ticket.key_id);
                     self.last_seen.lock().unwrap_or_else(PoisonError::into_inner).insert(
                         (ticket.model.clone(), ticket.project.clone()),
@@ -280,11 +322,17 @@ impl Limiter for FailoverLimiter {
                     );
                     Ok(Decision::Admitted(ticket))
                 }
-                Ok(refused) => Ok(refused),
-                Err(err) => {
+                Ok(refused) => {
+                    self.redis_answered();
+                    Ok(refused)
+                }
+                Err(err) if self.redis_failed(&err) => {
                     self.degrade(&err);
                     self.admit_locally(request).await
                 }
+                // Not an outage (yet): refuse briefly rather than admit on
+                // a share the other replicas do not know about.
+                Err(_) => Ok(Decision::NoRoom { retry_after_ms: Some(BLIP_RETRY_MS) }),
             },
             Mode::Degraded if !self.retry_due() => self.admit_locally(request).await,
             Mode::Degraded | Mode::Recovering { .. } => {
@@ -307,7 +355,11 @@ impl Limiter for FailoverLimiter {
                 };
                 let mut shared_request = request.clone();
                 shared_request.candidates.retain(|c| c.key_id == ticket.key_id);
-                match self.redis.admit(&shared_request).await {
+                let shared = self.redis.admit(&shared_request).await;
+                if shared.is_ok() {
+                    self.redis_answered();
+                }
+                match shared {
                     Ok(Decision::Admitted(shared)) => {
                         if mode == Mode::Degraded {
                             self.set_mode(Mode::Recovering { until_ms: now + RECOVERY_WINDOWS * request.window_ms });

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use key_rotation::config::{BucketLimits, KeySpec, PoolConfig, Strategy, Workload};
 use key_rotation::events::MemoryEventLog;
-use key_rotation::limiter::failover::{FailoverLimiter, Mode};
+use key_rotation::limiter::failover::{FailoverLimiter, Mode, OUTAGE_AFTER_MS};
 use key_rotation::limiter::redis::RedisLimiter;
 use key_rotation::limiter::Limiter;
 use key_rotation::outcome::Outcome;
@@ -62,6 +62,25 @@ fn replica(url: &str, prefix: &str, id: &str) -> Replica {
         PoolOptions::default(),
     ));
     Replica { pool, failover, registry }
+}
+
+/// Admits on `replica` until it has declared Redis down (a failing call is
+/// a blip until failures last `OUTAGE_AFTER_MS`). Returns the grants and the
+/// last answer, the first one given in degraded mode.
+async fn admit_until_degraded(replica: &Replica) -> (usize, AdmitResult) {
+    let give_up = Instant::now() + Duration::from_millis(OUTAGE_AFTER_MS) + Duration::from_secs(3);
+    let mut granted = 0;
+    loop {
+        let result = replica.pool.try_admit(&spec()).await.expect("admission never errors on a Redis fault");
+        if matches!(result, AdmitResult::Granted(_)) {
+            granted += 1;
+        }
+        if replica.failover.mode() == Mode::Degraded {
+            return (granted, result);
+        }
+        assert!(Instant::now() < give_up, "never degraded");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 fn spec() -> AdmitSpec {
@@ -177,8 +196,10 @@ async fn a_replica_joining_or_leaving_changes_the_degraded_share() {
     assert_eq!(a.registry.heartbeat().await.unwrap(), 2, "c joined");
 
     // With two live replicas and Redis gone, a gets 0.8 × 20 / 2 = 8 a window.
+    // Until the failures last long enough to be an outage, nothing is
+    // admitted; then the window's share at once.
     redis.kill();
-    let mut admitted = 0;
+    let (mut admitted, _) = admit_until_degraded(&a).await;
     for _ in 0..40 {
         if let AdmitResult::Granted(_) = a.pool.try_admit(&spec()).await.unwrap() {
             admitted += 1;
@@ -233,7 +254,9 @@ async fn restriction_changes_reach_every_replicas_local_limiter() {
 
     // Redis gone: B decides alone, and still refuses the cooled bucket.
     redis.kill();
-    match b.pool.try_admit(&spec()).await.unwrap() {
+    let (granted, first_degraded) = admit_until_degraded(&b).await;
+    assert_eq!(granted, 0, "B admitted into a bucket A had cooled");
+    match first_degraded {
         AdmitResult::Full { retry_after } => {
             assert!(retry_after > Duration::from_secs(25), "{retry_after:?}");
         }
@@ -241,4 +264,62 @@ async fn restriction_changes_reach_every_replicas_local_limiter() {
     }
     assert_eq!(b.failover.mode(), Mode::Degraded);
     follower.abort();
+}
+
+/// A stall shorter than an outage (a busy machine misses a few deadlines)
+/// must not degrade a replica: the others keep admitting through Redis at
+/// the full limit and would never see its local admissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shorter_than_an_outage_refuses_briefly_and_never_degrades() {
+    let Some(redis) = PrivateRedis::start().await else {
+        println!("skipped: no redis-server on this machine");
+        return;
+    };
+    let replicas = [replica(&redis.url(), "stall", "r1"), replica(&redis.url(), "stall", "r2")];
+    for r in &replicas {
+        r.registry.heartbeat().await.unwrap();
+    }
+    let admissions = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let refusals_during_stall = Arc::new(Mutex::new(0usize));
+    let start = Instant::now();
+    let stall_from = Duration::from_millis(700);
+    let stall_for = Duration::from_millis(OUTAGE_AFTER_MS / 2);
+    let run_for = Duration::from_millis(2_500);
+    let mut tasks = Vec::new();
+    for r in &replicas {
+        for _ in 0..4 {
+            let (pool, admissions, refusals) = (r.pool.clone(), admissions.clone(), refusals_during_stall.clone());
+            tasks.push(tokio::spawn(async move {
+                while start.elapsed() < run_for {
+                    match pool.try_admit(&spec()).await.expect("admission never errors on a Redis fault") {
+                        AdmitResult::Granted(grant) => {
+                            admissions.lock().unwrap().push(Instant::now());
+                            pool.report(&grant, &Outcome::Success { prompt_tokens: Some(1) }).await;
+                        }
+                        AdmitResult::Full { retry_after } => {
+                            let elapsed = start.elapsed();
+                            if elapsed > stall_from && elapsed < stall_from + stall_for {
+                                *refusals.lock().unwrap() += 1;
+                            }
+                            tokio::time::sleep(retry_after.min(Duration::from_millis(25))).await;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(stall_from).await;
+    redis.pause(u64::try_from(stall_for.as_millis()).unwrap()).await;
+    for task in tasks {
+        task.await.expect("no task panicked");
+    }
+    for r in &replicas {
+        assert_eq!(r.failover.degradations.load(std::sync::atomic::Ordering::Relaxed), 0, "a stall is not an outage");
+        assert_eq!(r.failover.mode(), Mode::Shared);
+    }
+    assert!(*refusals_during_stall.lock().unwrap() > 0, "admissions were refused while Redis stalled");
+    let times = admissions.lock().unwrap().clone();
+    let peak = max_in_any_window(&times, WINDOW);
+    assert!(peak <= RPM as usize, "{peak} admissions in one window against a limit of {RPM}");
+    assert!(times.len() >= 2 * RPM as usize, "only {} admissions", times.len());
 }
