@@ -334,15 +334,7 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
     }
     check_projects_agree(&keys)?;
 
-    Ok(PoolConfig {
-        keys,
-        fallback_order,
-        strategy,
-        window,
-        guard,
-        health_check_interval,
-        quota_warning_threshold,
-    })
+    Ok(PoolConfig { keys, fallback_order, strategy, window, guard, health_check_interval, quota_warning_threshold })
 }
 
 fn positive_seconds(value: Option<&Value>, field: &str, default: Duration) -> Result<Duration, PoolConfigError> {

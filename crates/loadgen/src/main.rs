@@ -116,7 +116,6 @@ fn project_of(id: &str) -> String {
     format!("project-{id}")
 }
 
-
 fn sim_config(window_seconds: f64) -> SimConfig {
     let mut limits = BTreeMap::new();
     let mut keys = Vec::new();
@@ -223,12 +222,8 @@ fn report(load: &Load, samples: &[Sample], start: Instant, stats: &Stats) {
     let upstream_429: u64 = stats.buckets.values().map(|b| b.rate_limited).sum();
     // Goodput: served calls over what the limits allow across the span from
     // the first arrival to the last answer (capacity per window, pro rata).
-    let last_served = samples
-        .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Served))
-        .map(|s| s.finished)
-        .max()
-        .unwrap_or(start);
+    let last_served =
+        samples.iter().filter(|s| matches!(s.outcome, Outcome::Served)).map(|s| s.finished).max().unwrap_or(start);
     let span = last_served.saturating_duration_since(start).as_secs_f64().max(load.window_seconds);
     let allowed = f64::from(capacity()) * span / load.window_seconds;
     let goodput = served as f64 / allowed;
@@ -369,7 +364,8 @@ async fn sign_up(client: &reqwest::Client, target: &str, n: usize) -> anyhow::Re
 }
 
 async fn run_chat(targets: Vec<String>, sim: String, load: Load) -> anyhow::Result<()> {
-    let targets: Arc<Vec<String>> = Arc::new(targets.into_iter().map(|t| t.trim_end_matches('/').to_string()).collect());
+    let targets: Arc<Vec<String>> =
+        Arc::new(targets.into_iter().map(|t| t.trim_end_matches('/').to_string()).collect());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(load.deadline_seconds + 30))
         .pool_max_idle_per_host(4096)

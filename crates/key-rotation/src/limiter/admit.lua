@@ -1,6 +1,8 @@
 -- One admission, atomically, in one round trip. Mirrors MemoryLimiter.
 -- KEYS: per candidate i (3 each): window zset, state hash, lease zset; then
---       the model's disabled-keys hash and its round-robin counter.
+--       the model's disabled-keys hash, its round-robin counter, and this
+--       admission's marker (which candidate, when: for withdrawing an
+--       admission whose reply was lost).
 -- ARGV: n, tokens, pick (0 first fit, 1 least loaded), rotate (0/1),
 --       window_ms, lease_ttl_ms, entry_id, day_start_ms, day_end_ms, then per
 --       candidate: key_id, rpm, tpm, rpd (0 none), burst, max_in_flight (0 none).
@@ -102,6 +104,7 @@ local function admit(i)
     redis.call('ZADD', lease_key, now + lease_ttl, entry_id)
     redis.call('PEXPIRE', lease_key, lease_ttl + 1000)
   end
+  redis.call('SET', KEYS[n * 3 + 3], i .. ':' .. now, 'PX', window + 1000)
   return {1, i, now, count, total}
 end
 

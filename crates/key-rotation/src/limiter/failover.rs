@@ -343,10 +343,20 @@ impl Limiter for FailoverLimiter {
                     }
                 }
                 if mode == Mode::Degraded {
-                    if let Err(err) = self.replay_unshared().await {
+                    // Whether Redis is back is asked directly, not through an
+                    // admission: under load the local share is usually full,
+                    // and a replica that only asked when it had room could
+                    // stay degraded long after Redis returned.
+                    let back = match self.replay_unshared().await {
+                        Ok(()) => self.redis.handle().ping().await.map_err(LimiterError::from),
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = back {
                         self.degrade(&err);
                         return self.admit_locally(request).await;
                     }
+                    self.redis_answered();
+                    self.set_mode(Mode::Recovering { until_ms: now + RECOVERY_WINDOWS * request.window_ms });
                 }
                 // Conservative: the local share first, then Redis too.
                 let local = self.local.admit(&self.local_request(request)).await?;
@@ -360,16 +370,8 @@ impl Limiter for FailoverLimiter {
                     self.redis_answered();
                 }
                 match shared {
-                    Ok(Decision::Admitted(shared)) => {
-                        if mode == Mode::Degraded {
-                            self.set_mode(Mode::Recovering { until_ms: now + RECOVERY_WINDOWS * request.window_ms });
-                        }
-                        Ok(Decision::Admitted(shared))
-                    }
+                    Ok(Decision::Admitted(shared)) => Ok(Decision::Admitted(shared)),
                     Ok(refused) => {
-                        if mode == Mode::Degraded {
-                            self.set_mode(Mode::Recovering { until_ms: now + RECOVERY_WINDOWS * request.window_ms });
-                        }
                         self.local.refund(&ticket).await?;
                         Ok(refused)
                     }

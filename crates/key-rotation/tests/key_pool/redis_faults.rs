@@ -174,7 +174,12 @@ async fn pause_then_crash_degrades_holds_the_quota_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for r in &replicas {
-        assert_eq!(r.failover.mode(), Mode::Shared, "recovered");
+        assert_eq!(
+            r.failover.mode(),
+            Mode::Shared,
+            "recovered (degradations: {})",
+            r.failover.degradations.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
 }
 
@@ -322,4 +327,34 @@ async fn a_stall_shorter_than_an_outage_refuses_briefly_and_never_degrades() {
     let peak = max_in_any_window(&times, WINDOW);
     assert!(peak <= RPM as usize, "{peak} admissions in one window against a limit of {RPM}");
     assert!(times.len() >= 2 * RPM as usize, "only {} admissions", times.len());
+}
+
+/// An admission whose reply is lost (Redis ran the script after the call's
+/// deadline) is found and withdrawn, so it does not hold a unit of quota
+/// that no request will use for the rest of the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_whose_reply_was_lost_is_withdrawn() {
+    let Some(redis) = PrivateRedis::start().await else {
+        println!("skipped: no redis-server on this machine");
+        return;
+    };
+    let handle = Arc::new(RedisHandle::new(&redis.url(), DEADLINE).unwrap());
+    let limiter = RedisLimiter::new(handle, "lost");
+    let mut template = crate::request(vec![crate::candidate("k", "p", crate::limits(2, 1_000))], 10);
+    template.window_ms = 60_000;
+
+    // Paused, Redis queues the script and runs it after our deadline.
+    redis.pause(200).await;
+    limiter.admit(&template).await.expect_err("the call misses its deadline");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let usage = limiter.usage("gemini-test", "p", 60_000).await.unwrap();
+    assert_eq!(
+        (usage.requests_in_window, usage.tokens_in_window, usage.requests_today),
+        (0, 0, 0),
+        "the lost admission was withdrawn: {usage:?}"
+    );
+    // Both units of the window are there to be used.
+    crate::admitted(crate::admit(&limiter, &template).await, "redis");
+    crate::admitted(crate::admit(&limiter, &template).await, "redis");
+    crate::refused(crate::admit(&limiter, &template).await, "redis");
 }
