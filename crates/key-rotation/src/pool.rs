@@ -310,6 +310,18 @@ impl Snapshot {
 }
 
 impl KeyPool {
+    /// A pool for one process: memory limiter and event log, the system
+    /// clock, default options.
+    pub fn in_memory(config: PoolConfig) -> Self {
+        Self::new(
+            config,
+            Arc::new(crate::limiter::memory::MemoryLimiter::default()),
+            Arc::new(crate::events::MemoryEventLog::default()),
+            Arc::new(crate::clock::SystemClock),
+            PoolOptions::default(),
+        )
+    }
+
     pub fn new(
         config: PoolConfig,
         limiter: Arc<dyn Limiter>,

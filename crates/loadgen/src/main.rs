@@ -31,12 +31,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gemini_client::{CallSpec, ExecError, Executor, ExecutorSettings, GeminiClient};
 use gemini_sim::{KeyStatus, SimConfig, SimKey, SimLimits, SimServer, Stats};
-use key_rotation::clock::SystemClock;
 use key_rotation::config::{BucketLimits, KeySpec, PoolConfig, Strategy, Workload};
-use key_rotation::events::MemoryEventLog;
 use key_rotation::fair_use::{MemoryFairUse, UserLimits};
-use key_rotation::limiter::memory::MemoryLimiter;
-use key_rotation::pool::{KeyPool, PoolOptions};
+use key_rotation::pool::KeyPool;
 use key_rotation::secrets::ApiKeySecret;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -283,13 +280,7 @@ async fn run_pool(load: Load) -> anyhow::Result<()> {
         .collect();
     let window = Duration::from_secs_f64(load.window_seconds);
     let config = PoolConfig { keys, strategy: Strategy::RoundRobin, window, ..PoolConfig::empty() };
-    let pool = Arc::new(KeyPool::new(
-        config,
-        Arc::new(MemoryLimiter::default()),
-        Arc::new(MemoryEventLog::default()),
-        Arc::new(SystemClock),
-        PoolOptions::default(),
-    ));
+    let pool = Arc::new(KeyPool::in_memory(config));
     let client = GeminiClient::new(&sim.base_url(), "v1beta", Duration::from_secs(5))?;
     // Fair use is not what this measures: per-user limits stay out of the way.
     let users = UserLimits { rpm: 100_000, burst: 100_000, tpm: u64::MAX / 4 };

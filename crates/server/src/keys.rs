@@ -8,10 +8,9 @@ use anyhow::Context;
 use gemini_client::{Executor, ExecutorSettings, GeminiClient, ModelProbe};
 use key_rotation::clock::SystemClock;
 use key_rotation::config::{load_pool, PoolConfig};
-use key_rotation::events::{EventLog, MemoryEventLog, RedisEventLog};
+use key_rotation::events::{EventLog, RedisEventLog};
 use key_rotation::fair_use::{FairUse, MemoryFairUse, RedisFairUse, UserLimits};
 use key_rotation::limiter::failover::FailoverLimiter;
-use key_rotation::limiter::memory::MemoryLimiter;
 use key_rotation::limiter::redis::RedisLimiter;
 use key_rotation::limiter::Limiter;
 use key_rotation::pool::{KeyPool, PoolOptions};
@@ -79,13 +78,7 @@ pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &st
     let options = PoolOptions::default();
     let clock = Arc::new(SystemClock);
     let Some(handle) = redis else {
-        let pool = KeyPool::new(
-            pool_config,
-            Arc::new(MemoryLimiter::default()),
-            Arc::new(MemoryEventLog::default()),
-            clock,
-            options,
-        );
+        let pool = KeyPool::in_memory(pool_config);
         let fair_use: Arc<dyn FairUse> = Arc::new(MemoryFairUse::default());
         let pool = Arc::new(pool);
         return Ok(KeyServices {

@@ -5,12 +5,9 @@ use std::time::{Duration, Instant};
 
 use gemini_client::{CallSpec, ExecError, Executor, ExecutorSettings, GeminiClient, GeminiError};
 use gemini_sim::{KeyStatus, Scripted, SimConfig, SimKey, SimServer};
-use key_rotation::clock::SystemClock;
 use key_rotation::config::{BucketLimits, KeySpec, PoolConfig, Strategy, Workload};
-use key_rotation::events::MemoryEventLog;
 use key_rotation::fair_use::{MemoryFairUse, UserLimits};
-use key_rotation::limiter::memory::MemoryLimiter;
-use key_rotation::pool::{KeyPool, PoolOptions};
+use key_rotation::pool::KeyPool;
 use key_rotation::secrets::ApiKeySecret;
 use serde_json::json;
 
@@ -68,13 +65,7 @@ pub async fn setup(keys: &[&str], rpm: u32, window: Duration, user_limits: UserL
         guard: Duration::ZERO,
         ..PoolConfig::empty()
     };
-    let pool = Arc::new(KeyPool::new(
-        config,
-        Arc::new(MemoryLimiter::default()),
-        Arc::new(MemoryEventLog::default()),
-        Arc::new(SystemClock),
-        PoolOptions::default(),
-    ));
+    let pool = Arc::new(KeyPool::in_memory(config));
     let client = GeminiClient::new(&sim.base_url(), "v1beta", Duration::from_secs(2)).unwrap();
     let settings = ExecutorSettings {
         deadline: Duration::from_secs(5),
