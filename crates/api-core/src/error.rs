@@ -35,6 +35,13 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// DRF's `max_length` message when `value` is longer than `max` characters.
+    pub fn check_length(&mut self, field: &str, value: &str, max: usize) {
+        if value.chars().count() > max {
+            self.add(field, format!("Ensure this field has no more than {max} characters."));
+        }
+    }
+
     /// `Ok(())` when empty, so validators can end with `errors.into_result()?`.
     pub fn into_result(self) -> Result<(), ApiError> {
         if self.is_empty() {

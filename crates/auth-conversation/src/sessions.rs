@@ -139,7 +139,7 @@ async fn apply(state: &AppState, owner: i64, fields: &mut ChatSessionFields, cha
     if fields.title.is_empty() {
         errors.add("title", "This field may not be blank.");
     }
-    crate::accounts::check_length(&mut errors, "title", &fields.title, TITLE_MAX_CHARS);
+    errors.check_length("title", &fields.title, TITLE_MAX_CHARS);
     errors.into_result()
 }
 

@@ -195,14 +195,17 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
 /// The whole HTTP surface, with its middleware.
 pub fn router(state: AppState, config: &Config) -> Router {
     let auth = auth_conversation::routes();
+    let strategies = strategy_api::routes();
     let public = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/api", get(routes::api_index))
         .merge(auth.public)
+        .merge(strategies.public)
         .method_not_allowed_fallback(method_not_allowed);
     let protected = Router::new()
         .merge(auth.protected)
+        .merge(strategies.protected)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
 

@@ -77,6 +77,10 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "chat": "/api/auth/chat/",
                 "health": "/api/auth/health/",
             },
+            "strategies": {
+                "strategies": "/api/strategies/strategies/",
+                "tags": "/api/strategies/tags/",
+            },
             "health": { "alive": "/healthz", "ready": "/readyz" },
         },
     })))

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod conversations;
 pub mod idempotency;
+pub mod strategies;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -16,7 +16,7 @@ use store::accounts::{NewUser, ProfileFields, RefreshRotation, ROLE_USER};
 use store::StoreError;
 
 use super::password::{self, UserAttributes};
-use super::service::{self, check_length, NAME_MAX_CHARS, USERNAME_TAKEN};
+use super::service::{self, NAME_MAX_CHARS, USERNAME_TAKEN};
 use super::views::{ProfileView, SessionView, UserDetailView, UserView};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -66,8 +66,8 @@ pub async fn register(
     if let Some(problem) = service::email_problem(email) {
         errors.add("email", problem);
     }
-    check_length(&mut errors, "first_name", &request.first_name, NAME_MAX_CHARS);
-    check_length(&mut errors, "last_name", &request.last_name, NAME_MAX_CHARS);
+    errors.check_length("first_name", &request.first_name, NAME_MAX_CHARS);
+    errors.check_length("last_name", &request.last_name, NAME_MAX_CHARS);
     let attributes = UserAttributes { username, first_name: &request.first_name, last_name: &request.last_name, email };
     let problems = password::password_problems(&request.password, &attributes);
     if problems.is_empty() && request.password != request.password2 {

@@ -6,7 +6,7 @@ pub mod password;
 mod service;
 mod views;
 
-pub use service::{check_length, ensure_admin, AdminOutcome};
+pub use service::{ensure_admin, AdminOutcome};
 
 use api_core::FeatureRoutes;
 use axum::routing::{get, post};

@@ -50,12 +50,6 @@ pub fn email_problem(email: &str) -> Option<String> {
     (!valid).then(|| "Enter a valid email address.".into())
 }
 
-pub fn check_length(errors: &mut FieldErrors, field: &str, value: &str, max: usize) {
-    if value.chars().count() > max {
-        errors.add(field, format!("Ensure this field has no more than {max} characters."));
-    }
-}
-
 /// Issues an access token and a refresh token, recording the refresh token in
 /// `family` (a new family when `None`, as at login).
 pub async fn issue_tokens(state: &AppState, user_id: i64, family: Option<&str>) -> Result<TokenPair, ApiError> {
@@ -88,9 +82,9 @@ pub fn validate_profile(fields: &ProfileFields) -> Result<(), ApiError> {
     if fields.default_timeframe.trim().is_empty() {
         errors.add("default_timeframe", "This field may not be blank.");
     }
-    check_length(&mut errors, "default_timeframe", &fields.default_timeframe, TIMEFRAME_MAX_CHARS);
-    check_length(&mut errors, "trading_goals", &fields.trading_goals, TEXT_FIELD_MAX_CHARS);
-    check_length(&mut errors, "strategy_preferences", &fields.strategy_preferences, TEXT_FIELD_MAX_CHARS);
+    errors.check_length("default_timeframe", &fields.default_timeframe, TIMEFRAME_MAX_CHARS);
+    errors.check_length("trading_goals", &fields.trading_goals, TEXT_FIELD_MAX_CHARS);
+    errors.check_length("strategy_preferences", &fields.strategy_preferences, TEXT_FIELD_MAX_CHARS);
     if fields.preferred_symbols.len() > 500 || fields.preferred_symbols.iter().any(|s| s.chars().count() > 32) {
         errors.add("preferred_symbols", "Give at most 500 symbols of at most 32 characters each.");
     }

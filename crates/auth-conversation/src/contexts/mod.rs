@@ -84,8 +84,8 @@ fn validate(fields: &AiContextFields) -> Result<(), ApiError> {
     if fields.session_name.is_empty() {
         errors.add("session_name", "This field may not be blank.");
     }
-    crate::accounts::check_length(&mut errors, "session_name", &fields.session_name, SESSION_NAME_MAX_CHARS);
-    crate::accounts::check_length(&mut errors, "instructions", &fields.instructions, INSTRUCTIONS_MAX_CHARS);
+    errors.check_length("session_name", &fields.session_name, SESSION_NAME_MAX_CHARS);
+    errors.check_length("instructions", &fields.instructions, INSTRUCTIONS_MAX_CHARS);
     if !fields.context_data.is_object() {
         errors.add("context_data", "Expected a JSON object.");
     }

@@ -16,4 +16,5 @@ mod http;
 mod ownership;
 mod profiles;
 mod sessions;
+mod strategies;
 mod throttling;

@@ -1,0 +1,185 @@
+//! `/api/strategies/strategies/` and `/api/strategies/tags/`: CRUD, the list
+//! filters, per-user uniqueness answered as a 400 naming the field, and
+//! owner scoping.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_status, spawn_app};
+
+const STRATEGIES: &str = "/api/strategies/strategies/";
+
+fn names(page: &Value) -> Vec<&str> {
+    page["results"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn strategies_are_created_filtered_updated_and_deleted() {
+    let app = spawn_app().await;
+    let user = app.register("quant").await;
+    let token = Some(user.access.as_str());
+
+    let created = expect_status(
+        app.post(
+            STRATEGIES,
+            token,
+            &json!({"name": "EMA cross", "description": "Fast over slow", "tags": ["trend", "ema", "trend"],
+                    "parameters": {"fast": 12}, "risk_level": "medium", "expected_return": 0.12}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(created["version"], "1.0.0");
+    assert_eq!(created["status"], "draft");
+    assert_eq!(created["tags"], json!(["trend", "ema"]), "tags are a list of strings, without repeats");
+    assert_eq!(created["created_by"], user.id);
+    assert_eq!(created["created_by_username"], "quant");
+    assert_eq!(created["template"], Value::Null);
+    assert_eq!(created["validation_status"], Value::Null, "no validation has run");
+    for (name, status, tags, description) in [
+        ("RSI bounce", "valid", json!(["mean-reversion"]), "Buy oversold"),
+        ("Breakout", "draft", json!(["trend"]), "Donchian channel breakout"),
+    ] {
+        let body = json!({"name": name, "status": status, "tags": tags, "description": description});
+        expect_status(app.post(STRATEGIES, token, &body).await, StatusCode::CREATED).await;
+    }
+
+    let all = expect_status(app.get(STRATEGIES, token).await, StatusCode::OK).await;
+    assert_eq!(all["count"], 3);
+    assert_eq!(names(&all), ["Breakout", "RSI bounce", "EMA cross"], "newest first");
+    let filtered = |query: &'static str| {
+        let app = &app;
+        async move { expect_status(app.get(&format!("{STRATEGIES}?{query}"), token).await, StatusCode::OK).await }
+    };
+    assert_eq!(names(&filtered("status=valid").await), ["RSI bounce"]);
+    assert_eq!(names(&filtered("tags=trend").await), ["Breakout", "EMA cross"]);
+    assert_eq!(names(&filtered("search=SLOW").await), ["EMA cross"], "description, any case");
+    assert_eq!(names(&filtered("search=break&tags=trend").await), ["Breakout"]);
+    assert_eq!(names(&filtered("search=100%25").await), Vec::<&str>::new(), "% matches literally");
+
+    let id = created["id"].as_i64().unwrap();
+    let path = format!("{STRATEGIES}{id}/");
+    let patched = expect_status(
+        app.send(Method::PATCH, &path, token, &json!({"status": "active", "expected_return": null})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(patched["status"], "active");
+    assert_eq!(patched["expected_return"], Value::Null, "null clears");
+    assert_eq!(patched["description"], "Fast over slow", "PATCH keeps what it does not name");
+    let error = expect_status(
+        app.send(Method::PUT, &path, token, &json!({"description": "no name"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(error["name"][0], "This field is required.");
+    assert_eq!(app.send(Method::DELETE, &path, token, &json!({})).await.status(), StatusCode::NO_CONTENT);
+    expect_status(app.get(&path, token).await, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn bad_strategy_fields_are_400s_naming_the_field() {
+    let app = spawn_app().await;
+    let user = app.register("sloppy").await;
+    let token = Some(user.access.as_str());
+    for (body, field) in [
+        (json!({}), "name"),
+        (json!({"name": "  "}), "name"),
+        (json!({"name": "x", "status": "shipping"}), "status"),
+        (json!({"name": "x", "risk_level": "extreme"}), "risk_level"),
+        (json!({"name": "x", "parameters": [1, 2]}), "parameters"),
+        (json!({"name": "x", "tags": [""]}), "tags"),
+        (json!({"name": "x", "template": 999}), "template"),
+        (json!({"name": "x", "version": ""}), "version"),
+    ] {
+        let error = expect_status(app.post(STRATEGIES, token, &body).await, StatusCode::BAD_REQUEST).await;
+        assert!(error[field].is_array(), "{body} → {error}");
+    }
+    let error = expect_status(app.post(STRATEGIES, token, &json!({"name": 5})).await, StatusCode::BAD_REQUEST).await;
+    assert!(error.to_string().contains("name"), "{error}");
+}
+
+#[tokio::test]
+async fn name_and_version_are_unique_per_user() {
+    let app = spawn_app().await;
+    let alice = app.register("alicequant").await;
+    let bob = app.register("bobquant").await;
+    let body = json!({"name": "Same", "version": "2.0"});
+    expect_status(app.post(STRATEGIES, Some(&alice.access), &body).await, StatusCode::CREATED).await;
+    let error = expect_status(app.post(STRATEGIES, Some(&alice.access), &body).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(error["name"][0], "You already have a strategy with this name and version.");
+    // Another version, or another user, is free to use the name.
+    let v3 = json!({"name": "Same", "version": "3.0"});
+    let other = expect_status(app.post(STRATEGIES, Some(&alice.access), &v3).await, StatusCode::CREATED).await;
+    expect_status(app.post(STRATEGIES, Some(&bob.access), &body).await, StatusCode::CREATED).await;
+    // Renaming into a taken pair is refused the same way, and changes nothing.
+    let path = format!("{STRATEGIES}{}/", other["id"]);
+    let error = expect_status(
+        app.send(Method::PATCH, &path, Some(&alice.access), &json!({"version": "2.0"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(error["name"].is_array(), "{error}");
+    let unchanged = expect_status(app.get(&path, Some(&alice.access)).await, StatusCode::OK).await;
+    assert_eq!(unchanged["version"], "3.0");
+}
+
+#[tokio::test]
+async fn another_users_strategies_and_tags_are_404() {
+    let app = spawn_app().await;
+    let owner = app.register("stratowner").await;
+    let intruder = app.register("stratintruder").await;
+    let strategy =
+        expect_status(app.post(STRATEGIES, Some(&owner.access), &json!({"name": "Mine"})).await, StatusCode::CREATED)
+            .await;
+    let tag = expect_status(
+        app.post("/api/strategies/tags/", Some(&owner.access), &json!({"name": "mine"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    for path in [format!("{STRATEGIES}{}/", strategy["id"]), format!("/api/strategies/tags/{}/", tag["id"])] {
+        for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
+            let body = json!({"name": "Stolen"});
+            let response = app.send(method.clone(), &path, Some(&intruder.access), &body).await;
+            expect_status(response, StatusCode::NOT_FOUND).await;
+        }
+        let still = expect_status(app.get(&path, Some(&owner.access)).await, StatusCode::OK).await;
+        assert_ne!(still["name"], "Stolen");
+    }
+    let theirs = expect_status(app.get(STRATEGIES, Some(&intruder.access)).await, StatusCode::OK).await;
+    assert_eq!(theirs["count"], 0);
+}
+
+#[tokio::test]
+async fn tags_are_a_users_own_named_colours() {
+    let app = spawn_app().await;
+    let user = app.register("tagger").await;
+    let token = Some(user.access.as_str());
+    let tag = expect_status(
+        app.post("/api/strategies/tags/", token, &json!({"name": "momentum", "description": "Rides trends"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(tag["color"], "#007bff");
+    let error = expect_status(
+        app.post("/api/strategies/tags/", token, &json!({"name": "momentum"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(error["name"][0], "You already have a tag with this name.");
+    let error = expect_status(
+        app.post("/api/strategies/tags/", token, &json!({"name": "x", "color": "red"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(error["color"].is_array());
+    let path = format!("/api/strategies/tags/{}/", tag["id"]);
+    let patched =
+        expect_status(app.send(Method::PATCH, &path, token, &json!({"color": "#ff8800"})).await, StatusCode::OK).await;
+    assert_eq!((patched["name"].as_str(), patched["color"].as_str()), (Some("momentum"), Some("#ff8800")));
+    let list = expect_status(app.get("/api/strategies/tags/", token).await, StatusCode::OK).await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(app.send(Method::DELETE, &path, token, &json!({})).await.status(), StatusCode::NO_CONTENT);
+    expect_status(app.get(&path, token).await, StatusCode::NOT_FOUND).await;
+}

@@ -1,0 +1,294 @@
+//! Strategies and their tags, owner-scoped. A strategy's `(name, version)`
+//! and a tag's name are unique per owner: the insert itself says so, as
+//! [`crate::StoreError::UniqueViolation`].
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+
+use crate::{on_pool, Backend, Store, StoreResult};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct StrategyRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub created_by_username: String,
+    pub name: String,
+    pub description: String,
+    pub template_id: Option<i64>,
+    pub template_name: Option<String>,
+    pub strategy_code: String,
+    pub parameters: Json<Value>,
+    pub status: String,
+    pub version: String,
+    pub tags: Json<Vec<String>>,
+    pub timeframe: String,
+    pub risk_level: String,
+    pub expected_return: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_validated: Option<DateTime<Utc>>,
+}
+
+/// The writable fields of a strategy, applied as a whole.
+#[derive(Debug, Clone)]
+pub struct StrategyFields {
+    pub name: String,
+    pub description: String,
+    pub template_id: Option<i64>,
+    pub strategy_code: String,
+    pub parameters: Value,
+    pub status: String,
+    pub version: String,
+    pub tags: Vec<String>,
+    pub timeframe: String,
+    pub risk_level: String,
+    pub expected_return: Option<f64>,
+    pub max_drawdown: Option<f64>,
+}
+
+impl From<&StrategyRow> for StrategyFields {
+    fn from(row: &StrategyRow) -> Self {
+        Self {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            template_id: row.template_id,
+            strategy_code: row.strategy_code.clone(),
+            parameters: row.parameters.0.clone(),
+            status: row.status.clone(),
+            version: row.version.clone(),
+            tags: row.tags.0.clone(),
+            timeframe: row.timeframe.clone(),
+            risk_level: row.risk_level.clone(),
+            expected_return: row.expected_return,
+            max_drawdown: row.max_drawdown,
+        }
+    }
+}
+
+/// List filters; each one given narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct StrategyFilter {
+    pub status: Option<String>,
+    /// Strategies carrying this tag.
+    pub tag: Option<String>,
+    /// Name or description contains this, ignoring case.
+    pub search: Option<String>,
+}
+
+const STRATEGY_SELECT: &str = "SELECT s.id, s.user_id, u.username AS created_by_username, s.name, s.description, \
+     s.template_id, t.name AS template_name, s.strategy_code, s.parameters, s.status, s.version, s.tags, s.timeframe, \
+     s.risk_level, s.expected_return, s.max_drawdown, s.created_at, s.updated_at, s.last_validated \
+     FROM strategies s JOIN users u ON u.id = s.user_id LEFT JOIN strategy_templates t ON t.id = s.template_id";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TagRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub description: String,
+    pub color: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TagFields {
+    pub name: String,
+    pub description: String,
+    pub color: String,
+}
+
+const TAG_SELECT: &str = "SELECT id, user_id, name, description, color, created_at FROM strategy_tags";
+
+impl Store {
+    pub async fn create_strategy(&self, owner_id: i64, fields: &StrategyFields) -> StoreResult<StrategyRow> {
+        let now = Utc::now();
+        let id: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO strategies (user_id, name, description, template_id, strategy_code, parameters, status, version, \
+             tags, timeframe, risk_level, expected_return, max_drawdown, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING id",
+        )
+        .bind(owner_id)
+        .bind(&fields.name)
+        .bind(&fields.description)
+        .bind(fields.template_id)
+        .bind(&fields.strategy_code)
+        .bind(Json(&fields.parameters))
+        .bind(&fields.status)
+        .bind(&fields.version)
+        .bind(Json(&fields.tags))
+        .bind(&fields.timeframe)
+        .bind(&fields.risk_level)
+        .bind(fields.expected_return)
+        .bind(fields.max_drawdown)
+        .bind(now)
+        .fetch_one(pool)
+        .await)?;
+        self.strategy(id.0, owner_id).await?.ok_or(crate::StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// A strategy, visible only to its owner.
+    pub async fn strategy(&self, id: i64, owner_id: i64) -> StoreResult<Option<StrategyRow>> {
+        let sql = format!("{STRATEGY_SELECT} WHERE s.id = $1 AND s.user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's strategies matching `filter`, newest first,
+    /// with the total count.
+    pub async fn strategies_page(
+        &self,
+        owner_id: i64,
+        filter: &StrategyFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<StrategyRow>)> {
+        let mut conditions = vec!["s.user_id = $1".to_string()];
+        let mut values: Vec<String> = Vec::new();
+        if let Some(status) = &filter.status {
+            values.push(status.clone());
+            conditions.push(format!("s.status = ${}", values.len() + 1));
+        }
+        if let Some(tag) = &filter.tag {
+            values.push(tag.clone());
+            let elements = match self.backend() {
+                Backend::Postgres => "jsonb_array_elements_text(s.tags) AS e(value)",
+                Backend::Sqlite => "json_each(s.tags) AS e",
+            };
+            conditions.push(format!("EXISTS (SELECT 1 FROM {elements} WHERE e.value = ${})", values.len() + 1));
+        }
+        if let Some(search) = &filter.search {
+            values.push(format!("%{}%", escape_like(&search.to_lowercase())));
+            let n = values.len() + 1;
+            conditions
+                .push(format!("(LOWER(s.name) LIKE ${n} ESCAPE '\\' OR LOWER(s.description) LIKE ${n} ESCAPE '\\')"));
+        }
+        let filter_sql = conditions.join(" AND ");
+        let count_sql = format!("SELECT COUNT(*) FROM strategies s WHERE {filter_sql}");
+        let page_at = values.len() + 2;
+        let rows_sql = format!(
+            "{STRATEGY_SELECT} WHERE {filter_sql} ORDER BY s.created_at DESC, s.id DESC LIMIT ${page_at} OFFSET ${}",
+            page_at + 1
+        );
+        let (count, rows) = on_pool!(self, pool => {
+            let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind(owner_id);
+            let mut rows = sqlx::query_as::<_, StrategyRow>(&rows_sql).bind(owner_id);
+            for value in &values {
+                count = count.bind(value);
+                rows = rows.bind(value);
+            }
+            let count = count.fetch_one(pool).await?;
+            let rows = rows.bind(limit).bind(offset).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count.0, rows))
+        })?;
+        Ok((count, rows))
+    }
+
+    /// Overwrites the writable fields; `None` when the strategy is not the owner's.
+    pub async fn update_strategy(
+        &self,
+        id: i64,
+        owner_id: i64,
+        fields: &StrategyFields,
+    ) -> StoreResult<Option<StrategyRow>> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE strategies SET name = $1, description = $2, template_id = $3, strategy_code = $4, parameters = $5, \
+             status = $6, version = $7, tags = $8, timeframe = $9, risk_level = $10, expected_return = $11, \
+             max_drawdown = $12, updated_at = $13 WHERE id = $14 AND user_id = $15",
+        )
+        .bind(&fields.name)
+        .bind(&fields.description)
+        .bind(fields.template_id)
+        .bind(&fields.strategy_code)
+        .bind(Json(&fields.parameters))
+        .bind(&fields.status)
+        .bind(&fields.version)
+        .bind(Json(&fields.tags))
+        .bind(&fields.timeframe)
+        .bind(&fields.risk_level)
+        .bind(fields.expected_return)
+        .bind(fields.max_drawdown)
+        .bind(Utc::now())
+        .bind(id)
+        .bind(owner_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.strategy(id, owner_id).await
+    }
+
+    pub async fn delete_strategy(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
+        self.delete_owned("strategies", id, owner_id).await
+    }
+
+    /// Whether `owner_id` may attach template `id`: a system template, or
+    /// one of their own.
+    pub async fn template_visible(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
+        let found: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM strategy_templates WHERE id = $1 AND (is_system_template OR user_id = $2)",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .fetch_one(pool)
+        .await)?;
+        Ok(found.0 > 0)
+    }
+
+    pub async fn create_tag(&self, owner_id: i64, fields: &TagFields) -> StoreResult<TagRow> {
+        let id: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO strategy_tags (user_id, name, description, color, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(owner_id)
+        .bind(&fields.name)
+        .bind(&fields.description)
+        .bind(&fields.color)
+        .bind(Utc::now())
+        .fetch_one(pool)
+        .await)?;
+        self.tag(id.0, owner_id).await?.ok_or(crate::StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn tag(&self, id: i64, owner_id: i64) -> StoreResult<Option<TagRow>> {
+        let sql = format!("{TAG_SELECT} WHERE id = $1 AND user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's tags, by name.
+    pub async fn tags_page(&self, owner_id: i64, limit: i64, offset: i64) -> StoreResult<(i64, Vec<TagRow>)> {
+        let sql = format!("{TAG_SELECT} WHERE user_id = $1 ORDER BY name, id LIMIT $2 OFFSET $3");
+        self.owner_page("SELECT COUNT(*) FROM strategy_tags WHERE user_id = $1", &sql, owner_id, limit, offset).await
+    }
+
+    pub async fn update_tag(&self, id: i64, owner_id: i64, fields: &TagFields) -> StoreResult<Option<TagRow>> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE strategy_tags SET name = $1, description = $2, color = $3 WHERE id = $4 AND user_id = $5",
+        )
+        .bind(&fields.name)
+        .bind(&fields.description)
+        .bind(&fields.color)
+        .bind(id)
+        .bind(owner_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.tag(id, owner_id).await
+    }
+
+    pub async fn delete_tag(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
+        self.delete_owned("strategy_tags", id, owner_id).await
+    }
+}
+
+/// `%`, `_` and the escape itself match literally in a LIKE pattern.
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

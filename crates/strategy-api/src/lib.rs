@@ -1,0 +1,11 @@
+//! `/api/strategies/`: what REST clients use to keep, validate and generate
+//! trading strategies. Every route is authenticated and owner-scoped.
+
+pub mod resources;
+
+use api_core::FeatureRoutes;
+
+/// This crate's routes: all of them behind authentication.
+pub fn routes() -> FeatureRoutes {
+    FeatureRoutes { public: axum::Router::new(), protected: resources::routes() }
+}
