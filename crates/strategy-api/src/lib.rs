@@ -2,6 +2,7 @@
 //! trading strategies. Every route is authenticated and owner-scoped.
 
 pub mod resources;
+pub mod validator;
 
 use api_core::FeatureRoutes;
 
