@@ -35,6 +35,10 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    pub fn messages(&self, field: &str) -> Option<&[String]> {
+        self.0.get(field).map(Vec::as_slice)
+    }
+
     /// DRF's `max_length` message when `value` is longer than `max` characters.
     pub fn check_length(&mut self, field: &str, value: &str, max: usize) {
         if value.chars().count() > max {

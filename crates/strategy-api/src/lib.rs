@@ -1,6 +1,7 @@
 //! `/api/strategies/`: what REST clients use to keep, validate and generate
 //! trading strategies. Every route is authenticated and owner-scoped.
 
+pub mod canonical;
 pub mod resources;
 pub mod validator;
 

@@ -40,6 +40,40 @@ pub struct Analysis {
     pub has_stop_loss: bool,
     pub has_sizing: bool,
     pub indicators: Vec<&'static str>,
+    /// Ticker-like words (`AAPL`, `EURUSD`, `BTC/USD`), in order of appearance.
+    pub instruments: Vec<String>,
+}
+
+/// What a step does, for the canonical JSON: risk first, then entry, then exit.
+pub fn step_kind(step: &str) -> &'static str {
+    let lower = step.to_lowercase();
+    if any(&lower, STOP_LOSS) || any(&lower, SIZING) {
+        "risk"
+    } else if any(&lower, ENTRY) {
+        "entry"
+    } else if any(&lower, EXIT) {
+        "exit"
+    } else {
+        "other"
+    }
+}
+
+/// Upper-case words that look like tickers but are not.
+const NOT_INSTRUMENTS: &[&str] = &[
+    "EMA", "SMA", "RSI", "MACD", "ATR", "ADX", "VWAP", "SL", "TP", "OR", "AND", "THE", "IF", "AT", "ON", "IN", "TO",
+    "API", "AI", "PM", "AM",
+];
+
+fn instruments(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/')) {
+        let ticker =
+            word.split('/').all(|part| (2..=6).contains(&part.len()) && part.chars().all(|c| c.is_ascii_uppercase()));
+        if ticker && !NOT_INSTRUMENTS.contains(&word) && !found.iter().any(|f| f == word) {
+            found.push(word.to_string());
+        }
+    }
+    found
 }
 
 const CREDENTIALS: &[&str] = &[
@@ -279,6 +313,7 @@ pub fn validate(text: &str, input_type: InputType) -> Verdict {
         has_stop_loss,
         has_sizing,
         indicators,
+        instruments: instruments(text),
     })
 }
 
@@ -303,6 +338,20 @@ mod tests {
         assert_eq!(strip_marker("- item"), Some(" item"));
         assert_eq!(strip_marker("2026 was a year"), None);
         assert_eq!(strip_marker("Buy 3. Sell"), None);
+    }
+
+    #[test]
+    fn tickers_are_found_and_indicator_names_are_not() {
+        assert_eq!(instruments("Buy AAPL and BTC/USD when the EMA and RSI agree; AAPL again"), ["AAPL", "BTC/USD"]);
+        assert!(instruments("Buy A when X").is_empty(), "single letters are words, not tickers");
+    }
+
+    #[test]
+    fn steps_are_risk_then_entry_then_exit() {
+        assert_eq!(step_kind("Use a stop loss at 2% below entry"), "risk");
+        assert_eq!(step_kind("Buy when RSI is below 30"), "entry");
+        assert_eq!(step_kind("Sell when it crosses below"), "exit");
+        assert_eq!(step_kind("Wait for the weekly trend to turn up"), "other");
     }
 
     #[test]
