@@ -80,6 +80,7 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
             "strategies": {
                 "strategies": "/api/strategies/strategies/",
                 "tags": "/api/strategies/tags/",
+                "validate_strategy_with_ai": "/api/strategies/api/validate_strategy_with_ai/",
             },
             "health": { "alive": "/healthz", "ready": "/readyz" },
         },

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod conversations;
 pub mod idempotency;
 pub mod strategies;
+pub mod strategy_chat;
 
 use std::path::Path;
 use std::str::FromStr;

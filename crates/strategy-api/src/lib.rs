@@ -3,11 +3,12 @@
 
 pub mod canonical;
 pub mod resources;
+pub mod validate;
 pub mod validator;
 
 use api_core::FeatureRoutes;
 
 /// This crate's routes: all of them behind authentication.
 pub fn routes() -> FeatureRoutes {
-    FeatureRoutes { public: axum::Router::new(), protected: resources::routes() }
+    FeatureRoutes { public: axum::Router::new(), protected: resources::routes().merge(validate::routes()) }
 }

@@ -17,4 +17,5 @@ mod ownership;
 mod profiles;
 mod sessions;
 mod strategies;
+mod strategy_validation;
 mod throttling;
