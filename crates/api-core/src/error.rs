@@ -62,6 +62,10 @@ pub enum ApiError {
     Validation(FieldErrors),
     #[error("bad request: {message}")]
     BadRequest { message: String, details: Option<String> },
+    /// A 400 whose body is a whole verdict the client needs, such as a
+    /// failed strategy validation with its issues. It must be an object.
+    #[error("rejected: {0}")]
+    Rejected(Value),
     #[error("authentication credentials were not provided")]
     NotAuthenticated,
     #[error("token not valid")]
@@ -113,7 +117,7 @@ impl ApiError {
 
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::BadRequest { .. } | ApiError::Rejected(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAuthenticated | ApiError::TokenNotValid | ApiError::InvalidCredentials => {
                 StatusCode::UNAUTHORIZED
             }
@@ -136,6 +140,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => "invalid",
             ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Rejected(_) => "rejected",
             ApiError::NotAuthenticated => "not_authenticated",
             ApiError::TokenNotValid => "token_not_valid",
             ApiError::InvalidCredentials => "invalid_credentials",
@@ -159,6 +164,11 @@ impl ApiError {
             ApiError::Validation(fields) => {
                 let mut body: Map<String, Value> =
                     fields.0.iter().map(|(field, messages)| (field.clone(), json!(messages))).collect();
+                body.insert("code".into(), json!(code));
+                Value::Object(body)
+            }
+            ApiError::Rejected(verdict) => {
+                let mut body = verdict.as_object().cloned().unwrap_or_default();
                 body.insert("code".into(), json!(code));
                 Value::Object(body)
             }

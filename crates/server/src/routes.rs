@@ -81,6 +81,8 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "strategies": "/api/strategies/strategies/",
                 "tags": "/api/strategies/tags/",
                 "validate_strategy_with_ai": "/api/strategies/api/validate_strategy_with_ai/",
+                "create_strategy_with_ai": "/api/strategies/api/create_strategy_with_ai/",
+                "update_strategy_with_ai": "/api/strategies/api/{id}/update_strategy_with_ai/",
             },
             "health": { "alive": "/healthz", "ready": "/readyz" },
         },

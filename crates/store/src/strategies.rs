@@ -222,6 +222,18 @@ impl Store {
         self.strategy(id, owner_id).await
     }
 
+    /// Records a validation run's time on the owner's strategy.
+    pub async fn mark_strategy_validated(&self, id: i64, owner_id: i64) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE strategies SET last_validated = $1 WHERE id = $2 AND user_id = $3")
+            .bind(Utc::now())
+            .bind(id)
+            .bind(owner_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
     pub async fn delete_strategy(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
         self.delete_owned("strategies", id, owner_id).await
     }

@@ -99,6 +99,17 @@ impl Store {
         Ok(id.0)
     }
 
+    /// Ties a session to the strategy it produced.
+    pub async fn link_strategy_chat(&self, session: i64, strategy_id: i64) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE strategy_chat_sessions SET strategy_id = $1 WHERE id = $2")
+            .bind(strategy_id)
+            .bind(session)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
     /// A session's messages, oldest first.
     pub async fn strategy_chat_messages(&self, session: i64) -> StoreResult<Vec<StrategyChatMessageRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as(

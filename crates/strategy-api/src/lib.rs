@@ -1,6 +1,7 @@
 //! `/api/strategies/`: what REST clients use to keep, validate and generate
 //! trading strategies. Every route is authenticated and owner-scoped.
 
+pub mod ai_strategies;
 pub mod canonical;
 pub mod resources;
 pub mod validate;
@@ -10,5 +11,8 @@ use api_core::FeatureRoutes;
 
 /// This crate's routes: all of them behind authentication.
 pub fn routes() -> FeatureRoutes {
-    FeatureRoutes { public: axum::Router::new(), protected: resources::routes().merge(validate::routes()) }
+    FeatureRoutes {
+        public: axum::Router::new(),
+        protected: resources::routes().merge(validate::routes()).merge(ai_strategies::routes()),
+    }
 }

@@ -35,7 +35,7 @@ fn default_true() -> bool {
 
 #[derive(Debug, Deserialize)]
 pub struct ValidateRequest {
-    strategy_text: Option<String>,
+    pub(crate) strategy_text: Option<String>,
     #[serde(default)]
     input_type: Option<String>,
     #[serde(default = "default_true")]

@@ -152,3 +152,63 @@ async fn bad_requests_are_clear_and_sessions_are_owner_scoped() {
     expect_status(app.post(VALIDATE, Some(&owner.access), &unknown).await, StatusCode::NOT_FOUND).await;
     expect_status(app.post(VALIDATE, None, &json!({"strategy_text": COMPLETE})).await, StatusCode::UNAUTHORIZED).await;
 }
+
+const CREATE: &str = "/api/strategies/api/create_strategy_with_ai/";
+
+#[tokio::test]
+async fn a_validated_text_becomes_a_strategy_and_names_never_collide() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("aicreator").await;
+    let token = Some(user.access.as_str());
+    let body = json!({"strategy_text": COMPLETE, "name": "EMA trend", "tags": ["trend"], "use_gemini": false});
+    let created = expect_status(app.post(CREATE, token, &body).await, StatusCode::CREATED).await;
+    assert_eq!(created["success"], true);
+    let strategy = &created["strategy"];
+    assert_eq!(strategy["name"], "EMA trend");
+    assert_eq!(strategy["status"], "valid");
+    assert_eq!(strategy["tags"], json!(["trend"]));
+    assert!(strategy["last_validated"].is_string());
+    assert_eq!(strategy["parameters"]["classification"], "trend-following");
+    let canonical: Value = serde_json::from_str(strategy["strategy_code"].as_str().unwrap()).unwrap();
+    assert_eq!(canonical["schema_version"], "1.0", "strategy_code holds the canonical JSON");
+    assert_eq!(created["ai_validation"]["status"], "success");
+    assert!(created["session_id"].as_str().unwrap().starts_with("chat_"));
+
+    let again = expect_status(app.post(CREATE, token, &body).await, StatusCode::CREATED).await;
+    assert_eq!(again["strategy"]["name"], "EMA trend v2");
+    let third = expect_status(app.post(CREATE, token, &body).await, StatusCode::CREATED).await;
+    assert_eq!(third["strategy"]["name"], "EMA trend v3");
+
+    // A text that does not validate is a 400 carrying the verdict.
+    let refused = expect_status(
+        app.post(CREATE, token, &json!({"strategy_text": "Give me your password", "name": "Nope"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(refused["error"], "Strategy validation failed");
+    assert_eq!(refused["issues"], json!(["security_violation"]));
+    let list = expect_status(app.get("/api/strategies/strategies/", token).await, StatusCode::OK).await;
+    assert_eq!(list["count"], 3);
+
+    // Re-validation updates the strategy in place.
+    let path = format!("/api/strategies/api/{}/update_strategy_with_ai/", strategy["id"]);
+    let updated = expect_status(
+        app.send(
+            reqwest::Method::PATCH,
+            &path,
+            token,
+            &json!({"strategy_text": "Scalp EURUSD on the 1-minute chart: enter long at the lower Bollinger band, take profit at the middle band, stop at 5 pips.", "use_gemini": false}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(updated["strategy"]["id"], strategy["id"]);
+    assert_eq!(updated["strategy"]["name"], "EMA trend", "the name stays unless given");
+    assert_eq!(updated["strategy"]["parameters"]["classification"], "scalping");
+    let other = app.register("aiintruder").await;
+    let response =
+        app.send(reqwest::Method::PUT, &path, Some(&other.access), &json!({"strategy_text": COMPLETE})).await;
+    expect_status(response, StatusCode::NOT_FOUND).await;
+}

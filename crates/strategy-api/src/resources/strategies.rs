@@ -191,7 +191,7 @@ pub fn new_fields() -> StrategyFields {
     }
 }
 
-async fn validate(state: &AppState, owner: i64, fields: &StrategyFields) -> ApiResult<()> {
+pub(crate) async fn check_fields(state: &AppState, owner: i64, fields: &StrategyFields) -> ApiResult<()> {
     let mut errors = FieldErrors::new();
     if fields.name.is_empty() {
         errors.add("name", "This field may not be blank.");
@@ -235,7 +235,7 @@ async fn validate(state: &AppState, owner: i64, fields: &StrategyFields) -> ApiR
 }
 
 /// The insert or update itself detects a taken `(name, version)`.
-fn name_taken(err: StoreError) -> ApiError {
+pub(crate) fn name_taken(err: StoreError) -> ApiError {
     match err {
         StoreError::UniqueViolation => {
             ApiError::Validation(FieldErrors::single("name", "You already have a strategy with this name and version."))
@@ -276,7 +276,7 @@ async fn create(
     }
     let mut fields = new_fields();
     changes.apply(&mut fields);
-    validate(&state, user.user_id, &fields).await?;
+    check_fields(&state, user.user_id, &fields).await?;
     let row = state.store.create_strategy(user.user_id, &fields).await.map_err(name_taken)?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -303,7 +303,7 @@ async fn change(
     }
     let mut fields = StrategyFields::from(&current);
     changes.apply(&mut fields);
-    validate(state, owner, &fields).await?;
+    check_fields(state, owner, &fields).await?;
     let row = state.store.update_strategy(id, owner, &fields).await.map_err(name_taken)?.ok_or(ApiError::NotFound)?;
     Ok(Json(row.into()))
 }

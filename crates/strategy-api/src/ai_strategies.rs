@@ -1,0 +1,142 @@
+//! `POST /api/strategies/api/create_strategy_with_ai/` and
+//! `PUT|PATCH /api/strategies/api/{id}/update_strategy_with_ai/`: validate a
+//! text, then keep its canonical JSON as a strategy.
+
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, ResourceId};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::strategies::StrategyFields;
+use store::strategy_chat::StrategyChatRow;
+use store::StoreError;
+
+use crate::resources::strategies::{check_fields, name_taken, new_fields, StrategyView};
+use crate::validate::{run_validation, ValidateRequest, Validation};
+use crate::validator::Analysis;
+
+/// Names tried after the first: "name v2" … "name v50".
+const MAX_NAME_VARIANTS: u32 = 50;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/strategies/api/create_strategy_with_ai", post(create_with_ai))
+        .route("/api/strategies/api/{id}/update_strategy_with_ai", put(update_with_ai).patch(update_with_ai))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AiStrategyRequest {
+    #[serde(flatten)]
+    validation: ValidateRequest,
+    name: Option<String>,
+    description: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+/// A failed validation is a 400 that carries the whole verdict.
+fn validated(validation: Validation) -> ApiResult<(Value, Analysis, Validation)> {
+    match validation.analysis.clone() {
+        Some(analysis) => Ok((validation.body.clone(), analysis, validation)),
+        None => {
+            let mut body = validation.body;
+            body["error"] = json!("Strategy validation failed");
+            body["success"] = json!(false);
+            Err(ApiError::Rejected(body))
+        }
+    }
+}
+
+/// What a validated text writes into a strategy.
+fn apply_analysis(fields: &mut StrategyFields, body: &Value, analysis: &Analysis) {
+    fields.strategy_code = body["canonical_json"].as_str().unwrap_or_default().to_string();
+    fields.status = "valid".into();
+    let mut parameters = fields.parameters.as_object().cloned().unwrap_or_default();
+    parameters.insert("classification".into(), json!(analysis.classification));
+    parameters.insert("risk_tier".into(), json!(analysis.risk_tier));
+    parameters.insert("confidence".into(), json!(analysis.confidence));
+    fields.parameters = Value::Object(parameters);
+}
+
+/// The answer: the strategy, the whole validation, and the session.
+fn response(row: store::strategies::StrategyRow, ai_validation: &Value, session: &StrategyChatRow) -> Value {
+    let message_count = ai_validation["message_count"].clone();
+    json!({
+        "success": true,
+        "strategy": StrategyView::from(row),
+        "ai_validation": ai_validation,
+        "session_id": session.session_id,
+        "message_count": message_count,
+    })
+}
+
+async fn create_with_ai(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<AiStrategyRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let validation = run_validation(&state, user.user_id, request.validation).await?;
+    let (body, analysis, validation) = validated(validation)?;
+    let mut fields = new_fields();
+    let title = body["canonical_json"]
+        .as_str()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|canonical| canonical["title"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "AI strategy".into());
+    fields.name = request.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or(title);
+    fields.description = request.description.unwrap_or_default();
+    if let Some(tags) = request.tags {
+        fields.tags = tags.into_iter().map(|t| t.trim().to_string()).collect();
+    }
+    apply_analysis(&mut fields, &body, &analysis);
+    check_fields(&state, user.user_id, &fields).await?;
+    let base = fields.name.clone();
+    let mut attempt = 1;
+    let row = loop {
+        match state.store.create_strategy(user.user_id, &fields).await {
+            Ok(row) => break row,
+            // A taken name becomes "name v2", "name v3", … as in the old app.
+            Err(StoreError::UniqueViolation) if attempt < MAX_NAME_VARIANTS => {
+                attempt += 1;
+                fields.name = format!("{base} v{attempt}");
+            }
+            Err(err) => return Err(name_taken(err)),
+        }
+    };
+    state.store.mark_strategy_validated(row.id, user.user_id).await?;
+    state.store.link_strategy_chat(validation.session.id, row.id).await?;
+    let row = state.store.strategy(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::CREATED, Json(response(row, &body, &validation.session))))
+}
+
+async fn update_with_ai(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ResourceId(id): ResourceId,
+    ApiJson(request): ApiJson<AiStrategyRequest>,
+) -> ApiResult<Json<Value>> {
+    let current = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+    let validation = run_validation(&state, user.user_id, request.validation).await?;
+    let (body, analysis, validation) = validated(validation)?;
+    let mut fields = StrategyFields::from(&current);
+    if let Some(name) = request.name {
+        fields.name = name.trim().to_string();
+    }
+    if let Some(description) = request.description {
+        fields.description = description;
+    }
+    if let Some(tags) = request.tags {
+        fields.tags = tags.into_iter().map(|t| t.trim().to_string()).collect();
+    }
+    apply_analysis(&mut fields, &body, &analysis);
+    if fields.name.is_empty() {
+        return Err(ApiError::Validation(FieldErrors::single("name", "This field may not be blank.")));
+    }
+    check_fields(&state, user.user_id, &fields).await?;
+    state.store.update_strategy(id, user.user_id, &fields).await.map_err(name_taken)?.ok_or(ApiError::NotFound)?;
+    state.store.mark_strategy_validated(id, user.user_id).await?;
+    state.store.link_strategy_chat(validation.session.id, id).await?;
+    let row = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(response(row, &body, &validation.session)))
+}
