@@ -80,6 +80,10 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
             "strategies": {
                 "strategies": "/api/strategies/strategies/",
                 "tags": "/api/strategies/tags/",
+                "templates": "/api/strategies/templates/",
+                "available_indicators": "/api/strategies/strategies/available_indicators/",
+                "categories": "/api/strategies/api/categories/",
+                "health": "/api/strategies/api/health/",
                 "validate_strategy_with_ai": "/api/strategies/api/validate_strategy_with_ai/",
                 "create_strategy_with_ai": "/api/strategies/api/create_strategy_with_ai/",
                 "update_strategy_with_ai": "/api/strategies/api/{id}/update_strategy_with_ai/",

@@ -241,13 +241,8 @@ impl Store {
     /// Whether `owner_id` may attach template `id`: a system template, or
     /// one of their own.
     pub async fn template_visible(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
-        let found: (i64,) = on_pool!(self, pool => sqlx::query_as(
-            "SELECT COUNT(*) FROM strategy_templates WHERE id = $1 AND (is_system_template OR user_id = $2)",
-        )
-        .bind(id)
-        .bind(owner_id)
-        .fetch_one(pool)
-        .await)?;
+        let sql = format!("SELECT COUNT(*) FROM strategy_templates t WHERE {TEMPLATE_VISIBLE} AND t.id = $2");
+        let found: (i64,) = on_pool!(self, pool => sqlx::query_as(&sql).bind(owner_id).bind(id).fetch_one(pool).await)?;
         Ok(found.0 > 0)
     }
 
@@ -303,4 +298,172 @@ impl Store {
 /// `%`, `_` and the escape itself match literally in a LIKE pattern.
 fn escape_like(text: &str) -> String {
     text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TemplateRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub template_code: String,
+    pub parameters_schema: Json<Value>,
+    pub is_active: bool,
+    pub linked_strategy_id: Option<i64>,
+    pub is_system_template: bool,
+    pub latest_strategy_code: String,
+    pub latest_parameters: Json<Value>,
+    pub chat_history: Json<Value>,
+    pub user_id: Option<i64>,
+    pub created_by_username: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The writable fields of a template, applied as a whole.
+#[derive(Debug, Clone)]
+pub struct TemplateFields {
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub template_code: String,
+    pub parameters_schema: Value,
+    pub is_active: bool,
+    pub is_system_template: bool,
+}
+
+impl From<&TemplateRow> for TemplateFields {
+    fn from(row: &TemplateRow) -> Self {
+        Self {
+            name: row.name.clone(),
+            description: row.description.clone(),
+            category: row.category.clone(),
+            template_code: row.template_code.clone(),
+            parameters_schema: row.parameters_schema.0.clone(),
+            is_active: row.is_active,
+            is_system_template: row.is_system_template,
+        }
+    }
+}
+
+const TEMPLATE_SELECT: &str = "SELECT t.id, t.name, t.description, t.category, t.template_code, t.parameters_schema, \
+     t.is_active, t.linked_strategy_id, t.is_system_template, t.latest_strategy_code, t.latest_parameters, \
+     t.chat_history, t.user_id, u.username AS created_by_username, t.created_at, t.updated_at \
+     FROM strategy_templates t LEFT JOIN users u ON u.id = t.user_id";
+
+/// Templates a user can see: the system ones and their own.
+const TEMPLATE_VISIBLE: &str = "(t.is_system_template OR t.user_id = $1)";
+
+impl Store {
+    pub async fn create_template(&self, owner_id: i64, fields: &TemplateFields) -> StoreResult<TemplateRow> {
+        let now = Utc::now();
+        let id: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO strategy_templates (name, description, category, template_code, parameters_schema, is_active, \
+             is_system_template, user_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+        )
+        .bind(&fields.name)
+        .bind(&fields.description)
+        .bind(&fields.category)
+        .bind(&fields.template_code)
+        .bind(Json(&fields.parameters_schema))
+        .bind(fields.is_active)
+        .bind(fields.is_system_template)
+        .bind(owner_id)
+        .bind(now)
+        .fetch_one(pool)
+        .await)?;
+        self.template(id.0, owner_id).await?.ok_or(crate::StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// A template `viewer` can see.
+    pub async fn template(&self, id: i64, viewer: i64) -> StoreResult<Option<TemplateRow>> {
+        let sql = format!("{TEMPLATE_SELECT} WHERE {TEMPLATE_VISIBLE} AND t.id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(viewer).bind(id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the templates `viewer` can see, newest first; optionally one category.
+    pub async fn templates_page(
+        &self,
+        viewer: i64,
+        category: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<TemplateRow>)> {
+        let filter = match category {
+            Some(_) => format!("{TEMPLATE_VISIBLE} AND t.category = $4"),
+            None => TEMPLATE_VISIBLE.to_string(),
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM strategy_templates t WHERE {}", filter.replace("$4", "$2"));
+        let rows_sql =
+            format!("{TEMPLATE_SELECT} WHERE {filter} ORDER BY t.created_at DESC, t.id DESC LIMIT $2 OFFSET $3");
+        let (count, rows) = on_pool!(self, pool => {
+            let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind(viewer);
+            let mut rows = sqlx::query_as::<_, TemplateRow>(&rows_sql).bind(viewer).bind(limit).bind(offset);
+            if let Some(category) = category {
+                count = count.bind(category);
+                rows = rows.bind(category);
+            }
+            let count = count.fetch_one(pool).await?;
+            let rows = rows.fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count.0, rows))
+        })?;
+        Ok((count, rows))
+    }
+
+    /// The distinct non-empty categories of the templates `viewer` can see.
+    pub async fn template_categories(&self, viewer: i64) -> StoreResult<Vec<String>> {
+        let sql = format!(
+            "SELECT DISTINCT t.category FROM strategy_templates t WHERE {TEMPLATE_VISIBLE} AND t.category <> '' ORDER BY t.category"
+        );
+        let rows: Vec<(String,)> = on_pool!(self, pool => sqlx::query_as(&sql).bind(viewer).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(category,)| category).collect())
+    }
+
+    /// Overwrites a template's writable fields. The caller decides who may.
+    pub async fn update_template(&self, id: i64, fields: &TemplateFields) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE strategy_templates SET name = $1, description = $2, category = $3, template_code = $4, \
+             parameters_schema = $5, is_active = $6, is_system_template = $7, updated_at = $8 WHERE id = $9",
+        )
+        .bind(&fields.name)
+        .bind(&fields.description)
+        .bind(&fields.category)
+        .bind(&fields.template_code)
+        .bind(Json(&fields.parameters_schema))
+        .bind(fields.is_active)
+        .bind(fields.is_system_template)
+        .bind(Utc::now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Copies a strategy's latest code and parameters into a template and links them.
+    pub async fn sync_template(&self, id: i64, strategy: &StrategyRow) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE strategy_templates SET linked_strategy_id = $1, latest_strategy_code = $2, latest_parameters = $3, \
+             updated_at = $4 WHERE id = $5",
+        )
+        .bind(strategy.id)
+        .bind(&strategy.strategy_code)
+        .bind(&strategy.parameters)
+        .bind(Utc::now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn delete_template(&self, id: i64) -> StoreResult<bool> {
+        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM strategy_templates WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(deleted > 0)
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod ai_strategies;
 pub mod canonical;
+pub mod catalog;
 pub mod resources;
 pub mod validate;
 pub mod validator;
@@ -13,6 +14,9 @@ use api_core::FeatureRoutes;
 pub fn routes() -> FeatureRoutes {
     FeatureRoutes {
         public: axum::Router::new(),
-        protected: resources::routes().merge(validate::routes()).merge(ai_strategies::routes()),
+        protected: resources::routes()
+            .merge(validate::routes())
+            .merge(ai_strategies::routes())
+            .merge(catalog::routes()),
     }
 }

@@ -183,3 +183,123 @@ async fn tags_are_a_users_own_named_colours() {
     assert_eq!(app.send(Method::DELETE, &path, token, &json!({})).await.status(), StatusCode::NO_CONTENT);
     expect_status(app.get(&path, token).await, StatusCode::NOT_FOUND).await;
 }
+
+const TEMPLATES: &str = "/api/strategies/templates/";
+
+#[tokio::test]
+async fn system_templates_are_read_by_all_and_written_by_admins() {
+    let app = spawn_app().await;
+    let admin = app.register("templateadmin").await;
+    let user = app.register("templateuser").await;
+    let other = app.register("templateother").await;
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    store.set_role(admin.id, store::accounts::ROLE_ADMIN).await.unwrap();
+    store.close().await;
+
+    let system = json!({"name": "Golden cross", "category": "trend", "is_system_template": true,
+                        "template_code": "class GoldenCross(Strategy): ..."});
+    let error = expect_status(app.post(TEMPLATES, Some(&user.access), &system).await, StatusCode::FORBIDDEN).await;
+    assert_eq!(error["code"], "permission_denied");
+    let shared = expect_status(app.post(TEMPLATES, Some(&admin.access), &system).await, StatusCode::CREATED).await;
+    let own = expect_status(
+        app.post(TEMPLATES, Some(&user.access), &json!({"name": "My RSI", "category": "mean-reversion"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let taken = json!({"name": "Golden cross"});
+    let error = expect_status(app.post(TEMPLATES, Some(&user.access), &taken).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(error["name"][0], "A template with this name already exists.");
+
+    // Everyone sees the system template; only the owner sees a private one.
+    let mine = expect_status(app.get(TEMPLATES, Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(names(&mine), ["My RSI", "Golden cross"]);
+    let theirs = expect_status(app.get(TEMPLATES, Some(&other.access)).await, StatusCode::OK).await;
+    assert_eq!(names(&theirs), ["Golden cross"]);
+    let trend =
+        expect_status(app.get(&format!("{TEMPLATES}?category=trend"), Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(names(&trend), ["Golden cross"]);
+    let own_path = format!("{TEMPLATES}{}/", own["id"]);
+    expect_status(app.get(&own_path, Some(&other.access)).await, StatusCode::NOT_FOUND).await;
+
+    // A system template: visible, so a 403 to users and changeable by admins.
+    let shared_path = format!("{TEMPLATES}{}/", shared["id"]);
+    let edit = json!({"description": "edited"});
+    expect_status(app.send(Method::PATCH, &shared_path, Some(&user.access), &edit).await, StatusCode::FORBIDDEN).await;
+    let edited =
+        expect_status(app.send(Method::PATCH, &shared_path, Some(&admin.access), &edit).await, StatusCode::OK).await;
+    assert_eq!(edited["description"], "edited");
+    let promote = json!({"is_system_template": true});
+    expect_status(app.send(Method::PATCH, &own_path, Some(&user.access), &promote).await, StatusCode::FORBIDDEN).await;
+
+    // sync_from_strategy copies the caller's strategy; get_context returns it.
+    let strategy = expect_status(
+        app.post(
+            STRATEGIES,
+            Some(&user.access),
+            &json!({"name": "RSI v1", "strategy_code": "print(1)",
+                                                          "parameters": {"period": 14}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let sync = format!("{TEMPLATES}{}/sync_from_strategy/", own["id"]);
+    let error = expect_status(app.post(&sync, Some(&user.access), &json!({})).await, StatusCode::BAD_REQUEST).await;
+    assert!(error["strategy_id"].is_array(), "nothing linked yet");
+    let synced = expect_status(
+        app.post(&sync, Some(&user.access), &json!({"strategy_id": strategy["id"]})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(synced["template"]["latest_strategy_code"], "print(1)");
+    assert_eq!(synced["template"]["linked_strategy"], strategy["id"]);
+    let context =
+        expect_status(app.get(&format!("{own_path}get_context/"), Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(context["latest_parameters"], json!({"period": 14}));
+    assert_eq!(context["linked_strategy"]["name"], "RSI v1");
+    // Another user's strategy cannot be synced in.
+    let foreign =
+        expect_status(app.post(STRATEGIES, Some(&other.access), &json!({"name": "Theirs"})).await, StatusCode::CREATED)
+            .await;
+    let error = expect_status(
+        app.post(&sync, Some(&user.access), &json!({"strategy_id": foreign["id"]})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(error["strategy_id"].is_array());
+
+    // Deleting: the owner's own; a system one only by an admin.
+    expect_status(app.send(Method::DELETE, &shared_path, Some(&user.access), &json!({})).await, StatusCode::FORBIDDEN)
+        .await;
+    assert_eq!(
+        app.send(Method::DELETE, &shared_path, Some(&admin.access), &json!({})).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.send(Method::DELETE, &own_path, Some(&user.access), &json!({})).await.status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn health_categories_and_indicators_answer() {
+    let app = spawn_app().await;
+    let user = app.register("catalogue").await;
+    let token = Some(user.access.as_str());
+    let health = expect_status(app.get("/api/strategies/api/health/", token).await, StatusCode::OK).await;
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["ai"]["keys_configured"], 0);
+    assert_eq!(health["ai"]["status"], "unavailable");
+    for (name, category) in [("A", "trend"), ("B", "mean-reversion"), ("C", "trend"), ("D", "")] {
+        let body = json!({"name": name, "category": category});
+        expect_status(app.post(TEMPLATES, token, &body).await, StatusCode::CREATED).await;
+    }
+    let categories = expect_status(app.get("/api/strategies/api/categories/", token).await, StatusCode::OK).await;
+    assert_eq!(categories["categories"], json!(["mean-reversion", "trend"]));
+    let indicators =
+        expect_status(app.get("/api/strategies/strategies/available_indicators/", token).await, StatusCode::OK).await;
+    let names: Vec<&str> =
+        indicators["indicators"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ema", "sma", "rsi", "macd", "bollinger_bands", "atr", "stochastic"]);
+    expect_status(app.get("/api/strategies/api/health/", None).await, StatusCode::UNAUTHORIZED).await;
+}
