@@ -222,15 +222,7 @@ impl PreparedTurn {
         let user_row =
             state.store.add_chat_message(session.id, "user", &text, &json!({ "status": "pending" }), 0).await?;
         let request = ChatRequest { system: Some(system), messages, config: GenerationConfig::default() };
-        let spec = CallSpec {
-            user: Some(format!("user:{}", user.user_id)),
-            sticky: true,
-            workload: Workload::Light,
-            model: None,
-            allow_spill: true,
-            body: request.to_body(),
-            deadline: None,
-        };
+        let spec = CallSpec::for_user(format!("user:{}", user.user_id), Workload::Light, request.to_body());
         Ok(PreparedTurn { user_id: user.user_id, session, text, user_row_id: user_row.id, spec })
     }
 

@@ -61,6 +61,15 @@ pub struct CallSpec {
     pub deadline: Option<Duration>,
 }
 
+impl CallSpec {
+    /// A user's call of `workload`, sticky to their key, free to spill
+    /// onto the other family when its own is full: what every app feature
+    /// (chat, formatting, generation) sends.
+    pub fn for_user(user: impl Into<String>, workload: Workload, body: Value) -> Self {
+        Self { user: Some(user.into()), sticky: true, workload, model: None, allow_spill: true, body, deadline: None }
+    }
+}
+
 /// Why a call produced no answer. The HTTP layers render it.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

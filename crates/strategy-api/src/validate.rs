@@ -144,15 +144,7 @@ async fn formatted_response(
             ..GenerationConfig::default()
         },
     };
-    let spec = CallSpec {
-        user: Some(format!("user:{user_id}")),
-        sticky: true,
-        workload: Workload::Light,
-        model: None,
-        allow_spill: true,
-        body: request.to_body(),
-        deadline: None,
-    };
+    let spec = CallSpec::for_user(format!("user:{user_id}"), Workload::Light, request.to_body());
     let completed = state.gemini.generate(&spec).await.map_err(|err| err.to_string())?;
     let answer = parse_answer(&completed.body).map_err(|err| err.to_string())?;
     let parsed: Value =
