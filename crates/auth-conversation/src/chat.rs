@@ -19,7 +19,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use gemini_client::chat::parse_answer;
+use gemini_client::chat::{parse_answer, recent_turns};
 use gemini_client::{CallSpec, ChatRequest, ExecError, ExecStream, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::Deserialize;
@@ -47,28 +47,17 @@ pub struct ChatTurn {
     title: Option<String>,
 }
 
-fn tokens_of(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(4)
-}
-
 /// The most recent completed turns that fit the budget, oldest first.
 fn history_within_budget(messages: &[ChatMessageRow], budget: u64) -> Vec<Message> {
-    let mut kept = Vec::new();
-    let mut spent = 0;
-    for row in messages.iter().rev() {
-        if row.metadata.0["status"] == "failed" || row.role == "system" || row.content.is_empty() {
-            continue;
-        }
-        let cost = tokens_of(&row.content);
-        if spent + cost > budget {
-            break;
-        }
-        spent += cost;
-        let role = if row.role == "assistant" { Role::Model } else { Role::User };
-        kept.push(Message { role, text: row.content.clone() });
-    }
-    kept.reverse();
-    kept
+    let turns = messages
+        .iter()
+        .filter(|row| row.metadata.0["status"] != "failed" && row.role != "system" && !row.content.is_empty())
+        .map(|row| Message {
+            role: if row.role == "assistant" { Role::Model } else { Role::User },
+            text: row.content.clone(),
+        })
+        .collect();
+    recent_turns(turns, budget)
 }
 
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;

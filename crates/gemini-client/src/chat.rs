@@ -97,6 +97,23 @@ pub struct ChatResponse {
     pub finish_reason: Option<String>,
 }
 
+/// The most recent of `turns` (oldest first) whose text fits `budget`
+/// tokens, at about four characters a token; oldest first.
+pub fn recent_turns(turns: Vec<Message>, budget: u64) -> Vec<Message> {
+    let mut kept = Vec::new();
+    let mut spent = 0;
+    for turn in turns.into_iter().rev() {
+        let cost = (turn.text.chars().count() as u64).div_ceil(4);
+        if spent + cost > budget {
+            break;
+        }
+        spent += cost;
+        kept.push(turn);
+    }
+    kept.reverse();
+    kept
+}
+
 /// Reads the text and usage of a `GenerateContentResponse`.
 pub fn parse_answer(body: &Value) -> Result<ChatResponse, GeminiError> {
     let candidate = body["candidates"].get(0).ok_or(GeminiError::Empty)?;

@@ -84,6 +84,8 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "available_indicators": "/api/strategies/strategies/available_indicators/",
                 "categories": "/api/strategies/api/categories/",
                 "health": "/api/strategies/api/health/",
+                "chat": "/api/strategies/chat/",
+                "chat_message": "/api/strategies/chat/chat/",
                 "validate_strategy_with_ai": "/api/strategies/api/validate_strategy_with_ai/",
                 "create_strategy_with_ai": "/api/strategies/api/create_strategy_with_ai/",
                 "update_strategy_with_ai": "/api/strategies/api/{id}/update_strategy_with_ai/",

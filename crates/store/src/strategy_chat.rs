@@ -99,6 +99,69 @@ impl Store {
         Ok(id.0)
     }
 
+    /// One page of the owner's sessions, most recently active first.
+    pub async fn strategy_chats_page(
+        &self,
+        owner_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<StrategyChatRow>)> {
+        let sql =
+            format!("{SESSION_SELECT} WHERE s.user_id = $1 ORDER BY s.updated_at DESC, s.id DESC LIMIT $2 OFFSET $3");
+        self.owner_page("SELECT COUNT(*) FROM strategy_chat_sessions WHERE user_id = $1", &sql, owner_id, limit, offset)
+            .await
+    }
+
+    /// Settles a message stored before its upstream call.
+    pub async fn finish_strategy_chat_message(&self, id: i64, metadata: &Value) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE strategy_chat_messages SET metadata = $1 WHERE id = $2")
+            .bind(Json(metadata))
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Deletes every message of a session and its summary.
+    pub async fn clear_strategy_chat(&self, session: i64) -> StoreResult<u64> {
+        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM strategy_chat_messages WHERE session_id = $1")
+            .bind(session)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        self.update_strategy_chat(session, "context_summary = $1", "").await?;
+        Ok(deleted)
+    }
+
+    pub async fn set_strategy_chat_summary(&self, session: i64, summary: &str) -> StoreResult<()> {
+        self.update_strategy_chat(session, "context_summary = $1", summary).await
+    }
+
+    pub async fn deactivate_strategy_chat(&self, session: i64) -> StoreResult<()> {
+        let sql = "UPDATE strategy_chat_sessions SET is_active = FALSE, updated_at = $1 WHERE id = $2";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(Utc::now())
+            .bind(session)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// `assignment` is one of this module's constants, never input.
+    async fn update_strategy_chat(&self, session: i64, assignment: &'static str, value: &str) -> StoreResult<()> {
+        let sql = format!("UPDATE strategy_chat_sessions SET {assignment}, updated_at = $2 WHERE id = $3");
+        on_pool!(self, pool => sqlx::query(&sql)
+            .bind(value)
+            .bind(Utc::now())
+            .bind(session)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
     /// Ties a session to the strategy it produced.
     pub async fn link_strategy_chat(&self, session: i64, strategy_id: i64) -> StoreResult<()> {
         on_pool!(self, pool => sqlx::query("UPDATE strategy_chat_sessions SET strategy_id = $1 WHERE id = $2")

@@ -4,6 +4,7 @@
 pub mod ai_strategies;
 pub mod canonical;
 pub mod catalog;
+pub mod chat;
 pub mod resources;
 pub mod validate;
 pub mod validator;
@@ -17,6 +18,7 @@ pub fn routes() -> FeatureRoutes {
         protected: resources::routes()
             .merge(validate::routes())
             .merge(ai_strategies::routes())
-            .merge(catalog::routes()),
+            .merge(catalog::routes())
+            .merge(chat::routes()),
     }
 }

@@ -17,5 +17,6 @@ mod ownership;
 mod profiles;
 mod sessions;
 mod strategies;
+mod strategy_chat;
 mod strategy_validation;
 mod throttling;
