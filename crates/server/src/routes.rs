@@ -83,6 +83,7 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "templates": "/api/strategies/templates/",
                 "available_indicators": "/api/strategies/strategies/available_indicators/",
                 "categories": "/api/strategies/api/categories/",
+                "search": "/api/strategies/api/search/",
                 "health": "/api/strategies/api/health/",
                 "chat": "/api/strategies/chat/",
                 "chat_message": "/api/strategies/chat/chat/",

@@ -72,10 +72,14 @@ impl From<&StrategyRow> for StrategyFields {
 #[derive(Debug, Clone, Default)]
 pub struct StrategyFilter {
     pub status: Option<String>,
-    /// Strategies carrying this tag.
-    pub tag: Option<String>,
+    /// Strategies carrying every one of these tags.
+    pub tags: Vec<String>,
     /// Name or description contains this, ignoring case.
     pub search: Option<String>,
+    pub risk_level: Option<String>,
+    pub timeframe: Option<String>,
+    /// The category of the strategy's template.
+    pub category: Option<String>,
 }
 
 const STRATEGY_SELECT: &str = "SELECT s.id, s.user_id, u.username AS created_by_username, s.name, s.description, \
@@ -151,7 +155,15 @@ impl Store {
             values.push(status.clone());
             conditions.push(format!("s.status = ${}", values.len() + 1));
         }
-        if let Some(tag) = &filter.tag {
+        for (column, value) in
+            [("s.risk_level", &filter.risk_level), ("s.timeframe", &filter.timeframe), ("t.category", &filter.category)]
+        {
+            if let Some(value) = value {
+                values.push(value.clone());
+                conditions.push(format!("{column} = ${}", values.len() + 1));
+            }
+        }
+        for tag in &filter.tags {
             values.push(tag.clone());
             let elements = match self.backend() {
                 Backend::Postgres => "jsonb_array_elements_text(s.tags) AS e(value)",
@@ -166,7 +178,9 @@ impl Store {
                 .push(format!("(LOWER(s.name) LIKE ${n} ESCAPE '\\' OR LOWER(s.description) LIKE ${n} ESCAPE '\\')"));
         }
         let filter_sql = conditions.join(" AND ");
-        let count_sql = format!("SELECT COUNT(*) FROM strategies s WHERE {filter_sql}");
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM strategies s LEFT JOIN strategy_templates t ON t.id = s.template_id WHERE {filter_sql}"
+        );
         let page_at = values.len() + 2;
         let rows_sql = format!(
             "{STRATEGY_SELECT} WHERE {filter_sql} ORDER BY s.created_at DESC, s.id DESC LIMIT ${page_at} OFFSET ${}",

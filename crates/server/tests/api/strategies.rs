@@ -303,3 +303,45 @@ async fn health_categories_and_indicators_answer() {
     assert_eq!(names, ["ema", "sma", "rsi", "macd", "bollinger_bands", "atr", "stochastic"]);
     expect_status(app.get("/api/strategies/api/health/", None).await, StatusCode::UNAUTHORIZED).await;
 }
+
+#[tokio::test]
+async fn search_matches_every_given_criterion() {
+    let app = spawn_app().await;
+    let user = app.register("searcher").await;
+    let token = Some(user.access.as_str());
+    let template = expect_status(
+        app.post(TEMPLATES, token, &json!({"name": "Trend base", "category": "trend"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    for (name, risk, timeframe, tags, with_template) in [
+        ("Alpha trend", "low", "1d", json!(["trend", "ema"]), true),
+        ("Beta trend", "high", "1h", json!(["trend"]), true),
+        ("Gamma revert", "low", "1d", json!(["rsi"]), false),
+    ] {
+        let mut body = json!({"name": name, "risk_level": risk, "timeframe": timeframe, "tags": tags});
+        if with_template {
+            body["template"] = template["id"].clone();
+        }
+        expect_status(app.post(STRATEGIES, token, &body).await, StatusCode::CREATED).await;
+    }
+    let search = |body: Value| {
+        let app = &app;
+        async move { expect_status(app.post("/api/strategies/api/search/", token, &body).await, StatusCode::OK).await }
+    };
+    let found = |page: &Value| -> Vec<String> {
+        page["strategies"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+    };
+    let all = search(json!({})).await;
+    assert_eq!(all["count"], 3);
+    assert_eq!(found(&search(json!({"category": "trend"})).await), ["Beta trend", "Alpha trend"]);
+    assert_eq!(found(&search(json!({"risk_level": "low", "timeframe": "1d"})).await), ["Gamma revert", "Alpha trend"]);
+    assert_eq!(found(&search(json!({"tags": ["trend", "ema"]})).await), ["Alpha trend"]);
+    assert_eq!(found(&search(json!({"tags": "trend"})).await), ["Beta trend", "Alpha trend"]);
+    assert_eq!(found(&search(json!({"query": "REVERT"})).await), ["Gamma revert"]);
+    let other = app.register("othersearcher").await;
+    let theirs =
+        expect_status(app.post("/api/strategies/api/search/", Some(&other.access), &json!({})).await, StatusCode::OK)
+            .await;
+    assert_eq!(theirs["count"], 0);
+}

@@ -25,6 +25,7 @@ pub const DEFAULT_VERSION: &str = "1.0.0";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/strategies/api/search", axum::routing::post(search))
         .route("/api/strategies/strategies", get(list).post(create))
         .route("/api/strategies/strategies/{id}", get(detail).put(replace).patch(update).delete(remove))
 }
@@ -261,7 +262,12 @@ async fn list(
     Query(query): Query<ListQuery>,
     page: PageRequest,
 ) -> ApiResult<Json<Page<StrategyView>>> {
-    let filter = StrategyFilter { status: given(query.status), tag: given(query.tags), search: given(query.search) };
+    let filter = StrategyFilter {
+        status: given(query.status),
+        tags: given(query.tags).into_iter().collect(),
+        search: given(query.search),
+        ..StrategyFilter::default()
+    };
     let (count, rows) = state.store.strategies_page(user.user_id, &filter, page.limit(), page.offset()).await?;
     Ok(Json(page.into_page(count, rows.into_iter().map(StrategyView::from).collect())?))
 }
@@ -332,4 +338,47 @@ async fn remove(State(state): State<AppState>, user: AuthUser, ResourceId(id): R
     } else {
         Err(ApiError::NotFound)
     }
+}
+
+/// Tags as a list, or as one comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TagQuery {
+    List(Vec<String>),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchRequest {
+    query: Option<String>,
+    category: Option<String>,
+    tags: Option<TagQuery>,
+    status: Option<String>,
+    risk_level: Option<String>,
+    timeframe: Option<String>,
+}
+
+/// `POST /api/strategies/api/search/`: the caller's strategies matching
+/// every given criterion, newest first; the first page of them and the total.
+async fn search(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<SearchRequest>,
+) -> ApiResult<Json<Value>> {
+    let tags = match request.tags {
+        None => Vec::new(),
+        Some(TagQuery::List(tags)) => tags,
+        Some(TagQuery::Text(text)) => text.split(',').map(str::to_string).collect(),
+    };
+    let filter = StrategyFilter {
+        status: given(request.status),
+        tags: tags.into_iter().filter_map(|tag| given(Some(tag))).collect(),
+        search: given(request.query),
+        risk_level: given(request.risk_level),
+        timeframe: given(request.timeframe),
+        category: given(request.category),
+    };
+    let (count, rows) = state.store.strategies_page(user.user_id, &filter, api_core::PAGE_SIZE, 0).await?;
+    let strategies: Vec<StrategyView> = rows.into_iter().map(StrategyView::from).collect();
+    Ok(Json(serde_json::json!({ "strategies": strategies, "count": count })))
 }
