@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod jwt;
 pub mod pagination;
 pub mod state;

@@ -19,7 +19,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use gemini_client::chat::{parse_answer, recent_turns};
+use gemini_client::chat::parse_answer;
 use gemini_client::{CallSpec, ChatRequest, ExecError, ExecStream, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::Deserialize;
@@ -49,15 +49,10 @@ pub struct ChatTurn {
 
 /// The most recent completed turns that fit the budget, oldest first.
 fn history_within_budget(messages: &[ChatMessageRow], budget: u64) -> Vec<Message> {
-    let turns = messages
-        .iter()
-        .filter(|row| row.metadata.0["status"] != "failed" && row.role != "system" && !row.content.is_empty())
-        .map(|row| Message {
-            role: if row.role == "assistant" { Role::Model } else { Role::User },
-            text: row.content.clone(),
-        })
-        .collect();
-    recent_turns(turns, budget)
+    api_core::history::history_within_budget(
+        messages.iter().map(|row| (row.role.as_str(), row.content.as_str(), &row.metadata.0)),
+        budget,
+    )
 }
 
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;

@@ -9,7 +9,7 @@ use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Pa
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gemini_client::chat::{parse_answer, recent_turns};
+use gemini_client::chat::parse_answer;
 use gemini_client::{CallSpec, ChatRequest, ExecError, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::{Deserialize, Serialize};
@@ -131,15 +131,10 @@ fn default_true() -> bool {
 
 /// The earlier turns that count as history: answered ones, as Gemini turns.
 fn history(rows: &[StrategyChatMessageRow], budget: u64) -> Vec<Message> {
-    let turns = rows
-        .iter()
-        .filter(|row| row.metadata.0["status"] != "failed" && row.role != "system" && !row.content.is_empty())
-        .map(|row| Message {
-            role: if row.role == "assistant" { Role::Model } else { Role::User },
-            text: row.content.clone(),
-        })
-        .collect();
-    recent_turns(turns, budget)
+    api_core::history::history_within_budget(
+        rows.iter().map(|row| (row.role.as_str(), row.content.as_str(), &row.metadata.0)),
+        budget,
+    )
 }
 
 async fn chat(
