@@ -81,6 +81,7 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "strategies": "/api/strategies/strategies/",
                 "tags": "/api/strategies/tags/",
                 "templates": "/api/strategies/templates/",
+                "comments": "/api/strategies/comments/",
                 "available_indicators": "/api/strategies/strategies/available_indicators/",
                 "categories": "/api/strategies/api/categories/",
                 "search": "/api/strategies/api/search/",

@@ -481,3 +481,89 @@ impl Store {
         Ok(deleted > 0)
     }
 }
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CommentRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub strategy_id: i64,
+    pub parent_id: Option<i64>,
+    pub content: String,
+    pub rating: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommentFields {
+    pub strategy_id: i64,
+    pub parent_id: Option<i64>,
+    pub content: String,
+    pub rating: Option<i32>,
+}
+
+const COMMENT_SELECT: &str = "SELECT c.id, c.user_id, u.username, c.strategy_id, c.parent_id, c.content, c.rating, \
+     c.created_at, c.updated_at FROM strategy_comments c JOIN users u ON u.id = c.user_id";
+
+impl Store {
+    pub async fn create_comment(&self, owner_id: i64, fields: &CommentFields) -> StoreResult<CommentRow> {
+        let now = Utc::now();
+        let id: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO strategy_comments (user_id, strategy_id, parent_id, content, rating, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+        )
+        .bind(owner_id)
+        .bind(fields.strategy_id)
+        .bind(fields.parent_id)
+        .bind(&fields.content)
+        .bind(fields.rating)
+        .bind(now)
+        .fetch_one(pool)
+        .await)?;
+        self.comment(id.0, owner_id).await?.ok_or(crate::StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn comment(&self, id: i64, owner_id: i64) -> StoreResult<Option<CommentRow>> {
+        let sql = format!("{COMMENT_SELECT} WHERE c.id = $1 AND c.user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's comments, newest first.
+    pub async fn comments_page(&self, owner_id: i64, limit: i64, offset: i64) -> StoreResult<(i64, Vec<CommentRow>)> {
+        let sql = format!("{COMMENT_SELECT} WHERE c.user_id = $1 ORDER BY c.id DESC LIMIT $2 OFFSET $3");
+        self.owner_page("SELECT COUNT(*) FROM strategy_comments WHERE user_id = $1", &sql, owner_id, limit, offset)
+            .await
+    }
+
+    pub async fn update_comment(
+        &self,
+        id: i64,
+        owner_id: i64,
+        fields: &CommentFields,
+    ) -> StoreResult<Option<CommentRow>> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE strategy_comments SET strategy_id = $1, parent_id = $2, content = $3, rating = $4, updated_at = $5 \
+             WHERE id = $6 AND user_id = $7",
+        )
+        .bind(fields.strategy_id)
+        .bind(fields.parent_id)
+        .bind(&fields.content)
+        .bind(fields.rating)
+        .bind(Utc::now())
+        .bind(id)
+        .bind(owner_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.comment(id, owner_id).await
+    }
+
+    pub async fn delete_comment(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
+        self.delete_owned("strategy_comments", id, owner_id).await
+    }
+}

@@ -345,3 +345,62 @@ async fn search_matches_every_given_criterion() {
             .await;
     assert_eq!(theirs["count"], 0);
 }
+
+#[tokio::test]
+async fn comments_are_rated_threaded_and_kept_to_ones_own_strategies() {
+    let app = spawn_app().await;
+    let user = app.register("commenter").await;
+    let other = app.register("othercommenter").await;
+    let token = Some(user.access.as_str());
+    let strategy =
+        expect_status(app.post(STRATEGIES, token, &json!({"name": "Noted"})).await, StatusCode::CREATED).await;
+    let second =
+        expect_status(app.post(STRATEGIES, token, &json!({"name": "Other one"})).await, StatusCode::CREATED).await;
+    let comments = "/api/strategies/comments/";
+    let root = expect_status(
+        app.post(comments, token, &json!({"strategy": strategy["id"], "content": "Works in trends", "rating": 4}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!((root["rating"].as_i64(), root["username"].as_str()), (Some(4), Some("commenter")));
+    let reply = expect_status(
+        app.post(
+            comments,
+            token,
+            &json!({"strategy": strategy["id"], "content": "Not in ranges", "parent": root["id"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(reply["parent"], root["id"]);
+    for (body, field) in [
+        (json!({"strategy": strategy["id"], "content": "x", "rating": 6}), "rating"),
+        (json!({"strategy": strategy["id"], "content": " "}), "content"),
+        (json!({"content": "x"}), "strategy"),
+        (json!({"strategy": second["id"], "content": "x", "parent": root["id"]}), "parent"),
+    ] {
+        let error = expect_status(app.post(comments, token, &body).await, StatusCode::BAD_REQUEST).await;
+        assert!(error[field].is_array(), "{body} → {error}");
+    }
+    // Another user can neither comment on this strategy nor see the comments.
+    let error = expect_status(
+        app.post(comments, Some(&other.access), &json!({"strategy": strategy["id"], "content": "hi"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(error["strategy"].is_array());
+    let path = format!("{comments}{}/", root["id"]);
+    expect_status(app.get(&path, Some(&other.access)).await, StatusCode::NOT_FOUND).await;
+    let patched =
+        expect_status(app.send(Method::PATCH, &path, token, &json!({"rating": null})).await, StatusCode::OK).await;
+    assert_eq!(patched["rating"], Value::Null);
+    let list = expect_status(app.get(comments, token).await, StatusCode::OK).await;
+    assert_eq!(list["count"], 2);
+    // Deleting the strategy takes its comments with it.
+    let strategy_path = format!("{STRATEGIES}{}/", strategy["id"]);
+    assert_eq!(app.send(Method::DELETE, &strategy_path, token, &json!({})).await.status(), StatusCode::NO_CONTENT);
+    let list = expect_status(app.get(comments, token).await, StatusCode::OK).await;
+    assert_eq!(list["count"], 0);
+}

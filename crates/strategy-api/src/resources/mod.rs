@@ -1,5 +1,6 @@
-//! The resources: strategies, tags and templates.
+//! The resources: strategies, tags, templates and comments.
 
+pub mod comments;
 pub mod strategies;
 pub mod tags;
 pub mod templates;
@@ -8,5 +9,5 @@ use api_core::AppState;
 use axum::Router;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(strategies::routes()).merge(tags::routes()).merge(templates::routes())
+    Router::new().merge(strategies::routes()).merge(tags::routes()).merge(templates::routes()).merge(comments::routes())
 }

@@ -126,7 +126,7 @@ pub struct StrategyChanges {
     max_drawdown: Patch<f64>,
 }
 
-fn patch<T>(target: &mut Option<T>, change: Patch<T>) {
+pub(crate) fn patch<T>(target: &mut Option<T>, change: Patch<T>) {
     match change {
         Patch::Absent => {}
         Patch::Null => *target = None,
