@@ -79,12 +79,8 @@ async fn create_with_ai(
     let validation = run_validation(&state, user.user_id, request.validation).await?;
     let (body, analysis, validation) = validated(validation)?;
     let mut fields = new_fields();
-    let title = body["canonical_json"]
-        .as_str()
-        .and_then(|text| serde_json::from_str::<Value>(text).ok())
-        .and_then(|canonical| canonical["title"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "AI strategy".into());
-    fields.name = request.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or(title);
+    fields.name =
+        request.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).unwrap_or(validation.title.clone());
     fields.description = request.description.unwrap_or_default();
     if let Some(tags) = request.tags {
         fields.tags = tags.into_iter().map(|t| t.trim().to_string()).collect();

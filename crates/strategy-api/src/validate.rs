@@ -53,6 +53,8 @@ pub struct Validation {
     pub body: Value,
     pub analysis: Option<Analysis>,
     pub session: StrategyChatRow,
+    /// The text's title: the session's, the canonical JSON's, a new strategy's name.
+    pub title: String,
 }
 
 fn input_type(value: Option<&str>) -> ApiResult<Option<InputType>> {
@@ -165,12 +167,13 @@ pub async fn run_validation(state: &AppState, user_id: i64, request: ValidateReq
     errors.check_length("strategy_text", &text, STRATEGY_TEXT_MAX_CHARS);
     errors.into_result()?;
     let input_type = input_type(request.input_type.as_deref())?;
+    let title = title_of(&text);
 
     let session = match &request.session_id {
         Some(id) => state.store.strategy_chat(id, user_id).await?.ok_or(ApiError::NotFound)?,
         None => {
             let id = format!("chat_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-            state.store.create_strategy_chat(user_id, &id, &title_of(&text), None).await?
+            state.store.create_strategy_chat(user_id, &id, &title, None).await?
         }
     };
     let earlier = state.store.strategy_chat_messages(session.id).await?;
@@ -200,7 +203,7 @@ pub async fn run_validation(state: &AppState, user_id: i64, request: ValidateReq
             (body, None)
         }
         Verdict::Success(analysis) => {
-            (success_body(state, user_id, &analysis, &text, &request, &earlier).await?, Some(analysis))
+            (success_body(state, user_id, &analysis, &title, &request, &earlier).await?, Some(analysis))
         }
         Verdict::Error { issue, message } => {
             (json!({ "status": "error", "message": message, "issues": [issue] }), None)
@@ -219,18 +222,18 @@ pub async fn run_validation(state: &AppState, user_id: i64, request: ValidateReq
     body["session_id"] = json!(session.session_id);
     body["message_count"] = json!(earlier.len() + 2);
     body["context_used"] = json!(context_used);
-    Ok(Validation { body, analysis, session })
+    Ok(Validation { body, analysis, session, title })
 }
 
 async fn success_body(
     state: &AppState,
     user_id: i64,
     analysis: &Analysis,
-    text: &str,
+    title: &str,
     request: &ValidateRequest,
     earlier: &[store::strategy_chat::StrategyChatMessageRow],
 ) -> ApiResult<Value> {
-    let canonical = canonical_json(analysis, &title_of(text));
+    let canonical = canonical_json(analysis, title);
     // Built by us from validated parts; a mismatch is our bug, reported as such.
     check(Schema::Canonical, "canonical_json", &canonical).map_err(|errors| {
         ApiError::internal(anyhow::anyhow!("the canonical strategy does not match its own schema: {errors:?}"))

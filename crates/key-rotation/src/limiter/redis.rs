@@ -310,8 +310,13 @@ impl Limiter for RedisLimiter {
         let reply: Vec<i64> = match self.redis.invoke(&invocation).await {
             Ok(reply) => reply,
             Err(err) => {
-                // Redis may have admitted it all the same.
-                self.withdraw_later(request);
+                // A missed deadline or a dropped connection may have lost the
+                // reply to an admission Redis made; a refused connection
+                // never reached it, so there is nothing to look for.
+                let never_sent = matches!(&err, RedisError::Redis(cause) if cause.is_connection_refusal());
+                if !never_sent {
+                    self.withdraw_later(request);
+                }
                 return Err(err.into());
             }
         };
