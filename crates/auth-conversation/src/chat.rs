@@ -12,20 +12,19 @@
 //! `metadata.status = "incomplete"` with the reason.
 
 use api_core::streaming;
-use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors};
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency};
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use gemini_client::chat::parse_answer;
 use gemini_client::{CallSpec, ChatRequest, ExecError, ExecStream, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::conversations::{ChatMessageRow, ChatSessionFields, ChatSessionRow};
-use store::idempotency::Claim;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -55,21 +54,6 @@ fn history_within_budget(messages: &[ChatMessageRow], budget: u64) -> Vec<Messag
     )
 }
 
-const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.chars().count() <= IDEMPOTENCY_KEY_MAX_CHARS)
-        .map(|k| Some(k.to_string()))
-        .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters"))
-}
-
 /// `POST /api/auth/chat/`, with an optional `Idempotency-Key`: a retry with
 /// the same key and body gets the first answer instead of spending quota
 /// twice and duplicating messages. An attempt that fails, or a stream that
@@ -82,46 +66,30 @@ async fn chat(
     ApiJson(turn): ApiJson<ChatTurn>,
 ) -> ApiResult<Response> {
     let stream = streaming::wants_stream(query.as_deref(), &headers)?;
-    let key = idempotency_key(&headers)?;
-    if let Some(key) = &key {
-        let request = serde_json::to_string(&turn).map_err(ApiError::internal)?;
-        match state.store.claim_idempotency_key(user.user_id, key, &request).await? {
-            Claim::New => {}
-            Claim::Replay { body, .. } if stream => return Ok(streaming::single(streaming::done(&body))),
-            Claim::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return Ok((status, Json(body)).into_response());
-            }
-            Claim::InProgress => {
-                return Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()))
-            }
-            Claim::Mismatch => {
-                return Err(ApiError::bad_request("This Idempotency-Key was already used with a different request"))
-            }
-        }
-    }
-    let answered = match PreparedTurn::prepare(&state, user, turn).await {
-        Ok(prepared) if stream => open_stream(&state, prepared, key.clone()).await,
-        Ok(prepared) => match prepared.answer(&state).await {
-            Ok(body) => {
-                if let Some(key) = &key {
-                    state.store.complete_idempotency_key(user.user_id, key, 200, &body).await?;
-                }
-                Ok(Json(body).into_response())
-            }
-            Err(err) => Err(err),
-        },
-        Err(err) => Err(err),
+    let claim = match Idempotency::begin(&state, user.user_id, &headers, "chat", &turn, stream).await? {
+        Begun::Run(claim) => claim,
+        Begun::Replay(answer) => return Ok(answer),
     };
-    if let (Err(_), Some(key)) = (&answered, &key) {
-        state.store.release_idempotency_key(user.user_id, key).await?;
+    let prepared = match PreparedTurn::prepare(&state, user, turn).await {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            claim.release(&state).await?;
+            return Err(err);
+        }
+    };
+    if stream {
+        let opened = open_stream(&state, prepared, claim.clone()).await;
+        if opened.is_err() {
+            claim.release(&state).await?;
+        }
+        return opened;
     }
-    answered
+    let answer = prepared.answer(&state).await;
+    Ok(claim.finish(&state, answer).await?.into_response())
 }
 
 /// A turn whose user message is stored and whose upstream call is ready.
 struct PreparedTurn {
-    user_id: i64,
     session: ChatSessionRow,
     text: String,
     user_row_id: i64,
@@ -207,7 +175,7 @@ impl PreparedTurn {
             state.store.add_chat_message(session.id, "user", &text, &json!({ "status": "pending" }), 0).await?;
         let request = ChatRequest { system: Some(system), messages, config: GenerationConfig::default() };
         let spec = CallSpec::for_user(format!("user:{}", user.user_id), Workload::Light, request.to_body());
-        Ok(PreparedTurn { user_id: user.user_id, session, text, user_row_id: user_row.id, spec })
+        Ok(PreparedTurn { session, text, user_row_id: user_row.id, spec })
     }
 
     /// The non-streaming answer.
@@ -273,13 +241,13 @@ async fn system_instruction(state: &AppState, user_id: i64, context_id: Option<i
 
 /// Opens the upstream stream (failures so far keep their status codes) and
 /// hands it to a relay task that outlives the response.
-async fn open_stream(state: &AppState, turn: PreparedTurn, key: Option<String>) -> ApiResult<Response> {
+async fn open_stream(state: &AppState, turn: PreparedTurn, claim: Idempotency) -> ApiResult<Response> {
     let upstream = match state.gemini.stream(&turn.spec).await {
         Ok(upstream) => upstream,
         Err(err) => return Err(turn.failed(state, err).await),
     };
     let (events, receiver) = mpsc::channel(32);
-    let relay = relay(state.clone(), turn, upstream, events, key);
+    let relay = relay(state.clone(), turn, upstream, events, claim);
     state.streams.spawn(relay.instrument(tracing::Span::current()));
     Ok(streaming::response(receiver))
 }
@@ -323,7 +291,7 @@ async fn relay(
     turn: PreparedTurn,
     mut upstream: ExecStream,
     events: mpsc::Sender<Event>,
-    key: Option<String>,
+    claim: Idempotency,
 ) {
     let mut reply = Reply::default();
     let idle_limit = state.chat.stream_idle_timeout;
@@ -367,15 +335,7 @@ async fn relay(
         (Ok(body), None) if finished => Some(streaming::done(body)),
         (Ok(_), event) => event,
     };
-    if let Some(key) = &key {
-        let settled = match &recorded {
-            Ok(body) if finished => state.store.complete_idempotency_key(turn.user_id, key, 200, body).await,
-            _ => state.store.release_idempotency_key(turn.user_id, key).await,
-        };
-        if let Err(err) = settled {
-            tracing::error!(error = %err, "could not settle an idempotency key");
-        }
-    }
+    claim.settle(&state, recorded.as_ref().ok().filter(|_| finished)).await;
     if let Some(event) = last_event {
         let _ = events.send(event).await;
     }

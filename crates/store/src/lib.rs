@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod conversations;
+pub mod generated;
 pub mod idempotency;
 pub mod strategies;
 pub mod strategy_chat;

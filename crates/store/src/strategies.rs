@@ -30,6 +30,16 @@ pub struct StrategyRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_validated: Option<DateTime<Utc>>,
+    /// The status of the newest validation run, if any ran.
+    pub validation_status: Option<String>,
+    /// The newest backtest result's id, if any was written.
+    pub performance_id: Option<i64>,
+    pub performance_total_return: Option<f64>,
+    pub performance_sharpe_ratio: Option<f64>,
+    pub performance_max_drawdown: Option<f64>,
+    pub performance_win_rate: Option<f64>,
+    pub performance_total_trades: Option<i32>,
+    pub performance_created_at: Option<DateTime<Utc>>,
 }
 
 /// The writable fields of a strategy, applied as a whole.
@@ -84,8 +94,14 @@ pub struct StrategyFilter {
 
 const STRATEGY_SELECT: &str = "SELECT s.id, s.user_id, u.username AS created_by_username, s.name, s.description, \
      s.template_id, t.name AS template_name, s.strategy_code, s.parameters, s.status, s.version, s.tags, s.timeframe, \
-     s.risk_level, s.expected_return, s.max_drawdown, s.created_at, s.updated_at, s.last_validated \
-     FROM strategies s JOIN users u ON u.id = s.user_id LEFT JOIN strategy_templates t ON t.id = s.template_id";
+     s.risk_level, s.expected_return, s.max_drawdown, s.created_at, s.updated_at, s.last_validated, \
+     v.status AS validation_status, p.id AS performance_id, p.total_return AS performance_total_return, \
+     p.sharpe_ratio AS performance_sharpe_ratio, p.max_drawdown AS performance_max_drawdown, \
+     p.win_rate AS performance_win_rate, p.total_trades AS performance_total_trades, \
+     p.created_at AS performance_created_at \
+     FROM strategies s JOIN users u ON u.id = s.user_id LEFT JOIN strategy_templates t ON t.id = s.template_id \
+     LEFT JOIN strategy_validations v ON v.id = (SELECT MAX(id) FROM strategy_validations WHERE strategy_id = s.id) \
+     LEFT JOIN strategy_performance p ON p.id = (SELECT MAX(id) FROM strategy_performance WHERE strategy_id = s.id)";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct TagRow {
@@ -234,18 +250,6 @@ impl Store {
             return Ok(None);
         }
         self.strategy(id, owner_id).await
-    }
-
-    /// Records a validation run's time on the owner's strategy.
-    pub async fn mark_strategy_validated(&self, id: i64, owner_id: i64) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query("UPDATE strategies SET last_validated = $1 WHERE id = $2 AND user_id = $3")
-            .bind(Utc::now())
-            .bind(id)
-            .bind(owner_id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(())
     }
 
     pub async fn delete_strategy(&self, id: i64, owner_id: i64) -> StoreResult<bool> {

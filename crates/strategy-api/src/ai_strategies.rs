@@ -9,6 +9,7 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use store::generated::ValidationFields;
 use store::strategies::StrategyFields;
 use store::strategy_chat::StrategyChatRow;
 use store::StoreError;
@@ -59,6 +60,29 @@ fn apply_analysis(fields: &mut StrategyFields, body: &Value, analysis: &Analysis
     fields.parameters = Value::Object(parameters);
 }
 
+/// Keeps the validator's verdict as one of the strategy's validation runs.
+async fn record_ai_validation(state: &AppState, user_id: i64, strategy_id: i64, body: &Value) -> ApiResult<()> {
+    let passed = body["status"] == "success";
+    let errors =
+        if passed { json!([]) } else { body.get("issues").cloned().unwrap_or_else(|| json!([body["message"]])) };
+    let fields = ValidationFields {
+        strategy_id,
+        validation_type: "ai_validation",
+        status: if passed { "passed" } else { "failed" }.into(),
+        errors,
+        warnings: body.get("warnings").cloned().unwrap_or_else(|| json!([])),
+        details: json!({
+            "validator_status": body["status"],
+            "classification": body.get("classification"),
+            "confidence": body.get("confidence"),
+            "risk_tier": body.pointer("/classification_detail/risk_tier"),
+            "session_id": body.get("session_id"),
+        }),
+    };
+    state.store.record_validation(user_id, &fields).await?;
+    Ok(())
+}
+
 /// The answer: the strategy, the whole validation, and the session.
 fn response(row: store::strategies::StrategyRow, ai_validation: &Value, session: &StrategyChatRow) -> Value {
     let message_count = ai_validation["message_count"].clone();
@@ -100,7 +124,7 @@ async fn create_with_ai(
             Err(err) => return Err(name_taken(err)),
         }
     };
-    state.store.mark_strategy_validated(row.id, user.user_id).await?;
+    record_ai_validation(&state, user.user_id, row.id, &body).await?;
     state.store.link_strategy_chat(validation.session.id, row.id).await?;
     let row = state.store.strategy(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     Ok((StatusCode::CREATED, Json(response(row, &body, &validation.session))))
@@ -114,6 +138,10 @@ async fn update_with_ai(
 ) -> ApiResult<Json<Value>> {
     let current = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     let validation = run_validation(&state, user.user_id, request.validation).await?;
+    if validation.analysis.is_none() {
+        // A failed re-validation is still a run over this strategy.
+        record_ai_validation(&state, user.user_id, id, &validation.body).await?;
+    }
     let (body, analysis, validation) = validated(validation)?;
     let mut fields = StrategyFields::from(&current);
     if let Some(name) = request.name {
@@ -131,7 +159,7 @@ async fn update_with_ai(
     }
     check_fields(&state, user.user_id, &fields).await?;
     state.store.update_strategy(id, user.user_id, &fields).await.map_err(name_taken)?.ok_or(ApiError::NotFound)?;
-    state.store.mark_strategy_validated(id, user.user_id).await?;
+    record_ai_validation(&state, user.user_id, id, &body).await?;
     state.store.link_strategy_chat(validation.session.id, id).await?;
     let row = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(response(row, &body, &validation.session)))

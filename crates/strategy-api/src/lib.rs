@@ -5,6 +5,7 @@ pub mod ai_strategies;
 pub mod canonical;
 pub mod catalog;
 pub mod chat;
+pub mod python_checks;
 pub mod resources;
 pub mod validate;
 pub mod validator;

@@ -1,6 +1,8 @@
-//! The resources: strategies, tags, templates and comments.
+//! The resources: strategies, tags, templates, comments, and the read-only
+//! validation runs and backtest results.
 
 pub mod comments;
+pub mod runs;
 pub mod strategies;
 pub mod tags;
 pub mod templates;
@@ -9,5 +11,10 @@ use api_core::AppState;
 use axum::Router;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(strategies::routes()).merge(tags::routes()).merge(templates::routes()).merge(comments::routes())
+    Router::new()
+        .merge(strategies::routes())
+        .merge(tags::routes())
+        .merge(templates::routes())
+        .merge(comments::routes())
+        .merge(runs::routes())
 }

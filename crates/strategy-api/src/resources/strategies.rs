@@ -51,9 +51,9 @@ pub struct StrategyView {
     pub max_drawdown: Option<f64>,
     pub created_by: i64,
     pub created_by_username: String,
-    /// The latest validation run's status; none has run yet.
+    /// The newest validation run's status (`passed` or `failed`); null until one ran.
     pub validation_status: Option<String>,
-    /// Written by backtests, which come later.
+    /// The newest backtest's headline figures; backtests come later.
     pub latest_performance: Option<Value>,
     #[serde(serialize_with = "api_core::time::serialize")]
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -82,8 +82,18 @@ impl From<StrategyRow> for StrategyView {
             max_drawdown: row.max_drawdown,
             created_by: row.user_id,
             created_by_username: row.created_by_username,
-            validation_status: None,
-            latest_performance: None,
+            validation_status: row.validation_status,
+            latest_performance: row.performance_id.map(|id| {
+                serde_json::json!({
+                    "id": id,
+                    "total_return": row.performance_total_return,
+                    "sharpe_ratio": row.performance_sharpe_ratio,
+                    "max_drawdown": row.performance_max_drawdown,
+                    "win_rate": row.performance_win_rate,
+                    "total_trades": row.performance_total_trades,
+                    "created_at": row.performance_created_at.map(|at| api_core::time::iso8601(&at)),
+                })
+            }),
             created_at: row.created_at,
             updated_at: row.updated_at,
             last_validated: row.last_validated,

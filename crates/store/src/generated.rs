@@ -1,0 +1,250 @@
+//! What runs over a strategy leaves behind: generated code (in its own
+//! table, never in `strategies.strategy_code`), validation runs, and
+//! backtest results. All owner-scoped.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+
+use crate::{on_pool, Store, StoreError, StoreResult};
+
+#[derive(Debug, Clone, FromRow)]
+pub struct GeneratedCodeRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub strategy_id: Option<i64>,
+    pub strategy_name: String,
+    pub file_name: String,
+    pub code: String,
+    pub source: String,
+    pub validation_status: String,
+    pub problems: Json<Value>,
+    pub fix_attempts: i32,
+    pub fix_history: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GeneratedCodeFields {
+    pub strategy_id: Option<i64>,
+    pub strategy_name: String,
+    pub file_name: String,
+    pub code: String,
+    pub source: &'static str,
+    pub validation_status: &'static str,
+    pub problems: Value,
+    pub fix_attempts: i32,
+    pub fix_history: Value,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ValidationRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub strategy_id: i64,
+    pub validation_type: String,
+    pub status: String,
+    pub errors: Json<Value>,
+    pub warnings: Json<Value>,
+    pub details: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidationFields {
+    pub strategy_id: i64,
+    pub validation_type: &'static str,
+    pub status: String,
+    pub errors: Value,
+    pub warnings: Value,
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PerformanceRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub strategy_id: i64,
+    pub symbol: String,
+    pub timeframe: String,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub initial_capital: Option<f64>,
+    pub final_value: Option<f64>,
+    pub total_return: Option<f64>,
+    pub sharpe_ratio: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    pub win_rate: Option<f64>,
+    pub total_trades: Option<i32>,
+    pub metrics: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+const CODE_SELECT: &str =
+    "SELECT id, user_id, strategy_id, strategy_name, file_name, code, source, validation_status, \
+     problems, fix_attempts, fix_history, created_at FROM generated_code";
+const VALIDATION_SELECT: &str = "SELECT id, user_id, strategy_id, validation_type, status, errors, warnings, details, \
+     created_at FROM strategy_validations";
+const PERFORMANCE_SELECT: &str = "SELECT id, user_id, strategy_id, symbol, timeframe, period_start, period_end, \
+     initial_capital, final_value, total_return, sharpe_ratio, max_drawdown, win_rate, total_trades, metrics, created_at \
+     FROM strategy_performance";
+
+fn missing() -> StoreError {
+    StoreError::Database(sqlx::Error::RowNotFound)
+}
+
+/// `WHERE user_id = $1`, narrowed to one strategy (`$4`) when given; the
+/// page's limit and offset are `$2` and `$3`.
+fn scoped(select: &str, strategy_id: Option<i64>) -> (String, String) {
+    let table = select.rsplit(' ').next().unwrap_or_default();
+    let narrow = if strategy_id.is_some() { " AND strategy_id = $4" } else { "" };
+    (
+        format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1{}", narrow.replace("$4", "$2")),
+        format!("{select} WHERE user_id = $1{narrow} ORDER BY id DESC LIMIT $2 OFFSET $3"),
+    )
+}
+
+impl Store {
+    pub async fn create_generated_code(
+        &self,
+        owner_id: i64,
+        fields: &GeneratedCodeFields,
+    ) -> StoreResult<GeneratedCodeRow> {
+        let id: (i64,) = on_pool!(self, pool => sqlx::query_as(
+            "INSERT INTO generated_code (user_id, strategy_id, strategy_name, file_name, code, source, validation_status, \
+             problems, fix_attempts, fix_history, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING id",
+        )
+        .bind(owner_id)
+        .bind(fields.strategy_id)
+        .bind(&fields.strategy_name)
+        .bind(&fields.file_name)
+        .bind(&fields.code)
+        .bind(fields.source)
+        .bind(fields.validation_status)
+        .bind(Json(&fields.problems))
+        .bind(fields.fix_attempts)
+        .bind(Json(&fields.fix_history))
+        .bind(Utc::now())
+        .fetch_one(pool)
+        .await)?;
+        self.generated_code(id.0, owner_id).await?.ok_or_else(missing)
+    }
+
+    pub async fn generated_code(&self, id: i64, owner_id: i64) -> StoreResult<Option<GeneratedCodeRow>> {
+        let sql = format!("{CODE_SELECT} WHERE id = $1 AND user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// The newest code generated for the owner's strategy.
+    pub async fn latest_generated_code(
+        &self,
+        strategy_id: i64,
+        owner_id: i64,
+    ) -> StoreResult<Option<GeneratedCodeRow>> {
+        let sql = format!("{CODE_SELECT} WHERE strategy_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 1");
+        let row =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(strategy_id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// Records a validation run on the owner's strategy and its time.
+    pub async fn record_validation(&self, owner_id: i64, fields: &ValidationFields) -> StoreResult<ValidationRow> {
+        let now = Utc::now();
+        let id: (i64,) = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let id: (i64,) = sqlx::query_as(
+                "INSERT INTO strategy_validations (user_id, strategy_id, validation_type, status, errors, warnings, \
+                 details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(owner_id)
+            .bind(fields.strategy_id)
+            .bind(fields.validation_type)
+            .bind(&fields.status)
+            .bind(Json(&fields.errors))
+            .bind(Json(&fields.warnings))
+            .bind(Json(&fields.details))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE strategies SET last_validated = $1 WHERE id = $2 AND user_id = $3")
+                .bind(now)
+                .bind(fields.strategy_id)
+                .bind(owner_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(id)
+        })?;
+        self.validation(id.0, owner_id).await?.ok_or_else(missing)
+    }
+
+    pub async fn validation(&self, id: i64, owner_id: i64) -> StoreResult<Option<ValidationRow>> {
+        let sql = format!("{VALIDATION_SELECT} WHERE id = $1 AND user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's validation runs, newest first, of one strategy when given.
+    pub async fn validations_page(
+        &self,
+        owner_id: i64,
+        strategy_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<ValidationRow>)> {
+        self.narrowed_page(VALIDATION_SELECT, owner_id, strategy_id, limit, offset).await
+    }
+
+    pub async fn performance(&self, id: i64, owner_id: i64) -> StoreResult<Option<PerformanceRow>> {
+        let sql = format!("{PERFORMANCE_SELECT} WHERE id = $1 AND user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's backtest results, newest first, of one strategy when given.
+    pub async fn performance_page(
+        &self,
+        owner_id: i64,
+        strategy_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<PerformanceRow>)> {
+        self.narrowed_page(PERFORMANCE_SELECT, owner_id, strategy_id, limit, offset).await
+    }
+
+    async fn narrowed_page<R>(
+        &self,
+        select: &'static str,
+        owner_id: i64,
+        strategy_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<R>)>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        let (count_sql, rows_sql) = scoped(select, strategy_id);
+        let Some(strategy_id) = strategy_id else {
+            return self.owner_page(&count_sql, &rows_sql, owner_id, limit, offset).await;
+        };
+        let (count, rows) = on_pool!(self, pool => {
+            let count: (i64,) =
+                sqlx::query_as(&count_sql).bind(owner_id).bind(strategy_id).fetch_one(pool).await?;
+            let rows: Vec<R> = sqlx::query_as(&rows_sql)
+                .bind(owner_id)
+                .bind(limit)
+                .bind(offset)
+                .bind(strategy_id)
+                .fetch_all(pool)
+                .await?;
+            Ok::<_, sqlx::Error>((count.0, rows))
+        })?;
+        Ok((count, rows))
+    }
+}
