@@ -158,7 +158,7 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let code = self.code();
         match self {
             ApiError::Validation(fields) => {

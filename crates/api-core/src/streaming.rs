@@ -66,6 +66,14 @@ pub fn error(message: &str, code: &str) -> Event {
     event("error", &json!({ "error": message, "code": code }))
 }
 
+/// `event: error` for a failure the status line could have said: the same
+/// JSON body (and `status`) the non-streaming call answers with.
+pub fn failure(err: &ApiError) -> Event {
+    let mut body = err.body();
+    body["status"] = json!(err.status_code().as_u16());
+    event("error", &body)
+}
+
 fn event(name: &str, data: &Value) -> Event {
     // serde_json escapes newlines, so the data is always one SSE line.
     Event::default().event(name).data(data.to_string())

@@ -124,9 +124,20 @@ fn indicators(text: &str) -> Vec<(String, u32)> {
         while let Some(offset) = lower[search..].find(name) {
             let at = search + offset;
             search = at + name.len();
+            // Only a number right by the name: "SMA(20)", "SMA 20", "20-day SMA",
+            // "20-period SMA"; a number further off belongs to something else.
             let before = lower.get(at.saturating_sub(12)..at).unwrap_or_default();
             let after: String = lower.get(search..).unwrap_or_default().chars().take(12).collect();
-            let period = first_number(&after).or_else(|| last_number(before));
+            let after = after.strip_prefix('(').or_else(|| after.strip_prefix(' ')).unwrap_or(&after);
+            let before = before.trim_end();
+            let before = ["-day", "-period", " day", " period", "-"]
+                .iter()
+                .find_map(|suffix| before.strip_suffix(suffix))
+                .unwrap_or(before);
+            let leading: String = after.chars().take_while(char::is_ascii_digit).collect();
+            let trailing: String = before.chars().rev().take_while(char::is_ascii_digit).collect();
+            let trailing: String = trailing.chars().rev().collect();
+            let period = leading.parse::<u32>().ok().or_else(|| trailing.parse().ok());
             if let Some(period) = period.filter(|p| (2..=500).contains(p)) {
                 if !found.contains(&(name.to_string(), period)) {
                     found.push((name.to_string(), period));
@@ -135,17 +146,6 @@ fn indicators(text: &str) -> Vec<(String, u32)> {
         }
     }
     found
-}
-
-fn first_number(text: &str) -> Option<u32> {
-    let digits: String = text.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-fn last_number(text: &str) -> Option<u32> {
-    let reversed: String =
-        text.chars().rev().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
-    reversed.chars().rev().collect::<String>().parse().ok()
 }
 
 /// A valid backtesting.py strategy using the indicators and periods asked for.

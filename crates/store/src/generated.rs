@@ -132,6 +132,36 @@ impl Store {
         self.generated_code(id.0, owner_id).await?.ok_or_else(missing)
     }
 
+    /// Records `summary` under `parameters.generated_code` of the owner's
+    /// strategy, leaving its other parameters as they are.
+    pub async fn note_generated_code(&self, strategy_id: i64, owner_id: i64, summary: &Value) -> StoreResult<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let current: Option<(Json<Value>,)> =
+                sqlx::query_as("SELECT parameters FROM strategies WHERE id = $1 AND user_id = $2")
+                    .bind(strategy_id)
+                    .bind(owner_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((Json(mut parameters),)) = current {
+                if !parameters.is_object() {
+                    parameters = Value::Object(serde_json::Map::new());
+                }
+                parameters["generated_code"] = summary.clone();
+                sqlx::query("UPDATE strategies SET parameters = $1, updated_at = $2 WHERE id = $3 AND user_id = $4")
+                    .bind(Json(&parameters))
+                    .bind(Utc::now())
+                    .bind(strategy_id)
+                    .bind(owner_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        })?;
+        Ok(())
+    }
+
     pub async fn generated_code(&self, id: i64, owner_id: i64) -> StoreResult<Option<GeneratedCodeRow>> {
         let sql = format!("{CODE_SELECT} WHERE id = $1 AND user_id = $2");
         let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;

@@ -5,6 +5,8 @@ pub mod ai_strategies;
 pub mod canonical;
 pub mod catalog;
 pub mod chat;
+pub mod code_prompt;
+pub mod codegen;
 pub mod python_checks;
 pub mod resources;
 pub mod validate;
@@ -20,6 +22,7 @@ pub fn routes() -> FeatureRoutes {
             .merge(validate::routes())
             .merge(ai_strategies::routes())
             .merge(catalog::routes())
-            .merge(chat::routes()),
+            .merge(chat::routes())
+            .merge(codegen::routes()),
     }
 }

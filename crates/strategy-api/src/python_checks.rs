@@ -79,6 +79,30 @@ pub struct CheckResult {
 }
 
 impl Report {
+    /// An answer without a code block: nothing to parse.
+    pub fn no_code() -> Self {
+        let problem = Problem {
+            check: "parses",
+            message: "SyntaxError: the answer contained no Python code; answer with one ```python block".into(),
+            line: None,
+        };
+        Self::unparsed(problem)
+    }
+
+    /// Code that did not parse: the other checks could not run.
+    fn unparsed(problem: Problem) -> Self {
+        let checks = CHECKS
+            .iter()
+            .map(|&name| CheckResult { name, status: if name == "parses" { "failed" } else { "not_run" } })
+            .collect();
+        Self { passed: false, checks, problems: vec![problem], strategy_class: None }
+    }
+
+    /// The error type of the first problem: the one a fix should start with.
+    pub fn error_type(&self) -> &'static str {
+        self.problems.first().map_or("unknown_error", |p| error_type(&p.message))
+    }
+
     /// The problems as one error text, as the fixer and clients read it.
     pub fn error_text(&self) -> String {
         self.problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("\n")
@@ -115,11 +139,7 @@ pub fn check(code: &str) -> Report {
                 message: format!("SyntaxError: {} (line {line}, column {column})", err.error),
                 line: Some(line),
             };
-            let checks = CHECKS
-                .iter()
-                .map(|&name| CheckResult { name, status: if name == "parses" { "failed" } else { "not_run" } })
-                .collect();
-            return Report { passed: false, checks, problems: vec![problem], strategy_class: None };
+            return Report::unparsed(problem);
         }
     };
 
@@ -161,7 +181,7 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn report(&mut self, check: &'static str, range: TextRange, message: String) {
+    fn report(&mut self, check: &'static str, range: TextRange, message: &str) {
         let line = self.lines.of_range(range);
         self.problems.push(Problem { check, message: format!("{message} (line {line})"), line: Some(line) });
     }
@@ -170,7 +190,7 @@ impl Walker<'_> {
         self.report(
             "imports",
             range,
-            format!(
+            &format!(
                 "ImportError: import of '{module}' is not allowed; strategies may import only {}",
                 ALLOWED_MODULES.join(", ")
             ),
@@ -215,10 +235,10 @@ impl Visitor for Walker<'_> {
             self.report(
                 "forbidden_calls",
                 node.range,
-                format!("{error}: {name}() is not allowed in a strategy: it reaches files or runs code from text"),
+                &format!("{error}: {name}() is not allowed in a strategy: it reaches files or runs code from text"),
             );
         } else if is_dunder(name) && !ALLOWED_DUNDER_NAMES.contains(&name) {
-            self.report("forbidden_calls", node.range, format!("RuntimeError: the name {name} is not allowed"));
+            self.report("forbidden_calls", node.range, &format!("RuntimeError: the name {name} is not allowed"));
         }
     }
 
@@ -228,7 +248,7 @@ impl Visitor for Walker<'_> {
             self.report(
                 "forbidden_calls",
                 node.range,
-                format!("AttributeError: access to the dunder attribute .{attr} is not allowed"),
+                &format!("AttributeError: access to the dunder attribute .{attr} is not allowed"),
             );
         }
         self.generic_visit_expr_attribute(node);
@@ -242,7 +262,7 @@ impl Visitor for Walker<'_> {
                     Some(Expr::Constant(ast::ExprConstant { value: Constant::Str(attr), .. })) if is_dunder(attr) => {
                         let message =
                             format!("AttributeError: {function}() on the dunder attribute '{attr}' is not allowed");
-                        self.report("forbidden_calls", node.range, message);
+                        self.report("forbidden_calls", node.range, &message);
                     }
                     Some(Expr::Constant(ast::ExprConstant { value: Constant::Str(_), .. })) => {}
                     _ => {
@@ -250,7 +270,7 @@ impl Visitor for Walker<'_> {
                             "AttributeError: {function}() needs a literal attribute name here; a computed one \
                              cannot be checked"
                         );
-                        self.report("forbidden_calls", node.range, message);
+                        self.report("forbidden_calls", node.range, &message);
                     }
                 }
             }

@@ -9,6 +9,7 @@ mod accounts;
 mod chat;
 mod chat_stream;
 mod cli;
+mod code_generation;
 mod contexts;
 mod demo;
 mod helpers;

@@ -1,0 +1,679 @@
+//! Code generation: `generate_executable_code`, `generate_with_auto_fix`,
+//! `generate_code` and `strategies/{id}/fix_errors`.
+//!
+//! Every call goes through the rotating executor as `heavy` work. The code
+//! is checked statically ([`crate::python_checks`]); a failed check goes to
+//! the fixer with the checker's message, for up to `max_fix_attempts`
+//! rounds. Nothing runs the code yet, and the answers say so:
+//! `execution.attempted` is false and `validation_status` names the static
+//! checks, never a backtest.
+//!
+//! Every result is stored in `generated_code`, linked to the strategy when
+//! one is given; for a strategy it is also a validation run and a note in
+//! its parameters. A fixer call that fails after code exists keeps that
+//! code and says the fixing was interrupted, rather than losing it.
+
+use std::future::Future;
+
+use api_core::streaming::{self, OpenStreams};
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency, ResourceId};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use gemini_client::chat::parse_answer;
+use gemini_client::{CallSpec, ChatRequest, ExecError, GenerationConfig, Message, Role};
+use key_rotation::config::Workload;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::generated::{GeneratedCodeFields, GeneratedCodeRow, ValidationFields};
+use store::strategies::StrategyRow;
+use tokio::sync::mpsc;
+
+use crate::canonical::{check, form_of, Schema};
+use crate::code_prompt;
+use crate::python_checks::{self, error_type, extract_python, Report};
+
+pub const DEFAULT_STRATEGY_NAME: &str = "GeneratedStrategy";
+pub const DEFAULT_FIX_ATTEMPTS: u32 = 3;
+pub const MAX_FIX_ATTEMPTS: u32 = 10;
+const DESCRIPTION_MAX_CHARS: usize = 20_000;
+const ERROR_MESSAGE_MAX_CHARS: usize = 20_000;
+const CANONICAL_MAX_CHARS: usize = 100_000;
+const STATIC_ONLY: &str =
+    "The code was checked statically (parsed, structure, imports, forbidden calls); it has not been run or backtested.";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/strategies/api/generate_executable_code", post(generate_executable_code))
+        .route("/api/strategies/api/generate_with_auto_fix", post(generate_with_auto_fix))
+        .route("/api/strategies/api/generate_code", post(generate_code))
+        .route("/api/strategies/strategies/{id}/fix_errors", post(fix_errors))
+}
+
+/// Stages of the work, sent as `progress` events when the caller streams.
+#[derive(Clone, Default)]
+struct Progress(Option<mpsc::Sender<Event>>);
+
+impl Progress {
+    async fn stage(&self, stage: &str, detail: &str) {
+        if let Some(events) = &self.0 {
+            // A client that left misses the progress; the work goes on and is stored.
+            let _ = events.send(streaming::progress(stage, detail)).await;
+        }
+    }
+}
+
+/// Answers `work` as JSON, or as a `progress` … `done` stream. A stream's
+/// work runs in its own task, so a client that leaves does not lose it; a
+/// server shutdown ends it with an `error` event.
+async fn respond<F, Fut>(state: &AppState, claim: Idempotency, stream: bool, work: F) -> ApiResult<Response>
+where
+    F: FnOnce(Progress) -> Fut,
+    Fut: Future<Output = ApiResult<Value>> + Send + 'static,
+{
+    if !stream {
+        let answer = work(Progress::default()).await;
+        return Ok(claim.finish(state, answer).await?.into_response());
+    }
+    let (events, receiver) = mpsc::channel(16);
+    let work = work(Progress(Some(events.clone())));
+    let state = state.clone();
+    let streams: OpenStreams = state.streams.clone();
+    streams.spawn(async move {
+        let outcome = tokio::select! {
+            biased;
+            () = state.streams.shutting_down() => None,
+            outcome = work => Some(outcome),
+        };
+        let last = match outcome {
+            Some(Ok(body)) => {
+                claim.settle(&state, Some(&body)).await;
+                streaming::done(&body)
+            }
+            Some(Err(err)) => {
+                claim.settle(&state, None).await;
+                streaming::failure(&err)
+            }
+            None => {
+                claim.settle(&state, None).await;
+                streaming::error("The server is shutting down; nothing was stored. Retry.", "server_shutdown")
+            }
+        };
+        let _ = events.send(last).await;
+    });
+    Ok(streaming::response(receiver))
+}
+
+fn default_strategy_name() -> String {
+    DEFAULT_STRATEGY_NAME.into()
+}
+
+/// A Python class name from a display name: "ema cross-2" → "EmaCross2".
+fn class_name(name: &str) -> String {
+    let mut class: String = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            // "EMA" → "Ema", so the file name reads ema_cross.py; "GoldenCross" stays.
+            let word =
+                if word.chars().any(|c| c.is_ascii_lowercase()) { word.to_string() } else { word.to_ascii_lowercase() };
+            let mut chars = word.chars();
+            chars.next().map(|first| first.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect();
+    if class.is_empty() {
+        class = DEFAULT_STRATEGY_NAME.into();
+    } else if class.starts_with(|c: char| c.is_ascii_digit()) {
+        class.insert_str(0, "Strategy");
+    }
+    class.chars().take(100).collect()
+}
+
+/// "EmaCross2" → "ema_cross2.py".
+fn file_name(class: &str) -> String {
+    let mut snake = String::new();
+    let mut previous: Option<char> = None;
+    for c in class.chars() {
+        if c.is_ascii_uppercase() && previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit()) {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+        previous = Some(c);
+    }
+    format!("{snake}.py")
+}
+
+fn fix_attempts(value: Option<u32>, field: &str) -> ApiResult<u32> {
+    let attempts = value.unwrap_or(DEFAULT_FIX_ATTEMPTS);
+    if (1..=MAX_FIX_ATTEMPTS).contains(&attempts) {
+        Ok(attempts)
+    } else {
+        Err(ApiError::Validation(FieldErrors::single(
+            field,
+            format!("Ensure this value is between 1 and {MAX_FIX_ATTEMPTS}."),
+        )))
+    }
+}
+
+/// The owner's strategy, or 404 whether it is missing or someone else's.
+async fn owned_strategy(state: &AppState, user_id: i64, id: Option<i64>) -> ApiResult<Option<StrategyRow>> {
+    match id {
+        None => Ok(None),
+        Some(id) => Ok(Some(state.store.strategy(id, user_id).await?.ok_or(ApiError::NotFound)?)),
+    }
+}
+
+/// One heavy call; the answer's text and the model that wrote it.
+async fn ask(state: &AppState, user_id: i64, prompt: String) -> ApiResult<(String, String)> {
+    let request = ChatRequest {
+        system: Some(
+            "You write Python trading strategies for the backtesting.py library. You follow the requirements \
+             exactly and answer with one python code block."
+                .into(),
+        ),
+        messages: vec![Message { role: Role::User, text: prompt }],
+        config: GenerationConfig::default(),
+    };
+    let spec = CallSpec::for_user(format!("user:{user_id}"), Workload::Heavy, request.to_body());
+    let completed = state.gemini.generate(&spec).await.map_err(ApiError::Ai)?;
+    let answer = parse_answer(&completed.body).map_err(|err| ApiError::Ai(ExecError::Rejected(err)))?;
+    Ok((answer.text, completed.model))
+}
+
+/// The code in an answer and its check; an answer without code fails the
+/// parse check, so the fixer gets a chance at it.
+fn checked(answer: &str) -> (String, Report) {
+    match extract_python(answer) {
+        Some(code) => {
+            let report = python_checks::check(&code);
+            (code, report)
+        }
+        None => (String::new(), Report::no_code()),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct FixRecord {
+    attempt: u32,
+    success: bool,
+    error_type: &'static str,
+    error_message: String,
+    timestamp: String,
+}
+
+/// What a generation or fixing run produced.
+struct Outcome {
+    code: String,
+    report: Report,
+    fixes: Vec<FixRecord>,
+    /// Set when the fixer's call failed; the code is the last that existed.
+    interrupted: Option<String>,
+    models: Vec<String>,
+}
+
+impl Outcome {
+    fn final_status(&self, max_attempts: u32) -> &'static str {
+        match (self.report.passed, self.fixes.is_empty()) {
+            _ if self.interrupted.is_some() => "interrupted",
+            (true, true) => "not_needed",
+            (true, false) => "fixed",
+            (false, _) if max_attempts == 0 => "not_attempted",
+            (false, _) => "failed",
+        }
+    }
+
+    fn validation_status(&self) -> &'static str {
+        if self.report.passed {
+            "static_checks_passed"
+        } else {
+            "static_checks_failed"
+        }
+    }
+}
+
+/// Up to `max_attempts` rounds of fixing. `reported` is an error the
+/// caller saw (a traceback), fixed first even when the checks pass.
+async fn fix_loop(
+    state: &AppState,
+    user_id: i64,
+    class: &str,
+    mut outcome: Outcome,
+    mut reported: Option<String>,
+    max_attempts: u32,
+    progress: &Progress,
+) -> Outcome {
+    for attempt in 1..=max_attempts {
+        let (error_text, kind) = match reported.take() {
+            Some(text) => {
+                let kind = error_type(&text);
+                (text, kind)
+            }
+            None if outcome.report.passed => break,
+            None => (outcome.report.error_text(), outcome.report.error_type()),
+        };
+        progress.stage("fixing", &format!("{attempt}/{max_attempts}: {kind}")).await;
+        let prompt = code_prompt::fix(&outcome.code, class, kind, &error_text);
+        let (answer, model) = match ask(state, user_id, prompt).await {
+            Ok(answered) => answered,
+            Err(err) => {
+                tracing::info!(error = %err, attempt, "the fixer's call failed; keeping the code so far");
+                outcome.interrupted = Some(err.to_string());
+                break;
+            }
+        };
+        outcome.models.push(model);
+        progress.stage("checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
+        let (code, report) = checked(&answer);
+        if !code.is_empty() {
+            outcome.code = code;
+        }
+        outcome.report = if outcome.code.is_empty() { report } else { python_checks::check(&outcome.code) };
+        outcome.fixes.push(FixRecord {
+            attempt,
+            success: outcome.report.passed,
+            error_type: kind,
+            error_message: error_text,
+            timestamp: api_core::time::iso8601(&chrono::Utc::now()),
+        });
+    }
+    outcome
+}
+
+/// Generates, checks and (up to `max_fix_attempts`) fixes.
+async fn generate_checked(
+    state: &AppState,
+    user_id: i64,
+    class: &str,
+    prompt: String,
+    max_fix_attempts: u32,
+    progress: &Progress,
+) -> ApiResult<Outcome> {
+    progress.stage("generating", "asking Gemini for a backtesting.py strategy").await;
+    let (answer, model) = ask(state, user_id, prompt).await?;
+    progress.stage("checking", "static checks").await;
+    let (code, report) = checked(&answer);
+    let outcome = Outcome { code, report, fixes: Vec::new(), interrupted: None, models: vec![model] };
+    Ok(fix_loop(state, user_id, class, outcome, None, max_fix_attempts, progress).await)
+}
+
+struct Target<'a> {
+    user_id: i64,
+    strategy: Option<&'a StrategyRow>,
+    class: &'a str,
+    source: &'static str,
+}
+
+/// Stores the outcome; for a strategy, also as a validation run and a note
+/// in its parameters.
+async fn keep(state: &AppState, target: &Target<'_>, outcome: &Outcome) -> ApiResult<GeneratedCodeRow> {
+    let fields = GeneratedCodeFields {
+        strategy_id: target.strategy.map(|s| s.id),
+        strategy_name: target.class.to_string(),
+        file_name: file_name(target.class),
+        code: outcome.code.clone(),
+        source: target.source,
+        validation_status: outcome.validation_status(),
+        problems: json!(outcome.report.problems),
+        fix_attempts: i32::try_from(outcome.fixes.len()).unwrap_or(i32::MAX),
+        fix_history: json!(outcome.fixes),
+    };
+    let row = state.store.create_generated_code(target.user_id, &fields).await?;
+    if let Some(strategy) = target.strategy {
+        let validation = ValidationFields {
+            strategy_id: strategy.id,
+            validation_type: "static_checks",
+            status: if outcome.report.passed { "passed" } else { "failed" }.into(),
+            errors: json!(outcome.report.problems.iter().map(|p| &p.message).collect::<Vec<_>>()),
+            warnings: json!([]),
+            details: json!({ "code_id": row.id, "checks": outcome.report.checks, "source": target.source,
+                             "fix_attempts": outcome.fixes.len(), "executed": false }),
+        };
+        state.store.record_validation(target.user_id, &validation).await?;
+        let note = json!({ "code_id": row.id, "strategy_name": target.class, "file_name": row.file_name,
+                           "validation_status": row.validation_status,
+                           "generated_at": api_core::time::iso8601(&row.created_at) });
+        state.store.note_generated_code(strategy.id, target.user_id, &note).await?;
+    }
+    Ok(row)
+}
+
+/// The answer of `generate_executable_code` and `generate_with_auto_fix`.
+fn generation_body(row: &GeneratedCodeRow, outcome: &Outcome, max_fix_attempts: u32) -> Value {
+    let passed = outcome.report.passed;
+    let message = match (&outcome.interrupted, passed) {
+        (Some(error), _) => format!("Code generated, but fixing stopped when the AI call failed: {error}"),
+        (None, true) => "Code generated; it passed the static checks. It has not been run.".to_string(),
+        (None, false) => format!("Code generated, but it failed the static checks: {}", outcome.report.error_text()),
+    };
+    json!({
+        "success": passed,
+        "strategy_code": outcome.code,
+        "strategy_name": row.strategy_name,
+        "file_name": row.file_name,
+        "strategy_id": row.strategy_id,
+        "code_id": row.id,
+        "message": message,
+        "execution": {
+            "attempted": false,
+            "success": null,
+            "validation_status": outcome.validation_status(),
+            "metrics": null,
+            "error_message": if passed { Value::Null } else { json!(outcome.report.error_text()) },
+            "note": STATIC_ONLY,
+        },
+        "static_checks": outcome.report,
+        "error_fixing": {
+            "attempted": !outcome.fixes.is_empty(),
+            "attempts": outcome.fixes.len(),
+            "max_attempts": max_fix_attempts,
+            "history": outcome.fixes,
+            "final_status": outcome.final_status(max_fix_attempts),
+            "error": outcome.interrupted,
+        },
+        "models": outcome.models,
+    })
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ExecutableRequest {
+    canonical_json: Option<Value>,
+    #[serde(default = "default_strategy_name")]
+    strategy_name: String,
+    strategy_id: Option<i64>,
+    test_config: Option<Value>,
+    max_fix_attempts: Option<u32>,
+}
+
+/// The prompt for a canonical strategy, in either form, with the errors a
+/// client can act on.
+fn canonical_prompt(request: &ExecutableRequest) -> ApiResult<(String, String)> {
+    let strategy = match &request.canonical_json {
+        None | Some(Value::Null) => return Err(ApiError::Rejected(json!({ "error": "canonical_json is required" }))),
+        Some(Value::String(text)) => {
+            if text.chars().count() > CANONICAL_MAX_CHARS {
+                return Err(ApiError::Validation(FieldErrors::single(
+                    "canonical_json",
+                    format!("Ensure this field has no more than {CANONICAL_MAX_CHARS} characters."),
+                )));
+            }
+            serde_json::from_str::<Value>(text).map_err(|err| {
+                ApiError::Rejected(json!({ "error": "Invalid JSON format", "detail": err.to_string() }))
+            })?
+        }
+        Some(value) => value.clone(),
+    };
+    if !strategy.is_object() {
+        return Err(ApiError::Validation(FieldErrors::single(
+            "canonical_json",
+            "Expected a JSON object: the executable strategy or the validator's canonical JSON.",
+        )));
+    }
+    let form = form_of(&strategy);
+    check(form, "canonical_json", &strategy).map_err(ApiError::Validation)?;
+    let given_name = request.strategy_name.trim();
+    let name = if given_name.is_empty() || given_name == DEFAULT_STRATEGY_NAME {
+        strategy["strategy_name"].as_str().or(strategy["title"].as_str()).unwrap_or(DEFAULT_STRATEGY_NAME)
+    } else {
+        given_name
+    };
+    let class = class_name(name);
+    let test_config = request.test_config.as_ref();
+    let prompt = match form {
+        Schema::Executable => code_prompt::from_executable(&strategy, &class, test_config),
+        Schema::Canonical => code_prompt::from_steps(&strategy, &class, test_config),
+    };
+    Ok((class, prompt))
+}
+
+async fn generate_endpoint(
+    state: &AppState,
+    user: AuthUser,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    request: ExecutableRequest,
+    auto_fix: bool,
+) -> ApiResult<Response> {
+    let stream = streaming::wants_stream(query, headers)?;
+    let max_fix_attempts = if auto_fix { fix_attempts(request.max_fix_attempts, "max_fix_attempts")? } else { 0 };
+    let (class, prompt) = canonical_prompt(&request)?;
+    let strategy = owned_strategy(state, user.user_id, request.strategy_id).await?;
+    let (route, source) = if auto_fix {
+        ("generate_with_auto_fix", "generate_with_auto_fix")
+    } else {
+        ("generate_executable_code", "generate_executable_code")
+    };
+    let claim = match Idempotency::begin(state, user.user_id, headers, route, &request, stream).await? {
+        Begun::Run(claim) => claim,
+        Begun::Replay(answer) => return Ok(answer),
+    };
+    let task_state = state.clone();
+    respond(state, claim, stream, move |progress| async move {
+        let state = task_state;
+        let outcome = generate_checked(&state, user.user_id, &class, prompt, max_fix_attempts, &progress).await?;
+        let target = Target { user_id: user.user_id, strategy: strategy.as_ref(), class: &class, source };
+        let row = keep(&state, &target, &outcome).await?;
+        let mut body = generation_body(&row, &outcome, max_fix_attempts);
+        if auto_fix {
+            body["validation_passed"] = json!(outcome.report.passed);
+            body["fix_attempts"] = json!(outcome.fixes.len());
+            body["fix_history"] = json!(outcome.fixes);
+        }
+        Ok(body)
+    })
+    .await
+}
+
+async fn generate_executable_code(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecutableRequest>,
+) -> ApiResult<Response> {
+    generate_endpoint(&state, user, query.as_deref(), &headers, request, false).await
+}
+
+async fn generate_with_auto_fix(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecutableRequest>,
+) -> ApiResult<Response> {
+    generate_endpoint(&state, user, query.as_deref(), &headers, request, true).await
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DescriptionRequest {
+    strategy_description: Option<String>,
+    template_id: Option<i64>,
+    #[serde(default)]
+    parameters: Value,
+    #[serde(default = "default_true")]
+    use_gemini: bool,
+    strategy_name: Option<String>,
+}
+
+/// `POST /api/strategies/api/generate_code/`: a description (and optionally
+/// a template to start from) → code. Without Gemini, the template's own
+/// code is the answer.
+async fn generate_code(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<DescriptionRequest>,
+) -> ApiResult<Response> {
+    let stream = streaming::wants_stream(query.as_deref(), &headers)?;
+    let description = request.strategy_description.clone().unwrap_or_default();
+    let mut errors = FieldErrors::new();
+    if description.trim().is_empty() {
+        errors.add("strategy_description", "This field is required.");
+    }
+    errors.check_length("strategy_description", &description, DESCRIPTION_MAX_CHARS);
+    if !(request.parameters.is_object() || request.parameters.is_null()) {
+        errors.add("parameters", "Expected an object.");
+    }
+    errors.into_result()?;
+    let template = match request.template_id {
+        Some(id) => Some(state.store.template(id, user.user_id).await?.ok_or_else(|| {
+            ApiError::Validation(FieldErrors::single(
+                "template_id",
+                format!("Invalid pk \"{id}\" - object does not exist."),
+            ))
+        })?),
+        None => None,
+    };
+    if !request.use_gemini && template.is_none() {
+        return Err(ApiError::Validation(FieldErrors::single(
+            "template_id",
+            "Without use_gemini, code comes from a template: give template_id.",
+        )));
+    }
+    let name = request.strategy_name.clone().or_else(|| template.as_ref().map(|t| t.name.clone()));
+    let class = class_name(name.as_deref().unwrap_or(DEFAULT_STRATEGY_NAME));
+    let claim = match Idempotency::begin(&state, user.user_id, &headers, "generate_code", &request, stream).await? {
+        Begun::Run(claim) => claim,
+        Begun::Replay(answer) => return Ok(answer),
+    };
+    let task_state = state.clone();
+    respond(&state, claim, stream, move |progress| async move {
+        let state = task_state;
+        let parameters = if request.parameters.is_null() { json!({}) } else { request.parameters.clone() };
+        let (outcome, generator) = if request.use_gemini {
+            let prompt = code_prompt::from_description(
+                &description,
+                &class,
+                template.as_ref().map(|t| t.template_code.as_str()),
+                &parameters,
+            );
+            (generate_checked(&state, user.user_id, &class, prompt, 0, &progress).await?, "gemini")
+        } else {
+            let code = template.as_ref().map(|t| t.template_code.clone()).unwrap_or_default();
+            let report = python_checks::check(&code);
+            (Outcome { code, report, fixes: Vec::new(), interrupted: None, models: Vec::new() }, "template")
+        };
+        let target = Target { user_id: user.user_id, strategy: None, class: &class, source: "generate_code" };
+        let row = keep(&state, &target, &outcome).await?;
+        Ok(json!({
+            "generated_code": outcome.code,
+            "strategy_name": class,
+            "description": description,
+            "parameters": parameters,
+            "metadata": {
+                "code_id": row.id,
+                "file_name": row.file_name,
+                "generator": generator,
+                "template_id": template.as_ref().map(|t| t.id),
+                "models": outcome.models,
+                "validation_status": outcome.validation_status(),
+                "static_checks": outcome.report,
+                "execution": { "attempted": false, "note": STATIC_ONLY },
+            },
+        }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct FixRequest {
+    max_attempts: Option<u32>,
+    /// An error the caller saw running the code (a traceback); fixed first.
+    error_message: Option<String>,
+}
+
+/// `POST /api/strategies/strategies/{id}/fix_errors/`: fixes the strategy's
+/// latest generated code until it passes the checks (and, when given, the
+/// caller's own error is addressed).
+async fn fix_errors(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ResourceId(id): ResourceId,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<FixRequest>,
+) -> ApiResult<Response> {
+    let stream = streaming::wants_stream(query.as_deref(), &headers)?;
+    let max_attempts = fix_attempts(request.max_attempts, "max_attempts")?;
+    let reported = request.error_message.clone().map(|m| m.trim().to_string()).filter(|m| !m.is_empty());
+    if let Some(message) = &reported {
+        let mut errors = FieldErrors::new();
+        errors.check_length("error_message", message, ERROR_MESSAGE_MAX_CHARS);
+        errors.into_result()?;
+    }
+    let strategy = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+    let Some(latest) = state.store.latest_generated_code(id, user.user_id).await? else {
+        return Err(ApiError::bad_request(
+            "This strategy has no generated code yet; generate it with generate_executable_code first",
+        ));
+    };
+    let claim = match Idempotency::begin(&state, user.user_id, &headers, &format!("fix_errors {id}"), &request, stream)
+        .await?
+    {
+        Begun::Run(claim) => claim,
+        Begun::Replay(answer) => return Ok(answer),
+    };
+    let task_state = state.clone();
+    respond(&state, claim, stream, move |progress| async move {
+        let state = task_state;
+        progress.stage("checking", "static checks of the latest code").await;
+        let report = python_checks::check(&latest.code);
+        let start = Outcome { code: latest.code.clone(), report, fixes: Vec::new(), interrupted: None, models: vec![] };
+        let class = latest.strategy_name.clone();
+        let outcome = fix_loop(&state, user.user_id, &class, start, reported, max_attempts, &progress).await;
+        let code_id = if outcome.fixes.is_empty() {
+            latest.id
+        } else {
+            let target =
+                Target { user_id: user.user_id, strategy: Some(&strategy), class: &class, source: "fix_errors" };
+            keep(&state, &target, &outcome).await?.id
+        };
+        let message = match (&outcome.interrupted, outcome.fixes.is_empty(), outcome.report.passed) {
+            (Some(error), _, _) => format!("Fixing stopped when the AI call failed: {error}"),
+            (None, true, _) => "The latest code passes the static checks; there was nothing to fix.".to_string(),
+            (None, false, true) => "Fixed: the code passes the static checks. It has not been run.".to_string(),
+            (None, false, false) => {
+                format!("Still failing after {} attempts: {}", outcome.fixes.len(), outcome.report.error_text())
+            }
+        };
+        Ok(json!({
+            "success": outcome.report.passed && outcome.interrupted.is_none(),
+            "attempts": outcome.fixes.len(),
+            "fixes": outcome.fixes,
+            "final_status": outcome.final_status(max_attempts),
+            "message": message,
+            "strategy_id": strategy.id,
+            "code_id": code_id,
+            "strategy_code": outcome.code,
+            "validation_status": outcome.validation_status(),
+            "static_checks": outcome.report,
+            "execution": { "attempted": false, "success": null, "note": STATIC_ONLY },
+        }))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_classes_and_files() {
+        assert_eq!(class_name("ema cross-2"), "EmaCross2");
+        assert_eq!(class_name("GoldenCross"), "GoldenCross");
+        assert_eq!(class_name("EMA Cross"), "EmaCross");
+        assert_eq!(file_name("RSIStrategy"), "rsistrategy.py");
+        assert_eq!(class_name("  "), DEFAULT_STRATEGY_NAME);
+        assert_eq!(class_name("50/200 sma"), "Strategy50200Sma");
+        assert_eq!(class_name("rm -rf /; import os"), "RmRfImportOs");
+        assert_eq!(file_name("EmaCross2"), "ema_cross2.py");
+        assert_eq!(file_name("GeneratedStrategy"), "generated_strategy.py");
+    }
+}
