@@ -15,7 +15,7 @@
 
 use std::future::Future;
 
-use api_core::streaming::{self, OpenStreams};
+use api_core::streaming;
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency, ResourceId};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -81,7 +81,7 @@ where
     let (events, receiver) = mpsc::channel(16);
     let work = work(Progress(Some(events.clone())));
     let state = state.clone();
-    let streams: OpenStreams = state.streams.clone();
+    let streams = state.streams.clone();
     streams.spawn(async move {
         let outcome = tokio::select! {
             biased;
@@ -440,12 +440,9 @@ async fn generate_endpoint(
     let max_fix_attempts = if auto_fix { fix_attempts(request.max_fix_attempts, "max_fix_attempts")? } else { 0 };
     let (class, prompt) = canonical_prompt(&request)?;
     let strategy = owned_strategy(state, user.user_id, request.strategy_id).await?;
-    let (route, source) = if auto_fix {
-        ("generate_with_auto_fix", "generate_with_auto_fix")
-    } else {
-        ("generate_executable_code", "generate_executable_code")
-    };
-    let claim = match Idempotency::begin(state, user.user_id, headers, route, &request, stream).await? {
+    // The endpoint's name: the idempotency scope and the stored code's source.
+    let source = if auto_fix { "generate_with_auto_fix" } else { "generate_executable_code" };
+    let claim = match Idempotency::begin(state, user.user_id, headers, source, &request, stream).await? {
         Begun::Run(claim) => claim,
         Begun::Replay(answer) => return Ok(answer),
     };
