@@ -54,6 +54,22 @@ impl TrustedProxies {
     }
 }
 
+/// The network a throttle counts a client in: its IPv4 address, or its
+/// IPv6 /64 (one subscriber's allocation, which it can rotate through at
+/// will). IPv4-mapped IPv6 addresses count as the IPv4 address.
+pub fn throttle_network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 

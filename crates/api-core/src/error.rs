@@ -46,6 +46,14 @@ impl FieldErrors {
         }
     }
 
+    /// A size bound in bytes, for fields whose parsers are bounded by size
+    /// (code): the message names the limit and the size seen.
+    pub fn check_bytes(&mut self, field: &str, value: &str, max: usize) {
+        if value.len() > max {
+            self.add(field, format!("Ensure this field is at most {max} bytes long (it is {} bytes).", value.len()));
+        }
+    }
+
     /// `Ok(())` when empty, so validators can end with `errors.into_result()?`.
     pub fn into_result(self) -> Result<(), ApiError> {
         if self.is_empty() {
@@ -90,6 +98,10 @@ pub enum ApiError {
     Timeout,
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Too much work of one kind at once (password hashing): 503 with a
+    /// `Retry-After`, never an unbounded queue.
+    #[error("busy; retry after {retry_after:?}")]
+    Busy { retry_after: Duration },
     /// An AI call that produced no answer: the executor's error, rendered
     /// with its own status (429 with `Retry-After`, 413, 502, 503, 504, or
     /// the caller's own 4xx) and a body naming the cause.
@@ -129,7 +141,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Ai(err) => StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -153,6 +165,7 @@ impl ApiError {
             ApiError::Throttled { .. } => "throttled",
             ApiError::Timeout => "request_timeout",
             ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Busy { .. } => "busy",
             ApiError::Ai(err) => ai_code(err),
             ApiError::Internal(_) => "internal_error",
         }
@@ -204,6 +217,7 @@ impl ApiError {
             }),
             ApiError::Timeout => json!({ "error": "Request timed out", "code": code }),
             ApiError::Unavailable(message) => json!({ "error": message, "code": code }),
+            ApiError::Busy { .. } => json!({ "error": "The server is busy; try again shortly", "code": code }),
             ApiError::Ai(err) => {
                 // The error's text names keys by id only; secrets never reach it.
                 let mut body = json!({ "error": ai_message(err), "details": err.to_string(), "code": code });
@@ -270,7 +284,7 @@ impl IntoResponse for ApiError {
             tracing::info!(status = status.as_u16(), error = %err, "AI call answered with an error");
         }
         let retry_after = match &self {
-            ApiError::Throttled { retry_after } => Some(*retry_after),
+            ApiError::Throttled { retry_after } | ApiError::Busy { retry_after } => Some(*retry_after),
             ApiError::Ai(err) => err.retry_after(),
             _ => None,
         };

@@ -24,6 +24,8 @@ pub struct AppStateInner {
     /// Login and registration throttles: in memory, or in Redis when
     /// configured so that every replica counts together.
     pub throttle: Arc<dyn Throttle>,
+    /// Bounds concurrent password hashing; taken after the throttle.
+    pub hashing: crate::hashing::HashingGate,
     pub trusted_proxies: TrustedProxies,
     pub redis: Option<Arc<RedisHandle>>,
     /// The Gemini key pool every AI call is admitted through.

@@ -20,26 +20,50 @@ pub struct Throttled {
     pub retry_after: Duration,
 }
 
+impl Throttled {
+    /// Of two refusals, the one that asks to wait longer.
+    pub fn max_wait(self, other: Throttled) -> Throttled {
+        if other.retry_after > self.retry_after {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// One recorded event, which [`Throttle::refund`] can take back: callers
+/// reserve before the costly check (so concurrent attempts cannot all slip
+/// under the limit) and refund when the attempt turns out to be innocent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    member: String,
+}
+
 #[async_trait]
 pub trait Throttle: Send + Sync {
     /// Refuses if `bucket` already holds `limit` events in the trailing
     /// `window`, without recording anything.
     async fn check(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled>;
 
-    /// Records one event unless the bucket is full, in which case it refuses
-    /// as [`Throttle::check`] would.
-    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled>;
+    /// Records one event unless the bucket is full, atomically: of many
+    /// concurrent hits at most `limit` are recorded, the rest refused.
+    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<Reservation, Throttled>;
+
+    /// Takes a recorded event back. Refunding one that aged out, or
+    /// twice, does nothing.
+    async fn refund(&self, bucket: &str, reservation: &Reservation);
 }
 
 /// One process's throttle: a log of event times per bucket.
 #[derive(Debug, Default)]
 pub struct MemoryThrottle {
     buckets: Mutex<Buckets>,
+    sequence: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Buckets {
-    logs: HashMap<String, VecDeque<Instant>>,
+    logs: HashMap<String, VecDeque<(Instant, String)>>,
     calls_since_sweep: u32,
 }
 
@@ -54,39 +78,55 @@ impl MemoryThrottle {
         Self::default()
     }
 
-    fn decide(&self, bucket: &str, limit: u32, window: Duration, record: bool) -> Result<(), Throttled> {
+    fn decide(&self, bucket: &str, limit: u32, window: Duration, record: Option<&str>) -> Result<(), Throttled> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         buckets.calls_since_sweep += 1;
         if buckets.calls_since_sweep >= SWEEP_EVERY {
             buckets.calls_since_sweep = 0;
-            buckets.logs.retain(|_, log| log.back().is_some_and(|last| now.duration_since(*last) < MAX_WINDOW));
+            buckets.logs.retain(|_, log| log.back().is_some_and(|(last, _)| now.duration_since(*last) < MAX_WINDOW));
         }
         let log = buckets.logs.entry(bucket.to_string()).or_default();
-        while log.front().is_some_and(|first| now.duration_since(*first) >= window) {
+        while log.front().is_some_and(|(first, _)| now.duration_since(*first) >= window) {
             log.pop_front();
         }
         if log.len() >= limit as usize {
             // The bucket frees a slot when the oldest event that keeps it full ages out.
-            let blocking = log[log.len() - limit as usize];
+            let (blocking, _) = log[log.len() - limit as usize];
             let retry_after = window.saturating_sub(now.duration_since(blocking));
             return Err(Throttled { retry_after });
         }
-        if record {
-            log.push_back(now);
+        if let Some(member) = record {
+            log.push_back((now, member.to_string()));
         }
         Ok(())
+    }
+
+    fn reserve(&self, bucket: &str, limit: u32, window: Duration, member: String) -> Result<Reservation, Throttled> {
+        self.decide(bucket, limit, window, Some(&member)).map(|()| Reservation { member })
+    }
+
+    fn take_back(&self, bucket: &str, reservation: &Reservation) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(log) = buckets.logs.get_mut(bucket) {
+            log.retain(|(_, member)| *member != reservation.member);
+        }
     }
 }
 
 #[async_trait]
 impl Throttle for MemoryThrottle {
     async fn check(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
-        self.decide(bucket, limit, window, false)
+        self.decide(bucket, limit, window, None)
     }
 
-    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
-        self.decide(bucket, limit, window, true)
+    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<Reservation, Throttled> {
+        let member = self.sequence.fetch_add(1, Ordering::Relaxed).to_string();
+        self.reserve(bucket, limit, window, member)
+    }
+
+    async fn refund(&self, bucket: &str, reservation: &Reservation) {
+        self.take_back(bucket, reservation);
     }
 }
 
@@ -117,11 +157,14 @@ impl RedisThrottle {
         }
     }
 
-    async fn run(&self, op: &str, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
-        let member = format!("{:x}-{}", self.replica, self.sequence.fetch_add(1, Ordering::Relaxed));
+    fn key(&self, bucket: &str) -> String {
+        format!("{}:throttle:{bucket}", self.prefix)
+    }
+
+    async fn run(&self, op: &str, bucket: &str, limit: u32, window: Duration, member: &str) -> Result<(), Throttled> {
         let mut invocation = THROTTLE.prepare_invoke();
         invocation
-            .key(format!("{}:throttle:{bucket}", self.prefix))
+            .key(self.key(bucket))
             .arg(op)
             .arg(limit)
             .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
@@ -131,7 +174,7 @@ impl RedisThrottle {
             Ok(wait_ms) => Err(Throttled { retry_after: Duration::from_millis(wait_ms) }),
             Err(err) => {
                 tracing::warn!(error = %err, "throttle: Redis unreachable, counting on this replica");
-                self.fallback.decide(bucket, limit, window, op == "hit")
+                self.fallback.decide(bucket, limit, window, (op == "hit").then_some(member))
             }
         }
     }
@@ -140,11 +183,22 @@ impl RedisThrottle {
 #[async_trait]
 impl Throttle for RedisThrottle {
     async fn check(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
-        self.run("check", bucket, limit, window).await
+        self.run("check", bucket, limit, window, "").await
     }
 
-    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<(), Throttled> {
-        self.run("hit", bucket, limit, window).await
+    async fn hit(&self, bucket: &str, limit: u32, window: Duration) -> Result<Reservation, Throttled> {
+        let member = format!("{}-{}", self.replica, self.sequence.fetch_add(1, Ordering::Relaxed));
+        self.run("hit", bucket, limit, window, &member).await.map(|()| Reservation { member })
+    }
+
+    async fn refund(&self, bucket: &str, reservation: &Reservation) {
+        // The event may have been recorded in Redis or, while it was out
+        // of reach, on this replica: take it back from both.
+        self.fallback.take_back(bucket, reservation);
+        let removed = self.redis.query::<u64>(redis::cmd("ZREM").arg(self.key(bucket)).arg(&reservation.member)).await;
+        if let Err(err) = removed {
+            tracing::warn!(error = %err, "throttle: could not refund an event in Redis");
+        }
     }
 }
 
@@ -174,6 +228,31 @@ mod tests {
             assert!(refused.retry_after > Duration::from_secs(59) && refused.retry_after <= window);
             assert!(throttle.check(&bucket, 3, window).await.is_err());
             throttle.check(&format!("{bucket}-other"), 3, window).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_hits_record_at_most_the_limit_and_a_refund_frees_a_slot() {
+        for (i, throttle) in throttles().into_iter().enumerate() {
+            let throttle: Arc<dyn Throttle> = throttle.into();
+            let window = Duration::from_secs(60);
+            let bucket = format!("race:{i}:{:?}", Instant::now());
+            let attempts = (0..40).map(|_| {
+                let (throttle, bucket) = (throttle.clone(), bucket.clone());
+                tokio::spawn(async move { throttle.hit(&bucket, 5, window).await })
+            });
+            let mut reserved = Vec::new();
+            for attempt in attempts.collect::<Vec<_>>() {
+                if let Ok(reservation) = attempt.await.unwrap() {
+                    reserved.push(reservation);
+                }
+            }
+            assert_eq!(reserved.len(), 5, "throttle {i}");
+            assert!(throttle.hit(&bucket, 5, window).await.is_err());
+            throttle.refund(&bucket, &reserved[0]).await;
+            throttle.refund(&bucket, &reserved[0]).await;
+            throttle.hit(&bucket, 5, window).await.expect("the refunded slot is free");
+            assert!(throttle.hit(&bucket, 5, window).await.is_err(), "a second refund of one event frees nothing");
         }
     }
 

@@ -72,6 +72,7 @@ impl App {
             (crate::keys::build(config)?, None)
         };
         let state = AppState::new(AppStateInner {
+            hashing: api_core::HashingGate::for_this_machine(),
             store,
             jwt,
             throttle: keys.throttle.clone(),

@@ -185,10 +185,10 @@ async fn ask(state: &AppState, user_id: i64, prompt: String) -> ApiResult<(Strin
 
 /// The code in an answer and its check; an answer without code fails the
 /// parse check, so the fixer gets a chance at it.
-fn checked(answer: &str) -> (String, Report) {
+async fn checked(answer: &str) -> (String, Report) {
     match extract_python(answer) {
         Some(code) => {
-            let report = python_checks::check(&code);
+            let report = python_checks::check(&code).await;
             (code, report)
         }
         None => (String::new(), Report::no_code()),
@@ -266,11 +266,12 @@ async fn fix_loop(
         };
         outcome.models.push(model);
         progress.stage("checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
-        let (code, report) = checked(&answer);
-        if !code.is_empty() {
+        let (code, report) = checked(&answer).await;
+        // An answer without code leaves the code so far, and its report, as they were.
+        if !code.is_empty() || outcome.code.is_empty() {
             outcome.code = code;
+            outcome.report = report;
         }
-        outcome.report = if outcome.code.is_empty() { report } else { python_checks::check(&outcome.code) };
         outcome.fixes.push(FixRecord {
             attempt,
             success: outcome.report.passed,
@@ -294,7 +295,7 @@ async fn generate_checked(
     progress.stage("generating", "asking Gemini for a backtesting.py strategy").await;
     let (answer, model) = ask(state, user_id, prompt).await?;
     progress.stage("checking", "static checks").await;
-    let (code, report) = checked(&answer);
+    let (code, report) = checked(&answer).await;
     let outcome = Outcome { code, report, fixes: Vec::new(), interrupted: None, models: vec![model] };
     Ok(fix_loop(state, user_id, class, outcome, None, max_fix_attempts, progress).await)
 }
@@ -554,7 +555,7 @@ async fn generate_code(
             (generate_checked(&state, user.user_id, &class, prompt, 0, &progress).await?, "gemini")
         } else {
             let code = template.as_ref().map(|t| t.template_code.clone()).unwrap_or_default();
-            let report = python_checks::check(&code);
+            let report = python_checks::check(&code).await;
             (Outcome { code, report, fixes: Vec::new(), interrupted: None, models: Vec::new() }, "template")
         };
         let target = Target { user_id: user.user_id, strategy: None, class: &class, source: "generate_code" };
@@ -621,7 +622,7 @@ async fn fix_errors(
     respond(&state, claim, stream, move |progress| async move {
         let state = task_state;
         progress.stage("checking", "static checks of the latest code").await;
-        let report = python_checks::check(&latest.code);
+        let report = python_checks::check(&latest.code).await;
         let start = Outcome { code: latest.code.clone(), report, fixes: Vec::new(), interrupted: None, models: vec![] };
         let class = latest.strategy_name.clone();
         let outcome = fix_loop(&state, user.user_id, &class, start, reported, max_attempts, &progress).await;

@@ -14,13 +14,33 @@
 //! Each problem's message reads like the Python exception the code would
 //! raise (`SyntaxError: …`, `ImportError: …`), so [`error_type`] classifies
 //! a checker's message and a real traceback the same way.
+//!
+//! Code comes from users and from model answers a prompt can steer, so the
+//! checker is hardened against it: at most [`MAX_CODE_BYTES`], nesting
+//! refused past [`MAX_NESTING`] levels (CPython's own limit for brackets),
+//! and the parse, the walk and the tree's recursive drop all run on a
+//! thread whose stack is sized for the deepest tree that size allows, never
+//! on an async worker.
 
 use std::collections::{HashMap, HashSet};
 
-use rustpython_parser::ast::{self, Constant, Expr, Stmt, Visitor};
+use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt, Visitor};
 use rustpython_parser::text_size::TextRange;
-use rustpython_parser::Parse;
+use rustpython_parser::{lexer, Mode, Parse, Tok};
 use serde::Serialize;
+
+/// The largest code checked, in bytes; request fields carrying code share it.
+pub const MAX_CODE_BYTES: usize = 64 * 1024;
+/// Nesting levels (brackets, and statements and expressions in the tree)
+/// past which code is refused, as CPython refuses 200 nested brackets.
+pub const MAX_NESTING: usize = 200;
+/// At most this many problems are reported; the rest add nothing a fixer needs.
+const MAX_PROBLEMS: usize = 50;
+/// The check thread's stack. [`MAX_CODE_BYTES`] of `-` spell a tree 64 Ki
+/// levels deep, which is walked only [`MAX_NESTING`] deep but dropped
+/// whole, one recursive frame per level; this leaves room for that in
+/// unoptimised builds. Only the pages a check touches are ever committed.
+const CHECK_STACK_BYTES: usize = 256 << 20;
 
 /// Modules generated code may import (and their submodules).
 pub const ALLOWED_MODULES: [&str; 15] = [
@@ -89,6 +109,15 @@ impl Report {
         Self::unparsed(problem)
     }
 
+    /// The checker itself could not run (no thread to be had).
+    fn not_checked() -> Self {
+        Self::unparsed(Problem {
+            check: "parses",
+            message: "RuntimeError: the code could not be checked right now; try again".into(),
+            line: None,
+        })
+    }
+
     /// Code that did not parse: the other checks could not run.
     fn unparsed(problem: Problem) -> Self {
         let checks = CHECKS
@@ -126,8 +155,75 @@ impl Lines {
     }
 }
 
-pub fn check(code: &str) -> Report {
+/// Checks `code` on a thread of its own (see [`CHECK_STACK_BYTES`]), so
+/// no input can overflow an async worker's stack.
+pub async fn check(code: &str) -> Report {
+    let code = code.to_owned();
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let spawned =
+        std::thread::Builder::new().name("python-check".into()).stack_size(CHECK_STACK_BYTES).spawn(move || {
+            let _ = answer.send(check_here(&code));
+        });
+    if let Err(err) = spawned {
+        tracing::error!(error = %err, "could not start a check thread");
+        return Report::not_checked();
+    }
+    answered.await.unwrap_or_else(|_| Report::not_checked())
+}
+
+/// [`check`] for callers outside async code.
+pub fn check_blocking(code: &str) -> Report {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("python-check".into())
+            .stack_size(CHECK_STACK_BYTES)
+            .spawn_scoped(scope, || check_here(code))
+            .ok()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_else(Report::not_checked)
+    })
+}
+
+/// The deepest bracket nesting, and where it first passed [`MAX_NESTING`].
+/// The lexer is iterative, so this is safe on any input.
+fn bracket_overflow(code: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for token in lexer::lex(code, Mode::Module) {
+        let Ok((token, range)) = token else { return None };
+        match token {
+            Tok::Lpar | Tok::Lsqb | Tok::Lbrace => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(usize::from(range.start()));
+                }
+            }
+            Tok::Rpar | Tok::Rsqb | Tok::Rbrace => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn check_here(code: &str) -> Report {
+    if code.len() > MAX_CODE_BYTES {
+        return Report::unparsed(Problem {
+            check: "parses",
+            message: format!(
+                "SyntaxError: the code is {} bytes long; at most {MAX_CODE_BYTES} bytes are accepted",
+                code.len()
+            ),
+            line: None,
+        });
+    }
     let lines = Lines::new(code);
+    if let Some(offset) = bracket_overflow(code) {
+        let line = lines.of(offset);
+        return Report::unparsed(Problem {
+            check: "parses",
+            message: format!("SyntaxError: too many nested parentheses (more than {MAX_NESTING}) (line {line})"),
+            line: Some(line),
+        });
+    }
     let suite = match ast::Suite::parse(code, "<strategy>") {
         Ok(suite) => suite,
         Err(err) => {
@@ -143,14 +239,21 @@ pub fn check(code: &str) -> Report {
         }
     };
 
-    let mut walker = Walker { lines: &lines, problems: Vec::new(), strategy_bases: HashSet::new() };
-    for statement in suite.clone() {
+    // Read before the walk, which consumes the tree (a clone would recurse).
+    let classes = top_level_classes(&suite, &lines);
+    let mut walker =
+        Walker { lines: &lines, problems: Vec::new(), strategy_bases: HashSet::new(), depth: 0, too_deep: None };
+    for statement in suite {
         walker.visit_stmt(statement);
     }
-    let (strategy_class, class_problem) = strategy_class(&suite, &walker.strategy_bases, &lines);
+    if let Some(too_deep) = walker.too_deep {
+        return Report::unparsed(too_deep);
+    }
+    let (strategy_class, class_problem) = strategy_class(&classes, &walker.strategy_bases);
     let mut problems = walker.problems;
     problems.extend(class_problem);
     problems.sort_by_key(|p| (CHECKS.iter().position(|c| *c == p.check), p.line));
+    problems.truncate(MAX_PROBLEMS);
     let checks = CHECKS
         .iter()
         .map(|&name| CheckResult {
@@ -178,9 +281,33 @@ struct Walker<'a> {
     /// alias) after `from backtesting import Strategy`, `bt.Strategy`
     /// after `import backtesting as bt`.
     strategy_bases: HashSet<String>,
+    /// Statements, expressions and patterns open around the current node.
+    depth: usize,
+    /// Set when the tree nests past [`MAX_NESTING`]: the code is refused as
+    /// CPython would refuse it, and nothing deeper is walked.
+    too_deep: Option<Problem>,
 }
 
 impl Walker<'_> {
+    /// Enters one level; false (and the refusal recorded) past the limit.
+    fn descend(&mut self, range: TextRange) -> bool {
+        self.depth += 1;
+        if self.depth <= MAX_NESTING {
+            return true;
+        }
+        if self.too_deep.is_none() {
+            let line = self.lines.of_range(range);
+            self.too_deep = Some(Problem {
+                check: "parses",
+                message: format!(
+                    "SyntaxError: too many nested statements and expressions (more than {MAX_NESTING}) (line {line})"
+                ),
+                line: Some(line),
+            });
+        }
+        false
+    }
+
     fn report(&mut self, check: &'static str, range: TextRange, message: &str) {
         let line = self.lines.of_range(range);
         self.problems.push(Problem { check, message: format!("{message} (line {line})"), line: Some(line) });
@@ -199,6 +326,27 @@ impl Walker<'_> {
 }
 
 impl Visitor for Walker<'_> {
+    fn visit_stmt(&mut self, node: Stmt) {
+        if self.descend(node.range()) {
+            self.generic_visit_stmt(node);
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_expr(&mut self, node: Expr) {
+        if self.descend(node.range()) {
+            self.generic_visit_expr(node);
+        }
+        self.depth -= 1;
+    }
+
+    fn visit_pattern(&mut self, node: ast::Pattern) {
+        if self.descend(node.range()) {
+            self.generic_visit_pattern(node);
+        }
+        self.depth -= 1;
+    }
+
     fn visit_stmt_import(&mut self, node: ast::StmtImport) {
         for alias in &node.names {
             if !module_allowed(&alias.name) {
@@ -280,33 +428,71 @@ impl Visitor for Walker<'_> {
 }
 
 /// The source text of a base-class expression: `Strategy`, `bt.Strategy`.
-fn dotted(expr: &Expr) -> Option<String> {
-    match expr {
-        Expr::Name(name) => Some(name.id.to_string()),
-        Expr::Attribute(attribute) => Some(format!("{}.{}", dotted(&attribute.value)?, attribute.attr.as_str())),
-        _ => None,
+/// Iterative: a base may be an attribute chain of any length.
+fn dotted(mut expr: &Expr) -> Option<String> {
+    let mut parts = Vec::new();
+    loop {
+        match expr {
+            Expr::Name(name) => {
+                parts.push(name.id.as_str());
+                break;
+            }
+            Expr::Attribute(attribute) => {
+                parts.push(attribute.attr.as_str());
+                expr = &attribute.value;
+            }
+            _ => return None,
+        }
     }
+    parts.reverse();
+    Some(parts.join("."))
+}
+
+/// What the strategy-class check needs of a top-level class.
+struct ClassInfo {
+    name: String,
+    line: usize,
+    bases: Vec<String>,
+    methods: HashSet<String>,
+}
+
+fn top_level_classes(suite: &[Stmt], lines: &Lines) -> Vec<ClassInfo> {
+    suite
+        .iter()
+        .filter_map(|statement| match statement {
+            Stmt::ClassDef(class) => Some(ClassInfo {
+                name: class.name.to_string(),
+                line: lines.of_range(class.range),
+                bases: class.bases.iter().filter_map(dotted).collect(),
+                methods: class
+                    .body
+                    .iter()
+                    .filter_map(|item| match item {
+                        Stmt::FunctionDef(function) => Some(function.name.to_string()),
+                        Stmt::AsyncFunctionDef(function) => Some(function.name.to_string()),
+                        _ => None,
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The first top-level class deriving from `backtesting.Strategy` (directly
 /// or through classes defined before it) that has `init` and `next`, its
 /// own or inherited from those classes.
-fn strategy_class(
-    suite: &[Stmt],
-    strategy_bases: &HashSet<String>,
-    lines: &Lines,
-) -> (Option<String>, Option<Problem>) {
+fn strategy_class(classes: &[ClassInfo], strategy_bases: &HashSet<String>) -> (Option<String>, Option<Problem>) {
     // Class name → the methods it has, for the module's Strategy subclasses.
-    let mut strategies: HashMap<String, HashSet<String>> = HashMap::new();
-    let mut incomplete: Option<(String, usize, Vec<&str>)> = None;
-    for statement in suite {
-        let Stmt::ClassDef(class) = statement else { continue };
-        let mut methods: HashSet<String> = HashSet::new();
+    let mut strategies: HashMap<&str, HashSet<String>> = HashMap::new();
+    let mut incomplete: Option<(&str, usize, Vec<&str>)> = None;
+    for class in classes {
+        let mut methods = class.methods.clone();
         let mut derives = false;
-        for base in class.bases.iter().filter_map(dotted) {
-            if strategy_bases.contains(&base) {
+        for base in &class.bases {
+            if strategy_bases.contains(base) {
                 derives = true;
-            } else if let Some(inherited) = strategies.get(&base) {
+            } else if let Some(inherited) = strategies.get(base.as_str()) {
                 derives = true;
                 methods.extend(inherited.iter().cloned());
             }
@@ -314,21 +500,14 @@ fn strategy_class(
         if !derives {
             continue;
         }
-        for item in &class.body {
-            match item {
-                Stmt::FunctionDef(function) => methods.insert(function.name.to_string()),
-                Stmt::AsyncFunctionDef(function) => methods.insert(function.name.to_string()),
-                _ => false,
-            };
-        }
         let missing: Vec<&str> = ["init", "next"].into_iter().filter(|m| !methods.contains(*m)).collect();
         if missing.is_empty() {
-            return (Some(class.name.to_string()), None);
+            return (Some(class.name.clone()), None);
         }
         if incomplete.is_none() {
-            incomplete = Some((class.name.to_string(), lines.of_range(class.range), missing));
+            incomplete = Some((&class.name, class.line, missing));
         }
-        strategies.insert(class.name.to_string(), methods);
+        strategies.insert(&class.name, methods);
     }
     let problem = match incomplete {
         Some((name, line, missing)) => Problem {
@@ -423,12 +602,12 @@ def SMA(values, n):\n    return pd.Series(values).rolling(n).mean()\n\n\
 class SmaCross(Strategy):\n    n1 = 10\n\n    def init(self):\n        self.fast = self.I(SMA, self.data.Close, self.n1)\n\n    def next(self):\n        if crossover(self.fast, self.data.Close):\n            self.buy()\n\nif __name__ == '__main__':\n    pass\n";
 
     fn failed(code: &str) -> Vec<(&'static str, String)> {
-        check(code).problems.into_iter().map(|p| (p.check, p.message)).collect()
+        check_blocking(code).problems.into_iter().map(|p| (p.check, p.message)).collect()
     }
 
     #[test]
-    fn a_proper_strategy_passes_every_check() {
-        let report = check(GOOD);
+    fn a_proper_strategy_passes_every_check_blocking() {
+        let report = check_blocking(GOOD);
         assert!(report.passed, "{:?}", report.problems);
         assert_eq!(report.strategy_class.as_deref(), Some("SmaCross"));
         assert!(report.checks.iter().all(|c| c.status == "passed"));
@@ -436,8 +615,9 @@ class SmaCross(Strategy):\n    n1 = 10\n\n    def init(self):\n        self.fast
 
     #[test]
     fn a_syntax_error_names_its_line_and_stops_the_other_checks() {
-        let report =
-            check("from backtesting import Strategy\n\nclass Broken(Strategy)\n    def init(self):\n        pass\n");
+        let report = check_blocking(
+            "from backtesting import Strategy\n\nclass Broken(Strategy)\n    def init(self):\n        pass\n",
+        );
         assert!(!report.passed);
         assert_eq!(report.problems.len(), 1);
         assert!(report.problems[0].message.starts_with("SyntaxError: "), "{:?}", report.problems);
@@ -462,7 +642,10 @@ class SmaCross(Strategy):\n    n1 = 10\n\n    def init(self):\n        self.fast
                 "{code}: {problems:?}"
             );
         }
-        assert!(check(&format!("import numpy as np\nimport backtesting.lib\nfrom math import sqrt\n{GOOD}")).passed);
+        assert!(
+            check_blocking(&format!("import numpy as np\nimport backtesting.lib\nfrom math import sqrt\n{GOOD}"))
+                .passed
+        );
     }
 
     #[test]
@@ -486,7 +669,7 @@ class SmaCross(Strategy):\n    n1 = 10\n\n    def init(self):\n        self.fast
         }
         let literal =
             GOOD.replace("        self.buy()\n", "        self.buy()\n        size = getattr(self, 'size', 1)\n");
-        assert!(check(&literal).passed, "{:?}", check(&literal).problems);
+        assert!(check_blocking(&literal).passed, "{:?}", check_blocking(&literal).problems);
     }
 
     #[test]
@@ -503,10 +686,10 @@ class SmaCross(Strategy):\n    n1 = 10\n\n    def init(self):\n        self.fast
             problems.iter().any(|(_, m)| m.starts_with("TypeError: class Half(Strategy) does not define next()")),
             "{problems:?}"
         );
-        assert_eq!(error_type(&check(no_next).error_text()), "type_error");
+        assert_eq!(error_type(&check_blocking(no_next).error_text()), "type_error");
 
         let aliased = "import backtesting as bt\n\nclass Base(bt.Strategy):\n    def init(self):\n        pass\n\nclass Child(Base):\n    def next(self):\n        pass\n";
-        let report = check(aliased);
+        let report = check_blocking(aliased);
         assert!(report.passed, "{:?}", report.problems);
         assert_eq!(report.strategy_class.as_deref(), Some("Child"));
     }

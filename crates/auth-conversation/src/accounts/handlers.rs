@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use key_rotation::throttle::Throttled;
+use key_rotation::throttle::{Reservation, Throttled};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::accounts::{NewUser, ProfileFields, RefreshRotation, ROLE_USER};
@@ -34,7 +34,7 @@ fn username_bucket(username: &str) -> String {
 }
 
 fn ip_bucket(ip: std::net::IpAddr) -> String {
-    format!("login-failures:ip:{ip}")
+    format!("login-failures:ip:{}", api_core::client_ip::throttle_network(ip))
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +55,11 @@ pub async fn register(
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     // Counted before validation: a refused attempt still probes usernames.
-    state.throttle.hit(&format!("registrations:ip:{ip}"), REGISTRATIONS_PER_IP, HOUR).await.map_err(throttled)?;
+    state
+        .throttle
+        .hit(&format!("registrations:ip:{}", api_core::client_ip::throttle_network(ip)), REGISTRATIONS_PER_IP, HOUR)
+        .await
+        .map_err(throttled)?;
 
     let username = request.username.trim();
     let email = request.email.trim();
@@ -78,7 +82,8 @@ pub async fn register(
     }
     errors.into_result()?;
 
-    let hash = password::hash_password(request.password).await.map_err(ApiError::Internal)?;
+    let permit = state.hashing.admit().await?;
+    let hash = password::hash_password(request.password, permit).await.map_err(ApiError::Internal)?;
     let created = state
         .store
         .create_user(&NewUser {
@@ -116,36 +121,80 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<SessionView>> {
-    let user_bucket = username_bucket(&request.username);
-    let ip_bucket = ip_bucket(ip);
-    let throttle = &state.throttle;
-    let (by_user, by_ip) = tokio::join!(
-        throttle.check(&user_bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE),
-        throttle.check(&ip_bucket, LOGIN_FAILURES_PER_IP, MINUTE),
-    );
-    by_user.and(by_ip).map_err(throttled)?;
+    // No real account has a longer name; refusing it here keeps arbitrary
+    // text out of the throttle's buckets.
+    if request.username.chars().count() > service::USERNAME_MAX_CHARS {
+        return Err(ApiError::Validation(FieldErrors::single(
+            "username",
+            format!("Ensure this field has no more than {} characters.", service::USERNAME_MAX_CHARS),
+        )));
+    }
+    let failures = FailureReservations::reserve(
+        &state,
+        [(username_bucket(&request.username), LOGIN_FAILURES_PER_USERNAME), (ip_bucket(ip), LOGIN_FAILURES_PER_IP)],
+    )
+    .await?;
+    let permit = match state.hashing.admit().await {
+        Ok(permit) => permit,
+        Err(busy) => {
+            failures.refund(&state).await;
+            return Err(busy);
+        }
+    };
 
     let user = state.store.user_by_username(&request.username).await?;
     let hash = match &user {
         Some(user) => user.password_hash.clone(),
         None => password::timing_decoy_hash().await.map_err(ApiError::Internal)?,
     };
-    let matches = password::verify_password(request.password, hash).await.map_err(ApiError::Internal)?;
+    let matches = password::verify_password(request.password, hash, permit).await.map_err(ApiError::Internal)?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
         _ => {
-            // Recording may itself find the bucket full; the answer is the same.
-            let _ = tokio::join!(
-                throttle.hit(&user_bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE),
-                throttle.hit(&ip_bucket, LOGIN_FAILURES_PER_IP, MINUTE),
-            );
             tracing::info!(%ip, "failed login");
             return Err(ApiError::InvalidCredentials);
         }
     };
+    failures.refund(&state).await;
     state.store.record_login(user.id, chrono::Utc::now()).await?;
     let tokens = service::issue_tokens(&state, user.id, None).await?;
     Ok(Json(SessionView { user: UserView::from(&user), tokens, message: "Login successful" }))
+}
+
+/// A failed attempt recorded in advance in each of its throttle buckets.
+/// Reserving before the password is checked makes the limit hold under
+/// concurrency: of 40 simultaneous guesses only the limit get checked. An
+/// attempt that succeeds is refunded.
+struct FailureReservations(Vec<(String, Reservation)>);
+
+impl FailureReservations {
+    async fn reserve<const N: usize>(state: &AppState, buckets: [(String, u32); N]) -> ApiResult<Self> {
+        let attempts =
+            futures::future::join_all(buckets.iter().map(|(bucket, limit)| state.throttle.hit(bucket, *limit, MINUTE)))
+                .await;
+        let mut reserved = Vec::with_capacity(N);
+        let mut refused: Option<Throttled> = None;
+        for ((bucket, _), attempt) in buckets.into_iter().zip(attempts) {
+            match attempt {
+                Ok(reservation) => reserved.push((bucket, reservation)),
+                Err(refusal) => {
+                    refused = Some(refused.map_or(refusal, |r: Throttled| r.max_wait(refusal)));
+                }
+            }
+        }
+        let reservations = Self(reserved);
+        if let Some(refusal) = refused {
+            reservations.refund(state).await;
+            return Err(throttled(refusal));
+        }
+        Ok(reservations)
+    }
+
+    async fn refund(self, state: &AppState) {
+        for (bucket, reservation) in &self.0 {
+            state.throttle.refund(bucket, reservation).await;
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,12 +271,19 @@ pub async fn change_password(
     };
     let row = state.store.user_by_id(user.user_id).await?.ok_or(ApiError::TokenNotValid)?;
     // A stolen access token must not become an unlimited password oracle.
-    let bucket = username_bucket(&row.username);
-    state.throttle.check(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE).await.map_err(throttled)?;
-    if !password::verify_password(current, row.password_hash.clone()).await.map_err(ApiError::Internal)? {
-        let _ = state.throttle.hit(&bucket, LOGIN_FAILURES_PER_USERNAME, MINUTE).await;
+    let failures =
+        FailureReservations::reserve(&state, [(username_bucket(&row.username), LOGIN_FAILURES_PER_USERNAME)]).await?;
+    let permit = match state.hashing.admit().await {
+        Ok(permit) => permit,
+        Err(busy) => {
+            failures.refund(&state).await;
+            return Err(busy);
+        }
+    };
+    if !password::verify_password(current, row.password_hash.clone(), permit).await.map_err(ApiError::Internal)? {
         return Err(ApiError::bad_request("Current password is incorrect"));
     }
+    failures.refund(&state).await;
     let attributes = UserAttributes {
         username: &row.username,
         first_name: &row.first_name,
@@ -238,7 +294,8 @@ pub async fn change_password(
     if !problems.is_empty() {
         return Err(ApiError::bad_request(problems.join(" ")));
     }
-    let hash = password::hash_password(new).await.map_err(ApiError::Internal)?;
+    let permit = state.hashing.admit().await?;
+    let hash = password::hash_password(new, permit).await.map_err(ApiError::Internal)?;
     state.store.set_password_hash(row.id, &hash).await?;
     let revoked = state.store.revoke_all_refresh_tokens(row.id).await?;
     tracing::info!(user_id = row.id, revoked, "password changed; refresh tokens revoked");

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
+use api_core::HashingPermit;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -92,9 +93,11 @@ fn quick_ratio(a: &str, b: &str) -> f64 {
 }
 
 /// Hashes with argon2id at the OWASP parameters (19 MiB, t=2, p=1), off the
-/// async runtime: a hash takes tens of milliseconds of CPU.
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
+/// async runtime: a hash takes tens of milliseconds of CPU. The permit is
+/// held until the hash is done, even if the caller has gone.
+pub async fn hash_password(password: String, permit: HashingPermit) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -105,8 +108,9 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
 }
 
 /// Whether `password` matches `hash`. A malformed stored hash never matches.
-pub async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
+pub async fn verify_password(password: String, hash: String, permit: HashingPermit) -> anyhow::Result<bool> {
     Ok(tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         PasswordHash::new(&hash)
             .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false)
@@ -119,7 +123,7 @@ pub async fn verify_password(password: String, hash: String) -> anyhow::Result<b
 /// reveal which usernames exist.
 pub async fn timing_decoy_hash() -> anyhow::Result<String> {
     static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    DECOY.get_or_try_init(|| hash_password(uuid::Uuid::new_v4().to_string())).await.cloned()
+    DECOY.get_or_try_init(|| hash_password(uuid::Uuid::new_v4().to_string(), HashingPermit::unbounded())).await.cloned()
 }
 
 #[cfg(test)]
@@ -162,12 +166,12 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_differ_by_salt() {
-        let first = hash_password("correct horse".into()).await.unwrap();
-        let second = hash_password("correct horse".into()).await.unwrap();
+        let first = hash_password("correct horse".into(), HashingPermit::unbounded()).await.unwrap();
+        let second = hash_password("correct horse".into(), HashingPermit::unbounded()).await.unwrap();
         assert_ne!(first, second);
         assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_password("correct horse".into(), first.clone()).await.unwrap());
-        assert!(!verify_password("wrong horse".into(), first).await.unwrap());
-        assert!(!verify_password("x".into(), "not a hash".into()).await.unwrap());
+        assert!(verify_password("correct horse".into(), first.clone(), HashingPermit::unbounded()).await.unwrap());
+        assert!(!verify_password("wrong horse".into(), first, HashingPermit::unbounded()).await.unwrap());
+        assert!(!verify_password("x".into(), "not a hash".into(), HashingPermit::unbounded()).await.unwrap());
     }
 }

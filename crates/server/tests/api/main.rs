@@ -13,6 +13,7 @@ mod code_generation;
 mod contexts;
 mod demo;
 mod helpers;
+mod hostile_code;
 mod http;
 mod ownership;
 mod profiles;

@@ -88,3 +88,85 @@ async fn forwarded_addresses_from_untrusted_peers_are_ignored() {
     let response = login_from(&app, "192.0.2.200", "someone", "wrong-guess-000").await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// The review's reproduction: 40 concurrent wrong logins for one username
+/// all got 401. The throttle reserves before the password is checked.
+#[tokio::test]
+async fn concurrent_guesses_for_one_username_get_at_most_the_limit_checked() {
+    let app = spawn_app().await;
+    app.register("raced").await;
+    let guesses = (0..40).map(|n| {
+        let app = &app;
+        async move { login_from(app, &format!("203.0.113.{n}"), "raced", "wrong-guess-000").await.status() }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let throttled = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((checked, throttled), (5, 35), "{statuses:?}");
+    let response = login_from(&app, "203.0.113.200", "raced", GOOD_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_successful_login_does_not_count_against_the_limit() {
+    let app = spawn_app().await;
+    app.register("careful").await;
+    for n in 0..4 {
+        let response = login_from(&app, &format!("203.0.113.{n}"), "careful", "wrong-guess-000").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    for n in 0..3 {
+        let response = login_from(&app, &format!("203.0.113.{}", 10 + n), "careful", GOOD_PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK, "success {n} was reserved, then refunded");
+    }
+    let response = login_from(&app, "203.0.113.20", "careful", "wrong-guess-000").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "the fifth failure is still checked");
+    let response = login_from(&app, "203.0.113.21", "careful", GOOD_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64() {
+    let app = spawn_app_with(&[("TRUSTED_PROXIES", "127.0.0.1")]).await;
+    app.register("target6").await;
+    for n in 0..20 {
+        // One subscriber rotating through its /64.
+        let ip = format!("2001:db8:1:2::{:x}", n + 1);
+        let response = login_from(&app, &ip, &format!("guess{n}"), "wrong-guess-000").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {n}");
+    }
+    let response = login_from(&app, "2001:db8:1:2:ffff:ffff:ffff:ffff", "target6", GOOD_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let response = login_from(&app, "2001:db8:1:3::1", "target6", GOOD_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK, "the neighbouring /64 is another client");
+}
+
+#[tokio::test]
+async fn overlong_usernames_are_refused_before_any_throttle() {
+    let app = spawn_app().await;
+    let response = login_from(&app, "203.0.113.9", &"u".repeat(151), "whatever-000").await;
+    let body = expect_status(response, StatusCode::BAD_REQUEST).await;
+    assert!(body["username"][0].as_str().unwrap().contains("150"), "{body}");
+}
+
+#[tokio::test]
+async fn concurrent_wrong_current_passwords_are_throttled_too() {
+    let app = spawn_app().await;
+    let user = app.register("changer").await;
+    let attempts = (0..12).map(|_| {
+        let (app, token) = (&app, user.access.clone());
+        async move {
+            app.post(
+                "/api/auth/change-password/",
+                Some(&token),
+                &json!({"current_password": "wrong-guess-000", "new_password": "another-Long-pass-77"}),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let checked = statuses.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
+    let throttled = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((checked, throttled), (5, 7), "{statuses:?}");
+}

@@ -20,7 +20,6 @@ const VERSION_MAX_CHARS: usize = 20;
 const TIMEFRAME_MAX_CHARS: usize = 20;
 const TAG_MAX_CHARS: usize = 50;
 const MAX_TAGS: usize = 20;
-const CODE_MAX_CHARS: usize = 200_000;
 pub const DEFAULT_VERSION: &str = "1.0.0";
 
 pub fn routes() -> Router<AppState> {
@@ -213,7 +212,7 @@ pub(crate) async fn check_fields(state: &AppState, owner: i64, fields: &Strategy
     }
     errors.check_length("version", &fields.version, VERSION_MAX_CHARS);
     errors.check_length("timeframe", &fields.timeframe, TIMEFRAME_MAX_CHARS);
-    errors.check_length("strategy_code", &fields.strategy_code, CODE_MAX_CHARS);
+    errors.check_bytes("strategy_code", &fields.strategy_code, crate::python_checks::MAX_CODE_BYTES);
     if !STATUSES.contains(&fields.status.as_str()) {
         errors.add("status", format!("\"{}\" is not a valid choice.", fields.status));
     }

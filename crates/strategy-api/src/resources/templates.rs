@@ -112,6 +112,7 @@ fn check(fields: &TemplateFields) -> ApiResult<()> {
     }
     errors.check_length("name", &fields.name, NAME_MAX_CHARS);
     errors.check_length("category", &fields.category, CATEGORY_MAX_CHARS);
+    errors.check_bytes("template_code", &fields.template_code, crate::python_checks::MAX_CODE_BYTES);
     if !fields.parameters_schema.is_object() {
         errors.add("parameters_schema", "Expected a JSON object.");
     }
