@@ -24,10 +24,20 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<AuthUser, ApiError> {
+/// The session an access token belongs to, for the handlers that end it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub family: String,
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(AuthUser, Session), ApiError> {
     let token = bearer_token(headers).ok_or(ApiError::NotAuthenticated)?;
     let claims = state.jwt.verify(token, TokenKind::Access).map_err(|_| ApiError::TokenNotValid)?;
-    Ok(AuthUser { user_id: claims.user_id })
+    let family = claims.fam.ok_or(ApiError::TokenNotValid)?;
+    if !state.sessions.is_live(&state.store, &family, claims.user_id).await? {
+        return Err(ApiError::TokenNotValid);
+    }
+    Ok((AuthUser { user_id: claims.user_id }, Session { family }))
 }
 
 /// Middleware: refuses the request unless it carries a valid access token.
@@ -36,9 +46,10 @@ pub async fn require_auth(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let user = authenticate(&state, request.headers())?;
+    let (user, session) = authenticate(&state, request.headers()).await?;
     tracing::Span::current().record("user_id", user.user_id);
     request.extensions_mut().insert(user);
+    request.extensions_mut().insert(session);
     Ok(next.run(request).await)
 }
 
@@ -61,7 +72,15 @@ impl FromRequestParts<AppState> for MaybeAuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(MaybeAuthUser(authenticate(state, &parts.headers).ok()))
+        Ok(MaybeAuthUser(authenticate(state, &parts.headers).await.ok().map(|(user, _)| user)))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Session>().cloned().ok_or(ApiError::NotAuthenticated)
     }
 }
 

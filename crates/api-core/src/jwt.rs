@@ -24,6 +24,10 @@ pub struct Claims {
     pub jti: String,
     pub user_id: i64,
     pub iss: String,
+    /// The session (refresh-token family) the token belongs to. Access
+    /// tokens without one are refused: their session cannot be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
 pub struct IssuedToken {
@@ -65,7 +69,12 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(&self, user_id: i64, kind: TokenKind) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user_id: i64,
+        kind: TokenKind,
+        family: &str,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
             TokenKind::Refresh => self.refresh_ttl,
@@ -79,6 +88,7 @@ impl JwtKeys {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             user_id,
             iss: ISSUER.to_string(),
+            fam: Some(family.to_string()),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok(IssuedToken { token, claims })
@@ -105,7 +115,7 @@ mod tests {
     #[test]
     fn a_token_round_trips_and_keeps_its_kind() {
         let keys = keys();
-        let issued = keys.issue(42, TokenKind::Access).unwrap();
+        let issued = keys.issue(42, TokenKind::Access, "family").unwrap();
         let claims = keys.verify(&issued.token, TokenKind::Access).unwrap();
         assert_eq!(claims.user_id, 42);
         assert_eq!(claims.iss, ISSUER);
@@ -116,20 +126,20 @@ mod tests {
     #[test]
     fn another_algorithm_or_secret_is_refused() {
         let keys = keys();
-        let claims = keys.issue(1, TokenKind::Access).unwrap().claims;
+        let claims = keys.issue(1, TokenKind::Access, "family").unwrap().claims;
         let hs512 =
             jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(&[7u8; 32]))
                 .unwrap();
         assert!(keys.verify(&hs512, TokenKind::Access).is_err());
         let other_secret = JwtKeys::new(&[8u8; 32], Duration::from_secs(60), Duration::from_secs(60));
-        let forged = other_secret.issue(1, TokenKind::Access).unwrap().token;
+        let forged = other_secret.issue(1, TokenKind::Access, "family").unwrap().token;
         assert!(keys.verify(&forged, TokenKind::Access).is_err());
     }
 
     #[test]
     fn an_expired_token_is_refused() {
         let keys = keys();
-        let mut claims = keys.issue(1, TokenKind::Access).unwrap().claims;
+        let mut claims = keys.issue(1, TokenKind::Access, "family").unwrap().claims;
         claims.exp = Utc::now().timestamp() - 1;
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&[7u8; 32]))

@@ -21,6 +21,8 @@ pub struct AppState(Arc<AppStateInner>);
 pub struct AppStateInner {
     pub store: Store,
     pub jwt: JwtKeys,
+    /// Whether an access token's session is still live.
+    pub sessions: crate::sessions::SessionCheck,
     /// Login and registration throttles: in memory, or in Redis when
     /// configured so that every replica counts together.
     pub throttle: Arc<dyn Throttle>,

@@ -73,6 +73,7 @@ impl App {
         };
         let state = AppState::new(AppStateInner {
             hashing: api_core::HashingGate::for_this_machine(),
+            sessions: api_core::sessions::SessionCheck::new(),
             store,
             jwt,
             throttle: keys.throttle.clone(),

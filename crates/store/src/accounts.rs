@@ -85,12 +85,50 @@ impl From<&ProfileRow> for ProfileFields {
 /// What presenting a refresh token for rotation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshRotation {
-    /// The token was live and is now revoked; issue its successor in `family_id`.
-    Rotated { family_id: String },
-    /// The token had already been revoked: a replay. Its family is now revoked.
+    /// The token was live: it is revoked and its successor recorded.
+    Rotated,
+    /// The token, or its session, had already been revoked: a replay. The
+    /// whole session is now revoked.
     Replayed,
     /// No such token for this user.
     Unknown,
+}
+
+/// Records a refresh token inside a transaction of either dialect.
+macro_rules! insert_refresh_token {
+    ($tx:expr, $family_id:expr, $user_id:expr, $token:expr) => {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (jti, family_id, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind($token.jti)
+        .bind($family_id)
+        .bind($user_id)
+        .bind($token.issued_at)
+        .bind($token.expires_at)
+        .execute($tx)
+    };
+}
+
+/// Revokes a session's family row and every refresh token in it; the
+/// number of tokens revoked.
+macro_rules! revoke_family {
+    ($tx:expr, $family_id:expr, $user_id:expr, $now:expr) => {
+        async {
+            sqlx::query("UPDATE token_families SET revoked_at = $1 WHERE family_id = $2 AND user_id = $3 AND revoked_at IS NULL")
+                .bind($now)
+                .bind($family_id)
+                .bind($user_id)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND user_id = $3 AND revoked_at IS NULL")
+                .bind($now)
+                .bind($family_id)
+                .bind($user_id)
+                .execute(&mut *$tx)
+                .await
+                .map(|done| done.rows_affected())
+        }
+    };
 }
 
 const PROFILE_SELECT: &str = "SELECT p.id, p.user_id, u.username, u.email, p.default_risk_tolerance, \
@@ -232,94 +270,168 @@ impl Store {
         self.profile_by_id(id, owner_id).await
     }
 
-    pub async fn insert_refresh_token(
+    /// Starts a session (a refresh-token family) with its first token.
+    pub async fn start_session(
         &self,
-        jti: &str,
         family_id: &str,
         user_id: i64,
-        issued_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
+        first: &RefreshTokenRecord<'_>,
     ) -> StoreResult<()> {
-        on_pool!(self, pool => sqlx::query(
-            "INSERT INTO refresh_tokens (jti, family_id, user_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(jti)
-        .bind(family_id)
-        .bind(user_id)
-        .bind(issued_at)
-        .bind(expires_at)
-        .execute(pool)
-        .await.map(|done| done.rows_affected()))?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO token_families (family_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(family_id)
+            .bind(user_id)
+            .bind(first.issued_at)
+            .bind(first.expires_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_refresh_token!(&mut *tx, family_id, user_id, first).await?;
+            tx.commit().await
+        })?;
         Ok(())
     }
 
-    /// Revokes a live refresh token so that its successor can be issued.
+    /// The session a refresh token belongs to.
+    pub async fn refresh_token_family(&self, jti: &str, user_id: i64) -> StoreResult<Option<String>> {
+        let family: Option<(String,)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT family_id FROM refresh_tokens WHERE jti = $1 AND user_id = $2",
+        )
+        .bind(jti)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(family.map(|(family,)| family))
+    }
+
+    /// Revokes a live refresh token and records its successor in the same
+    /// session, in one transaction: a failure leaves the old token live.
     ///
     /// The revoke is a conditional UPDATE, so two concurrent presentations of
     /// one token cannot both rotate it: the loser sees a replay, and a replay
-    /// revokes the whole family.
-    pub async fn rotate_refresh_token(&self, jti: &str, user_id: i64) -> StoreResult<RefreshRotation> {
+    /// revokes the whole session.
+    pub async fn rotate_refresh_token(
+        &self,
+        jti: &str,
+        user_id: i64,
+        family_id: &str,
+        successor: &RefreshTokenRecord<'_>,
+    ) -> StoreResult<RefreshRotation> {
         let now = Utc::now();
         let rotation = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             let live: Option<(String,)> = sqlx::query_as(
                 "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE jti = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING family_id",
+                 WHERE jti = $2 AND user_id = $3 AND family_id = $4 AND revoked_at IS NULL \
+                 AND family_id IN (SELECT family_id FROM token_families WHERE revoked_at IS NULL) \
+                 RETURNING family_id",
             )
             .bind(now)
             .bind(jti)
             .bind(user_id)
-            .fetch_optional(pool)
+            .bind(family_id)
+            .fetch_optional(&mut *tx)
             .await?;
-            if let Some((family_id,)) = live {
-                Ok::<_, sqlx::Error>(RefreshRotation::Rotated { family_id })
+            let rotation = if live.is_some() {
+                insert_refresh_token!(&mut *tx, family_id, user_id, successor).await?;
+                sqlx::query("UPDATE token_families SET expires_at = $1 WHERE family_id = $2")
+                    .bind(successor.expires_at)
+                    .bind(family_id)
+                    .execute(&mut *tx)
+                    .await?;
+                RefreshRotation::Rotated
             } else {
                 let known: Option<(String,)> =
                     sqlx::query_as("SELECT family_id FROM refresh_tokens WHERE jti = $1 AND user_id = $2")
                         .bind(jti)
                         .bind(user_id)
-                        .fetch_optional(pool)
+                        .fetch_optional(&mut *tx)
                         .await?;
-                match known {
-                    Some((family_id,)) => {
-                        sqlx::query(
-                            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-                        )
-                        .bind(now)
-                        .bind(&family_id)
-                        .execute(pool)
-                        .await?;
-                        Ok(RefreshRotation::Replayed)
-                    }
-                    None => Ok(RefreshRotation::Unknown),
+                if known.is_some() {
+                    revoke_family!(tx, family_id, user_id, now).await?;
+                    RefreshRotation::Replayed
+                } else {
+                    RefreshRotation::Unknown
                 }
-            }
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(rotation)
         })?;
         Ok(rotation)
     }
 
-    /// Revokes one of the user's refresh tokens. Returns whether it was live.
-    pub async fn revoke_refresh_token(&self, jti: &str, user_id: i64) -> StoreResult<bool> {
+    /// Ends one session of the user: its refresh tokens and, through the
+    /// family check, its access tokens. Returns whether it was live.
+    pub async fn revoke_session(&self, family_id: &str, user_id: i64) -> StoreResult<bool> {
         let now = Utc::now();
-        let result = on_pool!(self, pool => sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE jti = $2 AND user_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(jti)
-        .bind(user_id)
-        .execute(pool)
-        .await.map(|done| done.rows_affected()))?;
-        Ok(result > 0)
+        let revoked = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let live: Option<(String,)> = sqlx::query_as(
+                "SELECT family_id FROM token_families WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(family_id)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            revoke_family!(tx, family_id, user_id, now).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(live.is_some())
+        })?;
+        Ok(revoked)
     }
 
-    pub async fn revoke_all_refresh_tokens(&self, user_id: i64) -> StoreResult<u64> {
+    /// Ends every session of the user (a password change, a promotion).
+    pub async fn revoke_all_sessions(&self, user_id: i64) -> StoreResult<u64> {
         let now = Utc::now();
-        let result = on_pool!(self, pool => sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(user_id)
-        .execute(pool)
-        .await.map(|done| done.rows_affected()))?;
-        Ok(result)
+        let revoked = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query("UPDATE token_families SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done.rows_affected())
+        })?;
+        Ok(revoked)
     }
+
+    /// Whether an access token of `family_id` may act as `user_id`: the
+    /// session is the user's, live, and the user is active.
+    pub async fn session_is_live(&self, family_id: &str, user_id: i64) -> StoreResult<bool> {
+        let live: Option<(i64,)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT u.id FROM token_families f JOIN users u ON u.id = f.user_id \
+             WHERE f.family_id = $1 AND f.user_id = $2 AND f.revoked_at IS NULL AND u.is_active",
+        )
+        .bind(family_id)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(live.is_some())
+    }
+
+    /// Deletes sessions and refresh tokens past their expiry; no token can
+    /// name them any more. Returns the refresh tokens removed.
+    pub async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let removed = on_pool!(self, pool => {
+            let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(now).execute(pool).await?;
+            sqlx::query("DELETE FROM token_families WHERE expires_at < $1").bind(now).execute(pool).await?;
+            Ok::<_, sqlx::Error>(tokens.rows_affected())
+        })?;
+        Ok(removed)
+    }
+}
+
+/// A refresh token to record.
+pub struct RefreshTokenRecord<'a> {
+    pub jti: &'a str,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use api_core::auth::MaybeAuthUser;
+use api_core::auth::{MaybeAuthUser, Session};
 use api_core::jwt::TokenKind;
 use api_core::{
     ApiError, ApiJson, ApiResult, AppState, AuthUser, ClientIp, FieldErrors, Page, PageRequest, ResourceId,
@@ -102,7 +102,7 @@ pub async fn register(
         }
         Err(err) => return Err(err.into()),
     };
-    let tokens = service::issue_tokens(&state, user.id, None).await?;
+    let tokens = service::start_session(&state, user.id).await?;
     tracing::info!(user_id = user.id, "user registered");
     Ok((
         StatusCode::CREATED,
@@ -157,7 +157,7 @@ pub async fn login(
     };
     failures.refund(&state).await;
     state.store.record_login(user.id, chrono::Utc::now()).await?;
-    let tokens = service::issue_tokens(&state, user.id, None).await?;
+    let tokens = service::start_session(&state, user.id).await?;
     Ok(Json(SessionView { user: UserView::from(&user), tokens, message: "Login successful" }))
 }
 
@@ -207,19 +207,21 @@ pub async fn refresh(
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<super::views::TokenPair>> {
     let claims = state.jwt.verify(&request.refresh, TokenKind::Refresh).map_err(|_| ApiError::TokenNotValid)?;
-    let family = match state.store.rotate_refresh_token(&claims.jti, claims.user_id).await? {
-        RefreshRotation::Rotated { family_id } => family_id,
-        RefreshRotation::Replayed => {
-            tracing::warn!(user_id = claims.user_id, "revoked refresh token replayed; family revoked");
-            return Err(ApiError::TokenNotValid);
-        }
-        RefreshRotation::Unknown => return Err(ApiError::TokenNotValid),
-    };
+    let family = state.store.refresh_token_family(&claims.jti, claims.user_id).await?.ok_or(ApiError::TokenNotValid)?;
     let active = state.store.user_by_id(claims.user_id).await?.is_some_and(|u| u.is_active);
     if !active {
         return Err(ApiError::TokenNotValid);
     }
-    Ok(Json(service::issue_tokens(&state, claims.user_id, Some(&family)).await?))
+    let successor = service::issue_pair(&state, claims.user_id, &family)?;
+    match state.store.rotate_refresh_token(&claims.jti, claims.user_id, &family, &successor.record()).await? {
+        RefreshRotation::Rotated => Ok(Json(successor.tokens)),
+        RefreshRotation::Replayed => {
+            state.sessions.forget_user(claims.user_id);
+            tracing::warn!(user_id = claims.user_id, "revoked refresh token replayed; session revoked");
+            Err(ApiError::TokenNotValid)
+        }
+        RefreshRotation::Unknown => Err(ApiError::TokenNotValid),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,8 +229,15 @@ pub struct LogoutRequest {
     refresh: Option<String>,
 }
 
-/// The body is optional: a client may log out with no refresh token to revoke.
-pub async fn logout(State(state): State<AppState>, user: AuthUser, body: Bytes) -> ApiResult<Json<Value>> {
+/// Ends the caller's session: its refresh tokens and every access token it
+/// issued. The body is optional; a refresh token in it must be the caller's,
+/// and its session ends too.
+pub async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    session: Session,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let request: LogoutRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LogoutRequest::default()
     } else {
@@ -243,8 +252,14 @@ pub async fn logout(State(state): State<AppState>, user: AuthUser, body: Bytes) 
             .ok()
             .filter(|claims| claims.user_id == user.user_id)
             .ok_or_else(|| ApiError::bad_request("Invalid refresh token"))?;
-        state.store.revoke_refresh_token(&claims.jti, user.user_id).await?;
+        if let Some(family) = state.store.refresh_token_family(&claims.jti, user.user_id).await? {
+            if family != session.family {
+                state.store.revoke_session(&family, user.user_id).await?;
+            }
+        }
     }
+    state.store.revoke_session(&session.family, user.user_id).await?;
+    state.sessions.forget_user(user.user_id);
     Ok(Json(json!({ "message": "Logout successful" })))
 }
 
@@ -297,8 +312,9 @@ pub async fn change_password(
     let permit = state.hashing.admit().await?;
     let hash = password::hash_password(new, permit).await.map_err(ApiError::Internal)?;
     state.store.set_password_hash(row.id, &hash).await?;
-    let revoked = state.store.revoke_all_refresh_tokens(row.id).await?;
-    tracing::info!(user_id = row.id, revoked, "password changed; refresh tokens revoked");
+    let revoked = state.store.revoke_all_sessions(row.id).await?;
+    state.sessions.forget_user(row.id);
+    tracing::info!(user_id = row.id, revoked, "password changed; every session ended");
     Ok(Json(json!({ "message": "Password changed successfully" })))
 }
 

@@ -3,7 +3,7 @@
 use api_core::jwt::TokenKind;
 use api_core::{ApiError, AppState, FieldErrors};
 use chrono::{DateTime, Utc};
-use store::accounts::{NewUser, ProfileFields, ROLE_ADMIN};
+use store::accounts::{NewUser, ProfileFields, RefreshTokenRecord, ROLE_ADMIN};
 use store::{Store, StoreError};
 
 use super::password::{self, UserAttributes};
@@ -50,23 +50,38 @@ pub fn email_problem(email: &str) -> Option<String> {
     (!valid).then(|| "Enter a valid email address.".into())
 }
 
-/// Issues an access token and a refresh token, recording the refresh token in
-/// `family` (a new family when `None`, as at login).
-pub async fn issue_tokens(state: &AppState, user_id: i64, family: Option<&str>) -> Result<TokenPair, ApiError> {
-    let access = state.jwt.issue(user_id, TokenKind::Access).map_err(ApiError::internal)?;
-    let refresh = state.jwt.issue(user_id, TokenKind::Refresh).map_err(ApiError::internal)?;
-    let family = family.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string);
-    state
-        .store
-        .insert_refresh_token(
-            &refresh.claims.jti,
-            &family,
-            user_id,
-            timestamp(refresh.claims.iat),
-            timestamp(refresh.claims.exp),
-        )
-        .await?;
-    Ok(TokenPair { refresh: refresh.token, access: access.token })
+/// A session's next pair of tokens, not yet recorded.
+pub struct IssuedPair {
+    pub tokens: TokenPair,
+    refresh_jti: String,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl IssuedPair {
+    pub fn record(&self) -> RefreshTokenRecord<'_> {
+        RefreshTokenRecord { jti: &self.refresh_jti, issued_at: self.issued_at, expires_at: self.expires_at }
+    }
+}
+
+/// Signs an access token and a refresh token of session `family`.
+pub fn issue_pair(state: &AppState, user_id: i64, family: &str) -> Result<IssuedPair, ApiError> {
+    let access = state.jwt.issue(user_id, TokenKind::Access, family).map_err(ApiError::internal)?;
+    let refresh = state.jwt.issue(user_id, TokenKind::Refresh, family).map_err(ApiError::internal)?;
+    Ok(IssuedPair {
+        issued_at: timestamp(refresh.claims.iat),
+        expires_at: timestamp(refresh.claims.exp),
+        refresh_jti: refresh.claims.jti,
+        tokens: TokenPair { refresh: refresh.token, access: access.token },
+    })
+}
+
+/// Starts a new session (a login or a registration) and returns its tokens.
+pub async fn start_session(state: &AppState, user_id: i64) -> Result<TokenPair, ApiError> {
+    let family = uuid::Uuid::new_v4().simple().to_string();
+    let pair = issue_pair(state, user_id, &family)?;
+    state.store.start_session(&family, user_id, &pair.record()).await?;
+    Ok(pair.tokens)
 }
 
 fn timestamp(seconds: i64) -> DateTime<Utc> {
@@ -128,7 +143,7 @@ pub async fn ensure_admin(store: &Store, username: &str, password: &str) -> Resu
     if let Some(user) = store.user_by_username(username).await? {
         store.set_password_hash(user.id, &hash).await?;
         store.set_role(user.id, ROLE_ADMIN).await?;
-        store.revoke_all_refresh_tokens(user.id).await?;
+        store.revoke_all_sessions(user.id).await?;
         return Ok(AdminOutcome::Promoted);
     }
     let created = store

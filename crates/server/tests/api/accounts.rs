@@ -127,10 +127,20 @@ async fn protected_routes_refuse_missing_bad_expired_and_wrong_kind_tokens() {
     // A refresh token is not an access token.
     expect_status(app.get("/api/auth/user/me/", Some(&user.refresh)).await, StatusCode::UNAUTHORIZED).await;
 
+    // Forged tokens name the user's real session, so only what is forged differs.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["algoagent-api"]);
+    let real = jsonwebtoken::decode::<serde_json::Value>(
+        &user.access,
+        &jsonwebtoken::DecodingKey::from_secret(app.jwt_secret.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
     let forge = |exp_offset: i64, algorithm: jsonwebtoken::Algorithm, secret: &str| {
         let now = chrono::Utc::now().timestamp();
         let claims = json!({"token_type": "access", "exp": now + exp_offset, "iat": now - 7200,
-                            "jti": "forged", "user_id": user.id, "iss": "algoagent-api"});
+                            "jti": "forged", "user_id": user.id, "iss": "algoagent-api", "fam": real["fam"]});
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(algorithm),
             &claims,
@@ -227,14 +237,100 @@ async fn logout_revokes_the_given_refresh_token() {
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    // Other's token was untouched.
-    expect_status(app.post("/api/auth/token/refresh/", None, &json!({"refresh": other.refresh})).await, StatusCode::OK)
-        .await;
+    // Other's session was untouched.
+    expect_status(app.get("/api/auth/user/me/", Some(&other.access)).await, StatusCode::OK).await;
+
+    // The logged-out session's access token is dead too.
+    expect_status(app.get("/api/auth/user/me/", Some(&user.access)).await, StatusCode::UNAUTHORIZED).await;
 
     // A logout with no body at all is fine; without a token it is a 401.
-    let response = app.client.post(app.url("/api/auth/logout/")).bearer_auth(&user.access).send().await.unwrap();
+    let response = app.client.post(app.url("/api/auth/logout/")).bearer_auth(&other.access).send().await.unwrap();
     expect_status(response, StatusCode::OK).await;
     expect_status(app.post("/api/auth/logout/", None, &json!({})).await, StatusCode::UNAUTHORIZED).await;
+}
+
+/// The review's reproduction: after logout the access token still read
+/// `/api/auth/user/me/`.
+#[tokio::test]
+async fn logout_ends_that_sessions_access_tokens_and_spares_other_devices() {
+    let app = spawn_app().await;
+    let user = app.register("grace").await;
+    let login = |app: &crate::helpers::TestApp| {
+        let body = json!({"username": "grace", "password": user.password});
+        let request = app.client.post(app.url("/api/auth/login/")).json(&body);
+        async move { expect_status(request.send().await.unwrap(), StatusCode::OK).await["tokens"].clone() }
+    };
+    let laptop = login(&app).await;
+    let rotated = expect_status(
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": user.refresh})).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    // Logging out the first session (with its rotated refresh token)...
+    expect_status(
+        app.post("/api/auth/logout/", rotated["access"].as_str(), &json!({"refresh": rotated["refresh"]})).await,
+        StatusCode::OK,
+    )
+    .await;
+    // ...ends every access token of that session, old and new.
+    for access in [user.access.as_str(), rotated["access"].as_str().unwrap()] {
+        let error = expect_status(app.get("/api/auth/user/me/", Some(access)).await, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(error["code"], "token_not_valid");
+    }
+    expect_status(
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": rotated["refresh"]})).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // The laptop's session lives on.
+    expect_status(app.get("/api/auth/user/me/", laptop["access"].as_str()).await, StatusCode::OK).await;
+
+    // A logout without a body ends the caller's own session; a login in the
+    // same second works.
+    let response = app.client.post(app.url("/api/auth/logout/")).bearer_auth(laptop["access"].as_str().unwrap());
+    expect_status(response.send().await.unwrap(), StatusCode::OK).await;
+    expect_status(app.get("/api/auth/user/me/", laptop["access"].as_str()).await, StatusCode::UNAUTHORIZED).await;
+    expect_status(
+        app.post("/api/auth/token/refresh/", None, &json!({"refresh": laptop["refresh"]})).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let again = login(&app).await;
+    expect_status(app.get("/api/auth/user/me/", again["access"].as_str()).await, StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_every_session_of_the_user() {
+    let app = spawn_app().await;
+    let user = app.register("ada2").await;
+    let other = app.register("bystander2").await;
+    let second = expect_status(
+        app.post("/api/auth/login/", None, &json!({"username": "ada2", "password": user.password})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let new_password = "orbital-Mechanics-62";
+    expect_status(
+        app.post(
+            "/api/auth/change-password/",
+            Some(&user.access),
+            &json!({"current_password": user.password, "new_password": new_password}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for access in [user.access.as_str(), second["tokens"]["access"].as_str().unwrap()] {
+        expect_status(app.get("/api/auth/user/me/", Some(access)).await, StatusCode::UNAUTHORIZED).await;
+    }
+    let fresh = expect_status(
+        app.post("/api/auth/login/", None, &json!({"username": "ada2", "password": new_password})).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(app.get("/api/auth/user/me/", fresh["tokens"]["access"].as_str()).await, StatusCode::OK).await;
+    expect_status(app.get("/api/auth/user/me/", Some(&other.access)).await, StatusCode::OK).await;
 }
 
 #[tokio::test]

@@ -1,0 +1,23 @@
+-- A session is a refresh-token family: one per login, kept through
+-- rotation. Access tokens name their family, and authentication checks it,
+-- so a logout (or a password change, or a replayed refresh token) ends the
+-- session's access tokens too, on every replica.
+CREATE TABLE token_families (
+    family_id  TEXT        PRIMARY KEY,
+    user_id    BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at TIMESTAMPTZ NOT NULL,
+    -- The newest refresh token's expiry; no token of the family outlives it.
+    expires_at TIMESTAMPTZ NOT NULL,
+    revoked_at TIMESTAMPTZ
+);
+CREATE INDEX token_families_user_idx ON token_families (user_id);
+CREATE INDEX token_families_expiry_idx ON token_families (expires_at);
+
+-- Sessions started before this migration keep working through refresh.
+INSERT INTO token_families (family_id, user_id, created_at, expires_at, revoked_at)
+SELECT family_id, MIN(user_id), MIN(issued_at), MAX(expires_at),
+       CASE WHEN COUNT(*) = COUNT(revoked_at) THEN MAX(revoked_at) END
+FROM refresh_tokens GROUP BY family_id;
+
+CREATE INDEX refresh_tokens_expiry_idx ON refresh_tokens (expires_at);
+CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);
