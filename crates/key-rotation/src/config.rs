@@ -327,6 +327,14 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
             keys.push(spec);
         }
     }
+    if keys.is_empty() && !seen.is_empty() {
+        // One line an operator will see, not just one warning per key.
+        tracing::warn!(
+            configured = seen.len(),
+            "none of the keys in keys.json has a secret: the pool is EMPTY and every AI endpoint will answer 503 \
+             \"no API keys configured\"; set GEMINI_KEY_<key_id> for each key (see the warnings above)"
+        );
+    }
     for id in &fallback_order {
         if !seen.contains_key(id) {
             return Err(pool_error("fallback_order", format!("names unknown key {id:?}")));
@@ -390,7 +398,7 @@ fn validate_key(raw: RawKey, secrets: &dyn SecretSource) -> Result<Option<KeySpe
         None => raw.key_id.clone(),
     };
     let Some(secret) = secrets.secret_for(id) else {
-        tracing::warn!(key_id = id, "no secret found for this key; it is skipped");
+        tracing::warn!(key_id = id, looked_in = %secrets.looked_in(id), "no secret found for this key; it is skipped");
         return Ok(None);
     };
     Ok(Some(KeySpec {
@@ -450,6 +458,7 @@ mod tests {
     fn all_secrets() -> EnvSecrets {
         let ids = ["a", "b", "c", "flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"];
         EnvSecrets::new(ids.iter().map(|id| (format!("GEMINI_KEY_{}", id.to_uppercase()), format!("secret-{id}-xyz1"))))
+            .unwrap()
     }
 
     fn key(id: &str, extra: &str) -> String {
@@ -528,7 +537,7 @@ mod tests {
 
     #[test]
     fn without_keys_json_environment_keys_get_the_documented_defaults() {
-        let secrets = EnvSecrets::new([("GEMINI_API_KEY".to_string(), "only-one-key-abcd".to_string())]);
+        let secrets = EnvSecrets::new([("GEMINI_API_KEY".to_string(), "only-one-key-abcd".to_string())]).unwrap();
         let loaded = load_pool(Path::new("/nonexistent/keys.json"), &secrets).unwrap();
         assert_eq!(loaded.keys.len(), 1);
         let only = &loaded.keys[0];

@@ -43,67 +43,128 @@ pub trait SecretSource: Send + Sync {
     fn secret_for(&self, key_id: &str) -> Option<ApiKeySecret>;
     /// Every key this source knows, for a pool without keys.json.
     fn discover(&self) -> Vec<(String, ApiKeySecret)>;
+    /// Where [`SecretSource::secret_for`] looked for `key_id`, for the
+    /// warning an operator reads when it found nothing.
+    fn looked_in(&self, key_id: &str) -> String;
 }
 
+/// The prefixes of per-key variables, in the order they win.
+const KEY_PREFIXES: [&str; 2] = ["GEMINI_KEY_", "API_KEY_"];
+
 /// Secrets from environment variables:
-/// - `GEMINI_KEY_<ID>` or `API_KEY_<ID>` (the id upper-cased, `-` read as `_`);
+/// - `GEMINI_KEY_<id>` or `API_KEY_<id>`, the id matched case-insensitively
+///   with `-` read as `_` (the old deployment wrote `GEMINI_KEY_flash_01`);
+///   `GEMINI_KEY_` wins over `API_KEY_`, as in the old app;
 /// - `GEMINI_API_KEYS`, a comma list whose entries are the keys `key_1`, `key_2`, …;
 /// - `GEMINI_API_KEY`, the key `default`.
 #[derive(Default)]
 pub struct EnvSecrets {
-    vars: HashMap<String, String>,
+    /// `(prefix, normalised id)` → the secret, from per-key variables.
+    named: BTreeMap<(&'static str, String), String>,
+    list: Vec<String>,
+    single: Option<String>,
+}
+
+/// Two variables name one key with different secrets: which to use cannot
+/// be guessed. Names the variables, never the values.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{first} and {second} name the same key with different secrets; keep one of them")]
+pub struct ConflictingSecrets {
+    pub first: String,
+    pub second: String,
+}
+
+/// How a per-key variable's id and a keys.json id are compared.
+fn normalised_id(id: &str) -> String {
+    id.to_ascii_uppercase().replace('-', "_")
 }
 
 impl EnvSecrets {
-    pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { vars: vars.into_iter().filter(|(_, value)| !value.trim().is_empty()).collect() }
+    pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConflictingSecrets> {
+        let mut secrets = Self::default();
+        // Variable names per slot, to name both sides of a conflict.
+        let mut sources: HashMap<(&'static str, String), String> = HashMap::new();
+        let mut vars: Vec<(String, String)> = vars.into_iter().filter(|(_, value)| !value.trim().is_empty()).collect();
+        vars.sort();
+        for (name, value) in vars {
+            let value = value.trim().to_string();
+            match name.as_str() {
+                "GEMINI_API_KEYS" => {
+                    secrets.list =
+                        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+                    continue;
+                }
+                "GEMINI_API_KEY" => {
+                    secrets.single = Some(value);
+                    continue;
+                }
+                _ => {}
+            }
+            let Some((prefix, id)) =
+                KEY_PREFIXES.iter().find_map(|prefix| name.strip_prefix(prefix).map(|id| (*prefix, id)))
+            else {
+                continue;
+            };
+            if id.is_empty() {
+                continue;
+            }
+            let slot = (prefix, normalised_id(id));
+            if let Some(existing) = secrets.named.get(&slot) {
+                if *existing != value {
+                    return Err(ConflictingSecrets { first: sources[&slot].clone(), second: name });
+                }
+                continue;
+            }
+            sources.insert(slot.clone(), name);
+            secrets.named.insert(slot, value);
+        }
+        Ok(secrets)
     }
 
-    pub fn from_process() -> Self {
+    pub fn from_process() -> Result<Self, ConflictingSecrets> {
         Self::new(std::env::vars())
     }
-
-    fn list_entries(&self) -> Vec<String> {
-        self.vars
-            .get("GEMINI_API_KEYS")
-            .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default()
-    }
-}
-
-fn env_suffix(key_id: &str) -> String {
-    key_id.to_ascii_uppercase().replace('-', "_")
 }
 
 impl SecretSource for EnvSecrets {
     fn secret_for(&self, key_id: &str) -> Option<ApiKeySecret> {
-        let suffix = env_suffix(key_id);
-        let named =
-            ["GEMINI_KEY_", "API_KEY_"].iter().find_map(|prefix| self.vars.get(&format!("{prefix}{suffix}")).cloned());
+        let id = normalised_id(key_id);
+        let named = KEY_PREFIXES.iter().find_map(|prefix| self.named.get(&(*prefix, id.clone())));
         let listed = || {
             let index: usize = key_id.strip_prefix("key_")?.parse().ok()?;
-            self.list_entries().get(index.checked_sub(1)?).cloned()
+            self.list.get(index.checked_sub(1)?)
         };
-        let single = || (key_id == "default").then(|| self.vars.get("GEMINI_API_KEY").cloned()).flatten();
-        named.or_else(listed).or_else(single).map(|s| ApiKeySecret::new(s.trim()))
+        let single = || self.single.as_ref().filter(|_| key_id == "default");
+        named.or_else(listed).or_else(single).map(|s| ApiKeySecret::new(s.as_str()))
     }
 
     fn discover(&self) -> Vec<(String, ApiKeySecret)> {
         let mut found: BTreeMap<String, ApiKeySecret> = BTreeMap::new();
-        for (name, value) in &self.vars {
-            let id =
-                name.strip_prefix("GEMINI_KEY_").or_else(|| name.strip_prefix("API_KEY_")).filter(|id| !id.is_empty());
-            if let Some(id) = id {
-                found.insert(id.to_ascii_lowercase(), ApiKeySecret::new(value.trim()));
+        // API_KEY_ first, so GEMINI_KEY_ overwrites it.
+        for prefix in KEY_PREFIXES.iter().rev() {
+            for ((_, id), secret) in self.named.iter().filter(|((p, _), _)| p == prefix) {
+                found.insert(id.to_ascii_lowercase(), ApiKeySecret::new(secret.as_str()));
             }
         }
-        for (index, secret) in self.list_entries().into_iter().enumerate() {
-            found.entry(format!("key_{}", index + 1)).or_insert_with(|| ApiKeySecret::new(secret));
+        for (index, secret) in self.list.iter().enumerate() {
+            found.entry(format!("key_{}", index + 1)).or_insert_with(|| ApiKeySecret::new(secret.as_str()));
         }
-        if let Some(single) = self.vars.get("GEMINI_API_KEY") {
-            found.entry("default".to_string()).or_insert_with(|| ApiKeySecret::new(single.trim()));
+        if let Some(single) = &self.single {
+            found.entry("default".to_string()).or_insert_with(|| ApiKeySecret::new(single.as_str()));
         }
         found.into_iter().collect()
+    }
+
+    fn looked_in(&self, key_id: &str) -> String {
+        let id = normalised_id(key_id);
+        let mut names = format!("GEMINI_KEY_{id} and API_KEY_{id} (any case, - as _)");
+        if key_id.strip_prefix("key_").is_some_and(|n| n.parse::<usize>().is_ok()) {
+            names.push_str(", GEMINI_API_KEYS");
+        }
+        if key_id == "default" {
+            names.push_str(", GEMINI_API_KEY");
+        }
+        names
     }
 }
 
@@ -147,6 +208,10 @@ impl SecretSource for FileSecrets {
     fn discover(&self) -> Vec<(String, ApiKeySecret)> {
         self.secrets.iter().map(|(id, s)| (id.clone(), ApiKeySecret::new(s.trim()))).collect()
     }
+
+    fn looked_in(&self, key_id: &str) -> String {
+        format!("the entry {key_id:?} of KEY_SECRETS_FILE")
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +219,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> EnvSecrets {
-        EnvSecrets::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        EnvSecrets::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
     }
 
     #[test]
@@ -172,6 +237,37 @@ mod tests {
         assert_eq!(source.secret_for("Flash_01").unwrap().expose(), "s1");
         assert_eq!(source.secret_for("pro_02").unwrap().expose(), "s2");
         assert!(source.secret_for("pro_03").is_none());
+    }
+
+    #[test]
+    fn the_old_deployments_lower_case_names_match() {
+        let source = env(&[("GEMINI_KEY_flash_01", "s1"), ("GEMINI_KEY_Pro-02", "s2"), ("API_KEY_pro_03", "s3")]);
+        assert_eq!(source.secret_for("flash_01").unwrap().expose(), "s1");
+        assert_eq!(source.secret_for("FLASH-01").unwrap().expose(), "s1");
+        assert_eq!(source.secret_for("pro_02").unwrap().expose(), "s2");
+        assert_eq!(source.secret_for("pro_03").unwrap().expose(), "s3");
+        let ids: Vec<String> = source.discover().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["flash_01", "pro_02", "pro_03"]);
+    }
+
+    #[test]
+    fn gemini_key_wins_over_api_key() {
+        let source = env(&[("API_KEY_flash_01", "from-api-key"), ("GEMINI_KEY_FLASH_01", "from-gemini-key")]);
+        assert_eq!(source.secret_for("flash_01").unwrap().expose(), "from-gemini-key");
+        assert_eq!(source.discover()[0].1.expose(), "from-gemini-key");
+    }
+
+    #[test]
+    fn two_spellings_of_one_key_with_different_secrets_are_refused_by_name() {
+        let vars = [("GEMINI_KEY_flash_01", "one-secret"), ("GEMINI_KEY_FLASH_01", "another-secret")];
+        let err = EnvSecrets::new(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).err().unwrap();
+        let message = err.to_string();
+        assert!(message.contains("GEMINI_KEY_FLASH_01") && message.contains("GEMINI_KEY_flash_01"), "{message}");
+        assert!(!message.contains("secret-"), "{message}");
+        // The same value twice is harmless.
+        env(&[("GEMINI_KEY_flash_01", "same"), ("GEMINI_KEY_FLASH_01", "same")]);
+        // Different prefixes are not a conflict: GEMINI_KEY_ wins.
+        env(&[("GEMINI_KEY_flash_01", "a"), ("API_KEY_flash_01", "b")]);
     }
 
     #[test]

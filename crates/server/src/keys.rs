@@ -46,7 +46,7 @@ pub fn user_limits(config: &Config) -> UserLimits {
 
 fn secret_source(config: &Config) -> anyhow::Result<Box<dyn SecretSource>> {
     Ok(match config.secret_store_type {
-        SecretStoreType::Env => Box::new(EnvSecrets::new(config.key_env.vars())),
+        SecretStoreType::Env => Box::new(EnvSecrets::new(config.key_env.vars()).context("key secrets")?),
         SecretStoreType::File => Box::new(FileSecrets::load(&config.key_secrets_file).context("KEY_SECRETS_FILE")?),
     })
 }

@@ -268,6 +268,64 @@ async fn a_bad_keys_file_stops_start_up_naming_the_key_and_field() {
     assert!(stderr.contains("KEYS_FILE") && stderr.contains("key flash_01 field rpm"), "{stderr}");
 }
 
+/// The review's reproduction: the old `.env` names its keys
+/// `GEMINI_KEY_flash_01` … `GEMINI_KEY_pro_05`, exactly as its keys.json
+/// does; each was skipped and the pool started empty.
+#[tokio::test]
+async fn the_old_deployments_lower_case_key_variables_fill_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("keys.json");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../keys.example.json"), &keys_file).unwrap();
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
+    env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
+    let ids = ["flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"];
+    for (n, id) in ids.iter().enumerate() {
+        env.push((format!("GEMINI_KEY_{id}"), format!("AIzaSy-private-{id}-WXY{n}")));
+    }
+    let mut command = algoagent(&env);
+    command.args(["keys", "status"]);
+    let output = run_with_stdin(command, "").await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for (n, id) in ids.iter().enumerate() {
+        assert!(stdout.contains(&format!("{id} …WXY{n}")), "{id} missing from:\n{stdout}\n{stderr}");
+    }
+    assert!(!stderr.contains("no secret found"), "{stderr}");
+}
+
+#[tokio::test]
+async fn two_spellings_of_one_key_with_different_secrets_stop_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
+    env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
+    env.push(("GEMINI_KEY_flash_01".into(), "AIzaSy-private-one-AAAA".into()));
+    env.push(("GEMINI_KEY_FLASH_01".into(), "AIzaSy-private-two-BBBB".into()));
+    let output = run_with_stdin(algoagent(&env), "").await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GEMINI_KEY_flash_01") && stderr.contains("GEMINI_KEY_FLASH_01"), "{stderr}");
+    assert!(!stderr.contains("AIzaSy-private"), "a secret was printed: {stderr}");
+}
+
+#[tokio::test]
+async fn keys_without_secrets_are_named_with_the_variables_tried_and_an_empty_pool_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15), ("pro-02", 15)])).unwrap();
+    let mut env = base_env(&dir, "sqlite://unused.db", "a-jwt-secret-that-is-long-enough-for-hs256");
+    env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
+    let mut command = algoagent(&env);
+    command.args(["keys", "status"]);
+    let output = run_with_stdin(command, "").await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GEMINI_KEY_PRO_02") && stderr.contains("API_KEY_PRO_02"), "{stderr}");
+    let empty_lines = stderr.lines().filter(|line| line.contains("pool is EMPTY")).count();
+    assert_eq!(empty_lines, 1, "{stderr}");
+}
+
 #[tokio::test]
 async fn keys_status_shows_masked_keys_and_their_buckets() {
     let dir = tempfile::tempdir().unwrap();
