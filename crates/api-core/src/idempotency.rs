@@ -3,8 +3,19 @@
 //! same key and body gets its answer back, without a second upstream call
 //! or duplicated rows. A failed attempt releases the key so a retry runs.
 //!
+//! - A retry while the work still runs waits for it (within its own request
+//!   timeout) and gets the same answer.
+//! - The work runs detached from its request ([`crate::tasks`]) and keeps
+//!   its claim fresh while it runs; a claim that nobody refreshed for
+//!   `REQUEST_TIMEOUT_SECS` was left by a process that died, and the next
+//!   request with the key takes it over.
+//! - Completed keys are kept for [`KEEP_COMPLETED`], then purged.
+//!
 //! Keys are per user. The stored request names the route, so one key
 //! cannot replay one endpoint's answer on another.
+
+use std::future::Future;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,12 +23,20 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use store::idempotency::Claim;
+use tokio::time::Instant;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::streaming;
 
 const KEY_MAX_CHARS: usize = 255;
+/// How long a completed key keeps its answer for retries.
+pub const KEEP_COMPLETED: Duration = Duration::from_secs(24 * 3600);
+/// How often a waiting retry looks at the claim again.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+/// A waiting retry gives up this long before its own request timeout, so
+/// it answers with a status rather than being cut off.
+const WAIT_MARGIN: Duration = Duration::from_secs(2);
 
 /// The claim a request holds on its key, if it sent one.
 #[derive(Debug, Clone)]
@@ -48,6 +67,11 @@ fn key_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 impl Idempotency {
+    /// For work whose endpoint takes no key: nothing to settle.
+    pub fn none(user_id: i64) -> Self {
+        Self { user_id, key: None }
+    }
+
     /// Claims the request's key, if any. `route` and `request` identify the
     /// request; a replay answers as a single `done` event when `stream`.
     pub async fn begin(
@@ -62,18 +86,50 @@ impl Idempotency {
             return Ok(Begun::Run(Self { user_id, key: None }));
         };
         let request = format!("{route}\n{}", serde_json::to_string(request).map_err(ApiError::internal)?);
-        match state.store.claim_idempotency_key(user_id, &key, &request).await? {
-            Claim::New => Ok(Begun::Run(Self { user_id, key: Some(key) })),
-            Claim::Replay { body, .. } if stream => Ok(Begun::Replay(streaming::single(streaming::done(&body)))),
-            Claim::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                Ok(Begun::Replay((status, Json(body)).into_response()))
+        let give_up = Instant::now() + state.request_timeout.saturating_sub(WAIT_MARGIN);
+        loop {
+            let abandoned_before = chrono::Utc::now() - state.request_timeout;
+            match state.store.claim_idempotency_key(user_id, &key, &request, abandoned_before).await? {
+                Claim::New => return Ok(Begun::Run(Self { user_id, key: Some(key) })),
+                Claim::Replay { body, .. } if stream => {
+                    return Ok(Begun::Replay(streaming::single(streaming::done(&body))))
+                }
+                Claim::Replay { status, body } => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    return Ok(Begun::Replay((status, Json(body)).into_response()));
+                }
+                Claim::Mismatch => {
+                    return Err(ApiError::bad_request("This Idempotency-Key was already used with a different request"))
+                }
+                // Another request runs this work: wait for its answer.
+                Claim::InProgress if Instant::now() + WAIT_POLL < give_up => tokio::time::sleep(WAIT_POLL).await,
+                Claim::InProgress => {
+                    return Err(ApiError::Conflict(
+                        "A request with this Idempotency-Key is still in progress; retry shortly".into(),
+                    ))
+                }
             }
-            Claim::InProgress => {
-                Err(ApiError::Conflict("A request with this Idempotency-Key is still in progress".into()))
-            }
-            Claim::Mismatch => {
-                Err(ApiError::bad_request("This Idempotency-Key was already used with a different request"))
+        }
+    }
+
+    /// Runs `work` while keeping the claim fresh, so that no other request
+    /// takes it over as abandoned while the work is still running.
+    pub async fn hold<T>(&self, state: &AppState, work: impl Future<Output = T>) -> T {
+        let Some(key) = &self.key else {
+            return work.await;
+        };
+        let every = (state.request_timeout / 3).max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+        let work = std::pin::pin!(work);
+        let mut work = work;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = ticks.tick() => {
+                    if let Err(err) = state.store.refresh_idempotency_key(self.user_id, key).await {
+                        tracing::warn!(error = %err, "could not refresh an idempotency claim");
+                    }
+                }
             }
         }
     }
@@ -94,29 +150,15 @@ impl Idempotency {
         Ok(())
     }
 
-    /// Completes with `body` when the work finished, releases otherwise; for
-    /// stream tasks, where a failure can only be logged.
-    pub async fn settle(&self, state: &AppState, finished: Option<&Value>) {
+    /// Completes with `body` when the work finished, releases otherwise.
+    pub async fn settle(&self, state: &AppState, finished: Option<&Value>) -> ApiResult<()> {
         let settled = match finished {
             Some(body) => self.complete(state, StatusCode::OK, body).await,
             None => self.release(state).await,
         };
-        if let Err(err) = settled {
+        if let Err(err) = &settled {
             tracing::error!(error = %err, "could not settle an idempotency key");
         }
-    }
-
-    /// Settles after a non-streaming answer: an error releases the key.
-    pub async fn finish(&self, state: &AppState, answer: ApiResult<Value>) -> ApiResult<Json<Value>> {
-        match answer {
-            Ok(body) => {
-                self.complete(state, StatusCode::OK, &body).await?;
-                Ok(Json(body))
-            }
-            Err(err) => {
-                self.release(state).await?;
-                Err(err)
-            }
-        }
+        settled
     }
 }

@@ -15,7 +15,9 @@ pub mod pagination;
 pub mod sessions;
 pub mod state;
 pub mod streaming;
+pub mod tasks;
 pub mod time;
+pub mod turn;
 
 pub use auth::{require_auth, AuthUser, MaybeAuthUser};
 pub use client_ip::{ClientIp, TrustedProxies};
@@ -26,7 +28,7 @@ pub use idempotency::{Begun, Idempotency};
 pub use jwt::{JwtKeys, TokenKind};
 pub use pagination::{Page, PageRequest, PAGE_SIZE};
 pub use state::{AppState, AppStateInner, ChatSettings};
-pub use streaming::OpenStreams;
+pub use tasks::{run_detached, DetachedTasks};
 
 /// Routes a feature crate contributes: `public` ones answer anonymous
 /// callers; everything in `protected` sits behind [`require_auth`].

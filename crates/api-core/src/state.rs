@@ -12,7 +12,7 @@ use store::Store;
 
 use crate::client_ip::TrustedProxies;
 use crate::jwt::JwtKeys;
-use crate::streaming::OpenStreams;
+use crate::tasks::DetachedTasks;
 
 /// Cheap to clone: one `Arc` around everything.
 #[derive(Clone)]
@@ -39,8 +39,12 @@ pub struct AppStateInner {
     /// fair use, failover and deadlines.
     pub gemini: Arc<gemini_client::Executor>,
     pub chat: ChatSettings,
-    /// Tasks behind open event streams, ended and saved at shutdown.
-    pub streams: OpenStreams,
+    /// AI work and the streams behind it, detached from their requests;
+    /// ended and saved at shutdown.
+    pub tasks: DetachedTasks,
+    /// `REQUEST_TIMEOUT_SECS`: what a request may take, and so what work
+    /// making several AI calls must fit into.
+    pub request_timeout: Duration,
 }
 
 /// The limits of a conversation.

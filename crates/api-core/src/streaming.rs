@@ -2,21 +2,18 @@
 //! `done` and, after the first byte, `error`.
 //!
 //! The work behind a stream runs in its own task, registered with
-//! [`OpenStreams`], and talks to the response through a channel. That task
-//! therefore outlives the client: when the client leaves (the channel
-//! closes) or the server shuts down, it still saves what was produced.
+//! [`crate::tasks::DetachedTasks`], and talks to the response through a
+//! channel. That task therefore outlives the client: when the client leaves
+//! (the channel closes) or the server shuts down, it still saves what was
+//! produced.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 
@@ -94,41 +91,6 @@ pub fn single(event: Event) -> Response {
     // The channel has room for it, so this cannot fail.
     let _ = sender.try_send(event);
     response(receiver)
-}
-
-/// The tasks behind open streams, and the signal that ends them at
-/// shutdown.
-#[derive(Clone, Default)]
-pub struct OpenStreams {
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-}
-
-impl OpenStreams {
-    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.tasks.spawn(task);
-    }
-
-    /// Resolves when the server begins to shut down.
-    pub async fn shutting_down(&self) {
-        self.shutdown.cancelled().await;
-    }
-
-    /// Tells every open stream to save its work and end.
-    pub fn begin_shutdown(&self) {
-        self.shutdown.cancel();
-    }
-
-    /// Waits, at most `limit`, for every stream task to finish. Returns
-    /// whether they all did.
-    pub async fn drained(&self, limit: Duration) -> bool {
-        self.tasks.close();
-        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
-    }
-
-    pub fn open(&self) -> usize {
-        self.tasks.len()
-    }
 }
 
 #[cfg(test)]

@@ -12,21 +12,21 @@
 //! `metadata.status = "incomplete"` with the reason.
 
 use api_core::streaming;
+use api_core::turn::{Conversation, PendingTurn, Reply};
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
-use gemini_client::chat::parse_answer;
-use gemini_client::{CallSpec, ChatRequest, ExecError, ExecStream, GenerationConfig, Message, Role};
+use axum::{Json, Router};
+use gemini_client::{CallSpec, ChatRequest, ExecStream, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::conversations::{ChatMessageRow, ChatSessionFields, ChatSessionRow};
+use store::{Store, StoreResult};
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 pub const DEFAULT_CHAT_TITLE: &str = "Strategy Development Session";
 
@@ -84,41 +84,30 @@ async fn chat(
         }
         return opened;
     }
-    let answer = prepared.answer(&state).await;
-    Ok(claim.finish(&state, answer).await?.into_response())
+    let task_state = state.clone();
+    let answer = api_core::run_detached(&state, claim, async move { prepared.answer(&task_state).await }).await?;
+    Ok(Json(answer).into_response())
+}
+
+/// Where this chat keeps its messages.
+struct ChatSessionMessages(i64);
+
+impl Conversation for ChatSessionMessages {
+    async fn add(&self, store: &Store, role: &str, text: &str, metadata: &Value, tokens: i64) -> StoreResult<i64> {
+        Ok(store.add_chat_message(self.0, role, text, metadata, tokens).await?.id)
+    }
+
+    async fn finish(&self, store: &Store, id: i64, metadata: &Value, tokens: i64) -> StoreResult<()> {
+        store.finish_chat_message(id, metadata, tokens).await
+    }
 }
 
 /// A turn whose user message is stored and whose upstream call is ready.
 struct PreparedTurn {
     session: ChatSessionRow,
     text: String,
-    user_row_id: i64,
+    pending: PendingTurn<ChatSessionMessages>,
     spec: CallSpec,
-}
-
-/// What upstream produced, whole or in part.
-#[derive(Default)]
-struct Reply {
-    text: String,
-    prompt_tokens: Option<u64>,
-    reply_tokens: Option<u64>,
-}
-
-impl Reply {
-    /// Adds one `GenerateContentResponse` (a whole answer or a stream
-    /// chunk) and returns its new text. Usage counts are cumulative.
-    fn absorb(&mut self, chunk: &Value) -> String {
-        let usage = &chunk["usageMetadata"];
-        self.prompt_tokens = usage["promptTokenCount"].as_u64().or(self.prompt_tokens);
-        self.reply_tokens = usage["candidatesTokenCount"].as_u64().or(self.reply_tokens);
-        let piece = parse_answer(chunk).map(|answer| answer.text).unwrap_or_default();
-        self.text.push_str(&piece);
-        piece
-    }
-}
-
-fn stored_tokens(count: Option<u64>) -> i64 {
-    i64::try_from(count.unwrap_or(0)).unwrap_or(i64::MAX)
 }
 
 impl PreparedTurn {
@@ -170,50 +159,25 @@ impl PreparedTurn {
         let mut messages = history_within_budget(&history, limits.history_tokens);
         messages.push(Message { role: Role::User, text: text.clone() });
 
-        // Stored before the call: whatever happens upstream, the message is kept.
-        let user_row =
-            state.store.add_chat_message(session.id, "user", &text, &json!({ "status": "pending" }), 0).await?;
+        let pending = PendingTurn::store(&state.store, ChatSessionMessages(session.id), &text).await?;
         let request = ChatRequest { system: Some(system), messages, config: GenerationConfig::default() };
         let spec = CallSpec::for_user(format!("user:{}", user.user_id), Workload::Light, request.to_body());
-        Ok(PreparedTurn { session, text, user_row_id: user_row.id, spec })
+        Ok(PreparedTurn { session, text, pending, spec })
     }
 
     /// The non-streaming answer.
     async fn answer(self, state: &AppState) -> ApiResult<Value> {
-        let completed = match state.gemini.generate(&self.spec).await {
-            Ok(completed) => completed,
-            Err(err) => return Err(self.failed(state, err).await),
-        };
-        if let Err(err) = parse_answer(&completed.body) {
-            return Err(self.failed(state, ExecError::Rejected(err)).await);
-        }
-        let mut reply = Reply::default();
-        reply.absorb(&completed.body);
-        self.record(state, &reply, json!({ "status": "ok", "model": completed.model })).await
+        let reply = self.pending.generate(state, &self.spec).await?;
+        Ok(self.body(&reply))
     }
 
-    /// Marks the user's message failed and says why; the error is what the
-    /// client is answered.
-    async fn failed(&self, state: &AppState, err: ExecError) -> ApiError {
-        let metadata = json!({ "status": "failed", "error": err.to_string() });
-        match state.store.finish_chat_message(self.user_row_id, &metadata, 0).await {
-            Ok(()) => ApiError::Ai(err),
-            Err(store_err) => store_err.into(),
-        }
-    }
-
-    /// Stores the reply (complete or not) and returns the response body.
-    async fn record(&self, state: &AppState, reply: &Reply, metadata: Value) -> ApiResult<Value> {
-        let prompt_tokens = stored_tokens(reply.prompt_tokens);
-        state.store.finish_chat_message(self.user_row_id, &json!({ "status": "ok" }), prompt_tokens).await?;
-        let reply_tokens = stored_tokens(reply.reply_tokens);
-        state.store.add_chat_message(self.session.id, "assistant", &reply.text, &metadata, reply_tokens).await?;
-        Ok(json!({
+    fn body(&self, reply: &Reply) -> Value {
+        json!({
             "session_id": self.session.session_id,
             "title": self.session.title,
             "user_message": self.text,
             "ai_response": reply.text,
-        }))
+        })
     }
 }
 
@@ -244,11 +208,14 @@ async fn system_instruction(state: &AppState, user_id: i64, context_id: Option<i
 async fn open_stream(state: &AppState, turn: PreparedTurn, claim: Idempotency) -> ApiResult<Response> {
     let upstream = match state.gemini.stream(&turn.spec).await {
         Ok(upstream) => upstream,
-        Err(err) => return Err(turn.failed(state, err).await),
+        Err(err) => return Err(turn.pending.failed(&state.store, err).await),
     };
     let (events, receiver) = mpsc::channel(32);
-    let relay = relay(state.clone(), turn, upstream, events, claim);
-    state.streams.spawn(relay.instrument(tracing::Span::current()));
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let state = task_state;
+        claim.hold(&state, relay(&state, turn, upstream, events, &claim)).await;
+    });
     Ok(streaming::response(receiver))
 }
 
@@ -287,18 +254,18 @@ impl StreamEnd {
 }
 
 async fn relay(
-    state: AppState,
+    state: &AppState,
     turn: PreparedTurn,
     mut upstream: ExecStream,
     events: mpsc::Sender<Event>,
-    claim: Idempotency,
+    claim: &Idempotency,
 ) {
     let mut reply = Reply::default();
     let idle_limit = state.chat.stream_idle_timeout;
     let end = loop {
         let next = tokio::select! {
             biased;
-            () = state.streams.shutting_down() => break StreamEnd::ShuttingDown,
+            () = state.tasks.shutting_down() => break StreamEnd::ShuttingDown,
             () = events.closed() => break StreamEnd::ClientLeft,
             next = tokio::time::timeout(idle_limit, upstream.next()) => next,
         };
@@ -324,7 +291,7 @@ async fn relay(
         }
         other => json!({ "status": "incomplete", "reason": other.reason(), "model": model }),
     };
-    let recorded = turn.record(&state, &reply, metadata).await;
+    let recorded = turn.pending.record(&state.store, &reply, &metadata).await.map(|()| turn.body(&reply));
     let finished = matches!(end, StreamEnd::Finished);
     tracing::info!(reason = end.reason(), chars = reply.text.chars().count(), "chat stream ended");
     let last_event = match (&recorded, end.error_event()) {
@@ -335,7 +302,8 @@ async fn relay(
         (Ok(body), None) if finished => Some(streaming::done(body)),
         (Ok(_), event) => event,
     };
-    claim.settle(&state, recorded.as_ref().ok().filter(|_| finished)).await;
+    // A failure to settle is logged; the client already has its answer.
+    let _ = claim.settle(state, recorded.as_ref().ok().filter(|_| finished)).await;
     if let Some(event) = last_event {
         let _ = events.send(event).await;
     }

@@ -219,6 +219,11 @@ impl Executor {
         Self { client, pool, fair_use, user_limits, settings, sequence: AtomicU64::new(0) }
     }
 
+    /// The deadline of a call that sets none (`AI_DEADLINE_SECS`).
+    pub fn default_deadline(&self) -> Duration {
+        self.settings.deadline
+    }
+
     pub fn pool(&self) -> &Arc<KeyPool> {
         &self.pool
     }

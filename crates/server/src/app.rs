@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api_core::error::{method_not_allowed, not_found};
-use api_core::{require_auth, ApiError, AppState, AppStateInner, ChatSettings, JwtKeys, OpenStreams, TrustedProxies};
+use api_core::{require_auth, ApiError, AppState, AppStateInner, ChatSettings, JwtKeys, TrustedProxies};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -30,7 +30,7 @@ use crate::keys::KeyServices;
 use crate::routes;
 
 /// How long shutdown waits for open streams to save their partial replies.
-const STREAM_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+const TASK_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -89,7 +89,8 @@ impl App {
                 max_session_messages: i64::from(config.chat_max_session_messages),
                 stream_idle_timeout: config.stream_idle_timeout,
             },
-            streams: OpenStreams::default(),
+            tasks: api_core::DetachedTasks::default(),
+            request_timeout: config.request_timeout,
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)
@@ -123,18 +124,18 @@ impl App {
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
         let make_service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service);
-        let streams = self.state.streams.clone();
+        let tasks = self.state.tasks.clone();
         let shutdown = async move {
             shutdown.await;
-            // Open streams save what they have and end, or the graceful
-            // shutdown below would wait for them indefinitely.
-            streams.begin_shutdown();
+            // Detached work and open streams save what they have and end,
+            // or the graceful shutdown below would wait for them indefinitely.
+            tasks.begin_shutdown();
         };
         axum::serve(self.listener, make_service).with_graceful_shutdown(shutdown).await?;
-        if !self.state.streams.drained(STREAM_DRAIN_LIMIT).await {
+        if !self.state.tasks.drained(TASK_DRAIN_LIMIT).await {
             tracing::warn!(
-                open = self.state.streams.open(),
-                "streams still open at shutdown; their last turn may be lost"
+                running = self.state.tasks.running(),
+                "detached tasks still running at shutdown; their last turn may be lost"
             );
         }
         background.shutdown().await;

@@ -1,7 +1,7 @@
 //! Idempotency keys: the first request with a key does the work; retries
 //! with the same key and body get its answer back.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
@@ -22,15 +22,24 @@ pub enum Claim {
 impl Store {
     /// Claims `key` for `user` and `request` (its canonical form, compared
     /// exactly). The insert itself decides who runs, so two concurrent
-    /// retries cannot both do the work.
-    pub async fn claim_idempotency_key(&self, user_id: i64, key: &str, request: &str) -> StoreResult<Claim> {
+    /// retries cannot both do the work. An unsettled claim last refreshed
+    /// before `abandoned_before` was left by a process that died: it is
+    /// taken over, by a conditional update only one request can win.
+    pub async fn claim_idempotency_key(
+        &self,
+        user_id: i64,
+        key: &str,
+        request: &str,
+        abandoned_before: DateTime<Utc>,
+    ) -> StoreResult<Claim> {
+        let now = Utc::now();
         let inserted = on_pool!(self, pool => sqlx::query(
-            "INSERT INTO idempotency_keys (user_id, key, request, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO idempotency_keys (user_id, key, request, touched_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(user_id)
         .bind(key)
         .bind(request)
-        .bind(Utc::now())
+        .bind(now)
         .execute(pool)
         .await
         .map(|_| ()));
@@ -53,8 +62,50 @@ impl Store {
             Some((_, Some(status), Some(Json(body)))) => {
                 Claim::Replay { status: u16::try_from(status).unwrap_or(200), body }
             }
-            Some(_) => Claim::InProgress,
+            Some(_) => {
+                let taken_over = on_pool!(self, pool => sqlx::query(
+                    "UPDATE idempotency_keys SET touched_at = $1 \
+                     WHERE user_id = $2 AND key = $3 AND status_code IS NULL AND touched_at < $4",
+                )
+                .bind(now)
+                .bind(user_id)
+                .bind(key)
+                .bind(abandoned_before)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()))?;
+                if taken_over > 0 {
+                    Claim::New
+                } else {
+                    Claim::InProgress
+                }
+            }
         })
+    }
+
+    /// Marks a claim as still being worked on.
+    pub async fn refresh_idempotency_key(&self, user_id: i64, key: &str) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE idempotency_keys SET touched_at = $1 WHERE user_id = $2 AND key = $3 AND status_code IS NULL",
+        )
+        .bind(Utc::now())
+        .bind(user_id)
+        .bind(key)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes claims older than `before`: answers past their keeping time,
+    /// and claims abandoned long ago. Returns how many.
+    pub async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let removed = on_pool!(self, pool => sqlx::query("DELETE FROM idempotency_keys WHERE touched_at < $1")
+            .bind(before)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(removed)
     }
 
     pub async fn complete_idempotency_key(
@@ -65,10 +116,11 @@ impl Store {
         body: &Value,
     ) -> StoreResult<()> {
         on_pool!(self, pool => sqlx::query(
-            "UPDATE idempotency_keys SET status_code = $1, response = $2 WHERE user_id = $3 AND key = $4",
+            "UPDATE idempotency_keys SET status_code = $1, response = $2, touched_at = $3 WHERE user_id = $4 AND key = $5",
         )
         .bind(i32::from(status))
         .bind(Json(body))
+        .bind(Utc::now())
         .bind(user_id)
         .bind(key)
         .execute(pool)

@@ -5,7 +5,8 @@
 //! before the upstream call and marked `failed` with the cause when it
 //! fails, and the answer carries the failure's own status.
 
-use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Page, PageRequest};
+use api_core::turn::{Conversation, PendingTurn};
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Idempotency, Page, PageRequest};
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +16,7 @@ use key_rotation::config::Workload;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::strategy_chat::{StrategyChatMessageRow, StrategyChatRow};
+use store::{Store, StoreResult};
 
 pub const MESSAGE_MAX_CHARS: usize = 8_000;
 /// How much of a strategy's code goes into the prompt.
@@ -192,42 +194,48 @@ async fn chat(
         }
     }
     let earlier = state.store.strategy_chat_messages(row.id).await?;
+    let earlier_count = earlier.len();
     let mut turns = if turn.use_context { history(&earlier, state.chat.history_tokens) } else { Vec::new() };
     context_used |= !turns.is_empty();
     turns.push(Message { role: Role::User, text: text.clone() });
 
-    // Stored before the call: whatever happens upstream, the message is kept.
-    let user_row =
-        state.store.add_strategy_chat_message(row.id, "user", &text, &json!({ "status": "pending" })).await?;
+    let pending = PendingTurn::store(&state.store, StrategyChatMessages(row.id), &text).await?;
     let request = ChatRequest { system: Some(system), messages: turns, config: GenerationConfig::default() };
     let spec = CallSpec::for_user(format!("user:{}", user.user_id), Workload::Light, request.to_body());
-    let answer = match state.gemini.generate(&spec).await {
-        Ok(completed) => match parse_answer(&completed.body) {
-            Ok(answer) => (answer, completed.model),
-            Err(err) => return Err(failed(&state, user_row, ExecError::Rejected(err)).await),
-        },
-        Err(err) => return Err(failed(&state, user_row, err).await),
-    };
-    let (answer, model) = answer;
-    let tokens = json!({ "status": "ok", "tokens_used": answer.prompt_tokens });
-    state.store.finish_strategy_chat_message(user_row, &tokens).await?;
-    let metadata = json!({ "status": "ok", "model": model, "tokens_used": answer.candidate_tokens });
-    state.store.add_strategy_chat_message(row.id, "assistant", &answer.text, &metadata).await?;
-    Ok(Json(json!({
-        "session_id": row.session_id,
-        "message": answer.text,
-        "message_count": earlier.len() + 2,
-        "context_used": context_used,
-    })))
+    let task_state = state.clone();
+    let answer = api_core::run_detached(&state, Idempotency::none(user.user_id), async move {
+        let reply = pending.generate(&task_state, &spec).await?;
+        Ok(json!({
+            "session_id": row.session_id,
+            "message": reply.text,
+            "message_count": earlier_count + 2,
+            "context_used": context_used,
+        }))
+    })
+    .await?;
+    Ok(Json(answer))
 }
 
-/// Marks the stored message failed with the cause; the error is the answer.
-async fn failed(state: &AppState, message: i64, err: ExecError) -> ApiError {
-    let metadata = json!({ "status": "failed", "error": err.to_string() });
-    match state.store.finish_strategy_chat_message(message, &metadata).await {
-        Ok(()) => ApiError::Ai(err),
-        Err(store_err) => store_err.into(),
+/// Where strategy chat keeps its messages: token counts live in the
+/// metadata (`tokens_used`), as the old app stored them.
+struct StrategyChatMessages(i64);
+
+impl Conversation for StrategyChatMessages {
+    async fn add(&self, store: &Store, role: &str, text: &str, metadata: &Value, tokens: i64) -> StoreResult<i64> {
+        store.add_strategy_chat_message(self.0, role, text, &with_tokens(metadata, tokens)).await
     }
+
+    async fn finish(&self, store: &Store, id: i64, metadata: &Value, tokens: i64) -> StoreResult<()> {
+        store.finish_strategy_chat_message(id, &with_tokens(metadata, tokens)).await
+    }
+}
+
+fn with_tokens(metadata: &Value, tokens: i64) -> Value {
+    let mut metadata = metadata.clone();
+    if tokens > 0 {
+        metadata["tokens_used"] = json!(tokens);
+    }
+    metadata
 }
 
 /// An AI summary of the conversation, kept as the session's context.

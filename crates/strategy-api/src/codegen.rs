@@ -14,6 +14,7 @@
 //! code and says the fixing was interrupted, rather than losing it.
 
 use std::future::Future;
+use std::time::Duration;
 
 use api_core::streaming;
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency, ResourceId};
@@ -22,7 +23,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Json, Router};
 use gemini_client::chat::parse_answer;
 use gemini_client::{CallSpec, ChatRequest, ExecError, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use store::generated::{GeneratedCodeFields, GeneratedCodeRow, ValidationFields};
 use store::strategies::StrategyRow;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::canonical::{check, form_of, Schema};
 use crate::code_prompt;
@@ -53,54 +55,71 @@ pub fn routes() -> Router<AppState> {
         .route("/api/strategies/strategies/{id}/fix_errors", post(fix_errors))
 }
 
-/// Stages of the work, sent as `progress` events when the caller streams.
-#[derive(Clone, Default)]
-struct Progress(Option<mpsc::Sender<Event>>);
+/// Of the request timeout, what a generation endpoint's AI calls may not
+/// use: time to store the result and answer before the timeout cuts in.
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
-impl Progress {
+/// One run of a generation endpoint: its stages, sent as `progress` events
+/// when the caller streams, and its one time budget for every AI call it
+/// makes (`generate_with_auto_fix` may make eleven). The budget ends
+/// [`ANSWER_MARGIN`] before the request timeout, so the answer (with the
+/// code so far) always gets out.
+#[derive(Clone)]
+struct Job {
+    events: Option<mpsc::Sender<Event>>,
+    ends: Instant,
+}
+
+impl Job {
+    fn new(state: &AppState, events: Option<mpsc::Sender<Event>>) -> Self {
+        let timeout = state.request_timeout;
+        // A request timeout too short for the margin still leaves half of it.
+        let budget = timeout.saturating_sub(ANSWER_MARGIN).max(timeout / 2);
+        Self { events, ends: Instant::now() + budget }
+    }
+
     async fn stage(&self, stage: &str, detail: &str) {
-        if let Some(events) = &self.0 {
+        if let Some(events) = &self.events {
             // A client that left misses the progress; the work goes on and is stored.
             let _ = events.send(streaming::progress(stage, detail)).await;
         }
     }
+
+    /// The deadline of the next AI call: the executor's own, cut to what
+    /// is left of the budget; `None` when nothing is left.
+    fn next_deadline(&self, state: &AppState) -> Option<Duration> {
+        let left = self.ends.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then(|| left.min(state.gemini.default_deadline()))
+    }
 }
 
-/// Answers `work` as JSON, or as a `progress` … `done` stream. A stream's
-/// work runs in its own task, so a client that leaves does not lose it; a
-/// server shutdown ends it with an `error` event.
+/// Answers `work` as JSON, or as a `progress` … `done` stream. Either way
+/// the work runs detached from the request ([`api_core::tasks`]): a client
+/// that leaves does not lose it; a server shutdown ends it.
 async fn respond<F, Fut>(state: &AppState, claim: Idempotency, stream: bool, work: F) -> ApiResult<Response>
 where
-    F: FnOnce(Progress) -> Fut,
+    F: FnOnce(Job) -> Fut,
     Fut: Future<Output = ApiResult<Value>> + Send + 'static,
 {
     if !stream {
-        let answer = work(Progress::default()).await;
-        return Ok(claim.finish(state, answer).await?.into_response());
+        let answer = api_core::run_detached(state, claim, work(Job::new(state, None))).await?;
+        return Ok(Json(answer).into_response());
     }
     let (events, receiver) = mpsc::channel(16);
-    let work = work(Progress(Some(events.clone())));
-    let state = state.clone();
-    let streams = state.streams.clone();
-    streams.spawn(async move {
+    let work = work(Job::new(state, Some(events.clone())));
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let state = task_state;
         let outcome = tokio::select! {
             biased;
-            () = state.streams.shutting_down() => None,
-            outcome = work => Some(outcome),
+            () = state.tasks.shutting_down() => None,
+            outcome = claim.hold(&state, work) => Some(outcome),
         };
-        let last = match outcome {
-            Some(Ok(body)) => {
-                claim.settle(&state, Some(&body)).await;
-                streaming::done(&body)
-            }
-            Some(Err(err)) => {
-                claim.settle(&state, None).await;
-                streaming::failure(&err)
-            }
-            None => {
-                claim.settle(&state, None).await;
-                streaming::error("The server is shutting down; nothing was stored. Retry.", "server_shutdown")
-            }
+        let settled = claim.settle(&state, outcome.as_ref().and_then(|outcome| outcome.as_ref().ok())).await;
+        let last = match (outcome, settled) {
+            (Some(Ok(body)), Ok(())) => streaming::done(&body),
+            (Some(Ok(_)), Err(err)) | (Some(Err(err)), _) => streaming::failure(&err),
+            (None, _) => streaming::error("The server is shutting down; nothing was stored. Retry.", "server_shutdown"),
         };
         let _ = events.send(last).await;
     });
@@ -166,8 +185,10 @@ async fn owned_strategy(state: &AppState, user_id: i64, id: Option<i64>) -> ApiR
     }
 }
 
-/// One heavy call; the answer's text and the model that wrote it.
-async fn ask(state: &AppState, user_id: i64, prompt: String) -> ApiResult<(String, String)> {
+/// One heavy call within the job's budget; the answer's text and the
+/// model that wrote it.
+async fn ask(state: &AppState, job: &Job, user_id: i64, prompt: String) -> ApiResult<(String, String)> {
+    let deadline = job.next_deadline(state).ok_or(ApiError::Ai(ExecError::DeadlineExceeded))?;
     let request = ChatRequest {
         system: Some(
             "You write Python trading strategies for the backtesting.py library. You follow the requirements \
@@ -177,7 +198,10 @@ async fn ask(state: &AppState, user_id: i64, prompt: String) -> ApiResult<(Strin
         messages: vec![Message { role: Role::User, text: prompt }],
         config: GenerationConfig::default(),
     };
-    let spec = CallSpec::for_user(format!("user:{user_id}"), Workload::Heavy, request.to_body());
+    let spec = CallSpec {
+        deadline: Some(deadline),
+        ..CallSpec::for_user(format!("user:{user_id}"), Workload::Heavy, request.to_body())
+    };
     let completed = state.gemini.generate(&spec).await.map_err(ApiError::Ai)?;
     let answer = parse_answer(&completed.body).map_err(|err| ApiError::Ai(ExecError::Rejected(err)))?;
     Ok((answer.text, completed.model))
@@ -243,7 +267,7 @@ async fn fix_loop(
     mut outcome: Outcome,
     mut reported: Option<String>,
     max_attempts: u32,
-    progress: &Progress,
+    job: &Job,
 ) -> Outcome {
     for attempt in 1..=max_attempts {
         let (error_text, kind) = match reported.take() {
@@ -254,9 +278,9 @@ async fn fix_loop(
             None if outcome.report.passed => break,
             None => (outcome.report.error_text(), outcome.report.error_type()),
         };
-        progress.stage("fixing", &format!("{attempt}/{max_attempts}: {kind}")).await;
+        job.stage("fixing", &format!("{attempt}/{max_attempts}: {kind}")).await;
         let prompt = code_prompt::fix(&outcome.code, class, kind, &error_text);
-        let (answer, model) = match ask(state, user_id, prompt).await {
+        let (answer, model) = match ask(state, job, user_id, prompt).await {
             Ok(answered) => answered,
             Err(err) => {
                 tracing::info!(error = %err, attempt, "the fixer's call failed; keeping the code so far");
@@ -265,7 +289,7 @@ async fn fix_loop(
             }
         };
         outcome.models.push(model);
-        progress.stage("checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
+        job.stage("checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
         let (code, report) = checked(&answer).await;
         // An answer without code leaves the code so far, and its report, as they were.
         if !code.is_empty() || outcome.code.is_empty() {
@@ -290,14 +314,14 @@ async fn generate_checked(
     class: &str,
     prompt: String,
     max_fix_attempts: u32,
-    progress: &Progress,
+    job: &Job,
 ) -> ApiResult<Outcome> {
-    progress.stage("generating", "asking Gemini for a backtesting.py strategy").await;
-    let (answer, model) = ask(state, user_id, prompt).await?;
-    progress.stage("checking", "static checks").await;
+    job.stage("generating", "asking Gemini for a backtesting.py strategy").await;
+    let (answer, model) = ask(state, job, user_id, prompt).await?;
+    job.stage("checking", "static checks").await;
     let (code, report) = checked(&answer).await;
     let outcome = Outcome { code, report, fixes: Vec::new(), interrupted: None, models: vec![model] };
-    Ok(fix_loop(state, user_id, class, outcome, None, max_fix_attempts, progress).await)
+    Ok(fix_loop(state, user_id, class, outcome, None, max_fix_attempts, job).await)
 }
 
 struct Target<'a> {
@@ -448,9 +472,9 @@ async fn generate_endpoint(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(state, claim, stream, move |progress| async move {
+    respond(state, claim, stream, move |job| async move {
         let state = task_state;
-        let outcome = generate_checked(&state, user.user_id, &class, prompt, max_fix_attempts, &progress).await?;
+        let outcome = generate_checked(&state, user.user_id, &class, prompt, max_fix_attempts, &job).await?;
         let target = Target { user_id: user.user_id, strategy: strategy.as_ref(), class: &class, source };
         let row = keep(&state, &target, &outcome).await?;
         let mut body = generation_body(&row, &outcome, max_fix_attempts);
@@ -542,7 +566,7 @@ async fn generate_code(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(&state, claim, stream, move |progress| async move {
+    respond(&state, claim, stream, move |job| async move {
         let state = task_state;
         let parameters = if request.parameters.is_null() { json!({}) } else { request.parameters.clone() };
         let (outcome, generator) = if request.use_gemini {
@@ -552,7 +576,7 @@ async fn generate_code(
                 template.as_ref().map(|t| t.template_code.as_str()),
                 &parameters,
             );
-            (generate_checked(&state, user.user_id, &class, prompt, 0, &progress).await?, "gemini")
+            (generate_checked(&state, user.user_id, &class, prompt, 0, &job).await?, "gemini")
         } else {
             let code = template.as_ref().map(|t| t.template_code.clone()).unwrap_or_default();
             let report = python_checks::check(&code).await;
@@ -619,13 +643,13 @@ async fn fix_errors(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(&state, claim, stream, move |progress| async move {
+    respond(&state, claim, stream, move |job| async move {
         let state = task_state;
-        progress.stage("checking", "static checks of the latest code").await;
+        job.stage("checking", "static checks of the latest code").await;
         let report = python_checks::check(&latest.code).await;
         let start = Outcome { code: latest.code.clone(), report, fixes: Vec::new(), interrupted: None, models: vec![] };
         let class = latest.strategy_name.clone();
-        let outcome = fix_loop(&state, user.user_id, &class, start, reported, max_attempts, &progress).await;
+        let outcome = fix_loop(&state, user.user_id, &class, start, reported, max_attempts, &job).await;
         let code_id = if outcome.fixes.is_empty() {
             latest.id
         } else {

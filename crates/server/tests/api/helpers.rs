@@ -108,7 +108,13 @@ pub const SIM_KEY: &str = "sim-test-key-0001";
 
 /// A gemini-sim for a test server: one valid key in its own project.
 pub async fn start_sim() -> gemini_sim::SimServer {
+    start_sim_answering_after(0).await
+}
+
+/// As [`start_sim`], answering every call after `latency_ms`.
+pub async fn start_sim_answering_after(latency_ms: u64) -> gemini_sim::SimServer {
     gemini_sim::SimServer::start(gemini_sim::SimConfig {
+        latency_ms: (latency_ms, latency_ms),
         keys: vec![gemini_sim::SimKey {
             key: SIM_KEY.into(),
             id: "default".into(),

@@ -12,6 +12,7 @@ mod cli;
 mod code_generation;
 mod contexts;
 mod demo;
+mod detached_work;
 mod helpers;
 mod hostile_code;
 mod http;

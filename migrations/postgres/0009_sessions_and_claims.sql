@@ -20,4 +20,8 @@ SELECT family_id, MIN(user_id), MIN(issued_at), MAX(expires_at),
 FROM refresh_tokens GROUP BY family_id;
 
 CREATE INDEX refresh_tokens_expiry_idx ON refresh_tokens (expires_at);
-CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);
+-- An idempotency claim's time is when it was last claimed, refreshed by its
+-- running work, or completed: a claim nobody touched for a request timeout
+-- was abandoned, and answers are kept for a day after completion.
+ALTER TABLE idempotency_keys RENAME COLUMN created_at TO touched_at;
+CREATE INDEX idempotency_keys_touched_idx ON idempotency_keys (touched_at);
