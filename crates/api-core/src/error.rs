@@ -94,6 +94,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("throttled for {retry_after:?}")]
     Throttled { retry_after: Duration },
+    /// The user already holds `limit` event streams open.
+    #[error("too many open streams (at most {limit})")]
+    TooManyStreams { limit: u32 },
     #[error("request timed out")]
     Timeout,
     #[error("service unavailable: {0}")]
@@ -139,7 +142,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Throttled { .. } | ApiError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Ai(err) => StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -163,6 +166,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Throttled { .. } => "throttled",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::Timeout => "request_timeout",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Busy { .. } => "busy",
@@ -213,6 +217,10 @@ impl ApiError {
                     "Request was throttled. Expected available in {} seconds.",
                     retry_after_secs(*retry_after)
                 ),
+                "code": code,
+            }),
+            ApiError::TooManyStreams { limit } => json!({
+                "error": format!("You already have {limit} streams open; wait for one to finish"),
                 "code": code,
             }),
             ApiError::Timeout => json!({ "error": "Request timed out", "code": code }),
@@ -285,6 +293,8 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::Throttled { retry_after } | ApiError::Busy { retry_after } => Some(*retry_after),
+            // When a stream ends is unknown; a second is a fair first wait.
+            ApiError::TooManyStreams { .. } => Some(Duration::from_secs(1)),
             ApiError::Ai(err) => err.retry_after(),
             _ => None,
         };

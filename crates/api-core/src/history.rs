@@ -4,6 +4,10 @@ use gemini_client::chat::recent_turns;
 use gemini_client::{Message, Role};
 use serde_json::Value;
 
+/// How many of a conversation's newest rows are read to build its history:
+/// the token budget decides what is sent, and this bounds what is read.
+pub const HISTORY_ROWS: i64 = 200;
+
 /// Stored turns `(role, content, metadata)`, oldest first, as Gemini
 /// history: the answered ones (not `metadata.status = "failed"`, not
 /// `system`, not empty), the most recent that fit `budget` tokens.

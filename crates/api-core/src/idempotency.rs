@@ -67,11 +67,6 @@ fn key_of(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 impl Idempotency {
-    /// For work whose endpoint takes no key: nothing to settle.
-    pub fn none(user_id: i64) -> Self {
-        Self { user_id, key: None }
-    }
-
     /// Claims the request's key, if any. `route` and `request` identify the
     /// request; a replay answers as a single `done` event when `stream`.
     pub async fn begin(

@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod pagination;
 pub mod sessions;
 pub mod state;
+pub mod stream_slots;
 pub mod streaming;
 pub mod tasks;
 pub mod time;

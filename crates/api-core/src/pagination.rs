@@ -9,6 +9,8 @@ use serde::Serialize;
 use crate::error::ApiError;
 
 pub const PAGE_SIZE: i64 = 50;
+/// The highest page number whose offset fits an `i64`.
+const MAX_PAGE: i64 = i64::MAX / PAGE_SIZE;
 
 #[derive(Debug, Clone)]
 pub struct PageRequest {
@@ -109,7 +111,12 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let (key, value) = (decode(key), decode(value));
             if key == "page" {
-                page = value.parse::<i64>().ok().filter(|p| *p >= 1).ok_or(ApiError::NotFound)?;
+                // Past the last page is a 404 (below); a number no page
+                // could have, or whose offset would overflow, is the
+                // client's mistake.
+                page = value.parse::<i64>().ok().filter(|p| (1..=MAX_PAGE).contains(p)).ok_or_else(|| {
+                    ApiError::bad_request(format!("page must be a whole number from 1 to {MAX_PAGE}"))
+                })?;
             } else {
                 other_query.push((key, value));
             }

@@ -42,6 +42,8 @@ pub struct AppStateInner {
     /// AI work and the streams behind it, detached from their requests;
     /// ended and saved at shutdown.
     pub tasks: DetachedTasks,
+    /// `USER_MAX_STREAMS`: the event streams each user may hold open.
+    pub stream_slots: crate::stream_slots::StreamSlots,
     /// `REQUEST_TIMEOUT_SECS`: what a request may take, and so what work
     /// making several AI calls must fit into.
     pub request_timeout: Duration,

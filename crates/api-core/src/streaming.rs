@@ -9,6 +9,8 @@
 
 use std::convert::Infallible;
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
+use crate::tasks::DetachedTasks;
 
 /// Whether the caller asked for a stream: `?stream=true` (or `1`), or
 /// `Accept: text/event-stream`. `?stream=false` wins over the header.
@@ -76,6 +79,43 @@ fn event(name: &str, data: &Value) -> Event {
     Event::default().event(name).data(data.to_string())
 }
 
+/// How long a send may wait on a client that stopped reading before the
+/// stream is given up: its upstream call and key lease are released.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the last event (`done` or `error`) may wait; nothing follows it.
+const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why an event could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailed {
+    /// The client disconnected.
+    ClientGone,
+    /// The client stopped reading for [`WRITE_TIMEOUT`].
+    ClientStalled,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// Sends one event of a stream in progress, never waiting past
+/// [`WRITE_TIMEOUT`] or shutdown.
+pub async fn send(events: &mpsc::Sender<Event>, event: Event, tasks: &DetachedTasks) -> Result<(), SendFailed> {
+    tokio::select! {
+        biased;
+        () = tasks.shutting_down() => Err(SendFailed::ShuttingDown),
+        sent = tokio::time::timeout(WRITE_TIMEOUT, events.send(event)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SendFailed::ClientGone),
+            Err(_) => Err(SendFailed::ClientStalled),
+        },
+    }
+}
+
+/// Sends a stream's last event if the client takes it within a second; at
+/// shutdown too, so the client learns why its stream ended.
+pub async fn send_last(events: &mpsc::Sender<Event>, event: Event) {
+    let _ = tokio::time::timeout(LAST_WRITE_TIMEOUT, events.send(event)).await;
+}
+
 /// The response side of a stream: whatever the task sends, in order, with
 /// keep-alive comments so idle proxies do not cut it.
 pub fn response(events: mpsc::Receiver<Event>) -> Response {
@@ -97,6 +137,21 @@ pub fn single(event: Event) -> Response {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_or_a_shutdown_ends_the_wait() {
+        let tasks = DetachedTasks::default();
+        let (events, mut receiver) = mpsc::channel(1);
+        assert_eq!(send(&events, delta("a"), &tasks).await, Ok(()));
+        // The channel is full and nobody reads: the send gives up.
+        assert_eq!(send(&events, delta("b"), &tasks).await, Err(SendFailed::ClientStalled));
+        tasks.begin_shutdown();
+        assert_eq!(send(&events, delta("c"), &tasks).await, Err(SendFailed::ShuttingDown));
+        assert!(receiver.recv().await.is_some());
+        drop(receiver);
+        let tasks = DetachedTasks::default();
+        assert_eq!(send(&events, delta("d"), &tasks).await, Err(SendFailed::ClientGone));
+    }
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -58,10 +58,11 @@ impl DetachedTasks {
 }
 
 /// Runs `work` detached from the request and answers with its result. The
-/// task settles `claim` itself (completed with the answer, or released on
-/// failure), so a retry with the same key finds the answer even when this
-/// request is gone. Shutdown ends the work with a 503 and releases the key.
-pub async fn run_detached<W>(state: &AppState, claim: Idempotency, work: W) -> ApiResult<Value>
+/// task settles the request's `claim` (if it sent an Idempotency-Key)
+/// itself, completed with the answer or released on failure, so a retry
+/// with the same key finds the answer even when this request is gone.
+/// Shutdown ends the work with a 503 and releases the key.
+pub async fn run_detached<W>(state: &AppState, claim: Option<Idempotency>, work: W) -> ApiResult<Value>
 where
     W: Future<Output = ApiResult<Value>> + Send + 'static,
 {
@@ -69,14 +70,23 @@ where
     let task_state = state.clone();
     state.tasks.spawn(async move {
         let state = task_state;
+        let work = async {
+            match &claim {
+                Some(claim) => claim.hold(&state, work).await,
+                None => work.await,
+            }
+        };
         let outcome = tokio::select! {
             biased;
             () = state.tasks.shutting_down() => {
                 Err(ApiError::Unavailable("The server is shutting down; nothing was stored. Retry.".into()))
             }
-            outcome = claim.hold(&state, work) => outcome,
+            outcome = work => outcome,
         };
-        let settled = claim.settle(&state, outcome.as_ref().ok()).await;
+        let settled = match &claim {
+            Some(claim) => claim.settle(&state, outcome.as_ref().ok()).await,
+            None => Ok(()),
+        };
         let outcome = match (outcome, settled) {
             (Ok(_), Err(err)) => Err(err),
             (outcome, _) => outcome,

@@ -57,6 +57,18 @@ impl Reply {
     }
 }
 
+/// Refuses a turn that would take a session past its message cap
+/// (`CHAT_MAX_SESSION_MESSAGES`): the user message and its reply.
+pub fn check_room(state: &AppState, message_count: i64) -> ApiResult<()> {
+    let cap = state.chat.max_session_messages;
+    if message_count + 2 > cap {
+        return Err(ApiError::bad_request(format!(
+            "This session has reached its limit of {cap} messages; start a new session"
+        )));
+    }
+    Ok(())
+}
+
 fn stored_tokens(count: Option<u64>) -> i64 {
     i64::try_from(count.unwrap_or(0)).unwrap_or(i64::MAX)
 }

@@ -11,7 +11,8 @@
 //! that shutdown cuts short is saved as far as it got, marked
 //! `metadata.status = "incomplete"` with the reason.
 
-use api_core::streaming;
+use api_core::stream_slots::StreamSlot;
+use api_core::streaming::{self, SendFailed};
 use api_core::turn::{Conversation, PendingTurn, Reply};
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency};
 use axum::extract::{RawQuery, State};
@@ -70,6 +71,14 @@ async fn chat(
         Begun::Run(claim) => claim,
         Begun::Replay(answer) => return Ok(answer),
     };
+    // A stream's slot is taken before anything is stored or sent upstream.
+    let slot = match stream.then(|| state.stream_slots.acquire(user.user_id)).transpose() {
+        Ok(slot) => slot,
+        Err(err) => {
+            claim.release(&state).await?;
+            return Err(err);
+        }
+    };
     let prepared = match PreparedTurn::prepare(&state, user, turn).await {
         Ok(prepared) => prepared,
         Err(err) => {
@@ -77,15 +86,15 @@ async fn chat(
             return Err(err);
         }
     };
-    if stream {
-        let opened = open_stream(&state, prepared, claim.clone()).await;
+    if let Some(slot) = slot {
+        let opened = open_stream(&state, prepared, claim.clone(), slot).await;
         if opened.is_err() {
             claim.release(&state).await?;
         }
         return opened;
     }
     let task_state = state.clone();
-    let answer = api_core::run_detached(&state, claim, async move { prepared.answer(&task_state).await }).await?;
+    let answer = api_core::run_detached(&state, Some(claim), async move { prepared.answer(&task_state).await }).await?;
     Ok(Json(answer).into_response())
 }
 
@@ -134,12 +143,7 @@ impl PreparedTurn {
                 state.store.create_chat_session(user.user_id, &uuid::Uuid::new_v4().to_string(), &fields).await?
             }
         };
-        if session.message_count + 2 > limits.max_session_messages {
-            return Err(ApiError::bad_request(format!(
-                "This session has reached its limit of {} messages; start a new session",
-                limits.max_session_messages
-            )));
-        }
+        api_core::turn::check_room(state, session.message_count)?;
         let mut context_id = session.ai_context_id;
         if let Some(id) = turn.ai_context_id {
             crate::sessions::attachable_context(state, user.user_id, id, "ai_context_id").await?;
@@ -155,7 +159,7 @@ impl PreparedTurn {
         }
 
         let system = system_instruction(state, user.user_id, context_id).await?;
-        let history = state.store.chat_messages(session.id).await?;
+        let history = state.store.recent_chat_messages(session.id, api_core::history::HISTORY_ROWS).await?;
         let mut messages = history_within_budget(&history, limits.history_tokens);
         messages.push(Message { role: Role::User, text: text.clone() });
 
@@ -205,7 +209,12 @@ async fn system_instruction(state: &AppState, user_id: i64, context_id: Option<i
 
 /// Opens the upstream stream (failures so far keep their status codes) and
 /// hands it to a relay task that outlives the response.
-async fn open_stream(state: &AppState, turn: PreparedTurn, claim: Idempotency) -> ApiResult<Response> {
+async fn open_stream(
+    state: &AppState,
+    turn: PreparedTurn,
+    claim: Idempotency,
+    slot: StreamSlot,
+) -> ApiResult<Response> {
     let upstream = match state.gemini.stream(&turn.spec).await {
         Ok(upstream) => upstream,
         Err(err) => return Err(turn.pending.failed(&state.store, err).await),
@@ -215,6 +224,7 @@ async fn open_stream(state: &AppState, turn: PreparedTurn, claim: Idempotency) -
     state.tasks.spawn(async move {
         let state = task_state;
         claim.hold(&state, relay(&state, turn, upstream, events, &claim)).await;
+        drop(slot);
     });
     Ok(streaming::response(receiver))
 }
@@ -223,6 +233,8 @@ async fn open_stream(state: &AppState, turn: PreparedTurn, claim: Idempotency) -
 enum StreamEnd {
     Finished,
     ClientLeft,
+    /// The client stopped reading: giving up frees the upstream call.
+    ClientStalled,
     ShuttingDown,
     IdleTimeout,
     UpstreamFailed(String),
@@ -233,6 +245,7 @@ impl StreamEnd {
         match self {
             StreamEnd::Finished => "finished",
             StreamEnd::ClientLeft => "client_disconnected",
+            StreamEnd::ClientStalled => "client_stalled",
             StreamEnd::ShuttingDown => "server_shutdown",
             StreamEnd::IdleTimeout => "stream_idle_timeout",
             StreamEnd::UpstreamFailed(_) => "upstream_error",
@@ -243,6 +256,7 @@ impl StreamEnd {
     fn error_event(&self) -> Option<Event> {
         let message = match self {
             StreamEnd::Finished | StreamEnd::ClientLeft => return None,
+            StreamEnd::ClientStalled => "The client stopped reading; the partial reply was saved.".to_string(),
             StreamEnd::ShuttingDown => "The server is shutting down; the partial reply was saved.".to_string(),
             StreamEnd::IdleTimeout => "Gemini stopped sending; the partial reply was saved.".to_string(),
             StreamEnd::UpstreamFailed(error) => {
@@ -275,8 +289,14 @@ async fn relay(
             Ok(Some(Err(err))) => break StreamEnd::UpstreamFailed(err.to_string()),
             Ok(Some(Ok(chunk))) => {
                 let piece = reply.absorb(&chunk);
-                if !piece.is_empty() && events.send(streaming::delta(&piece)).await.is_err() {
-                    break StreamEnd::ClientLeft;
+                if piece.is_empty() {
+                    continue;
+                }
+                match streaming::send(&events, streaming::delta(&piece), &state.tasks).await {
+                    Ok(()) => {}
+                    Err(SendFailed::ClientGone) => break StreamEnd::ClientLeft,
+                    Err(SendFailed::ClientStalled) => break StreamEnd::ClientStalled,
+                    Err(SendFailed::ShuttingDown) => break StreamEnd::ShuttingDown,
                 }
             }
         }
@@ -305,7 +325,7 @@ async fn relay(
     // A failure to settle is logged; the client already has its answer.
     let _ = claim.settle(state, recorded.as_ref().ok().filter(|_| finished)).await;
     if let Some(event) = last_event {
-        let _ = events.send(event).await;
+        streaming::send_last(&events, event).await;
     }
 }
 

@@ -65,9 +65,18 @@ pub struct SessionView {
     pub chat_messages: Option<Vec<MessageView>>,
 }
 
-/// A session with its messages rendered; `detailed` adds the message rows.
+/// How many of each session's newest messages a list shows.
+const LISTED_MESSAGES: i64 = 20;
+
+/// A session with its messages rendered; `detailed` adds the message rows
+/// and renders them all (a session holds at most `CHAT_MAX_SESSION_MESSAGES`),
+/// a list only the newest [`LISTED_MESSAGES`] of each.
 pub async fn session_view(state: &AppState, row: ChatSessionRow, detailed: bool) -> ApiResult<SessionView> {
-    let messages = state.store.chat_messages(row.id).await?;
+    let messages = if detailed {
+        state.store.chat_messages(row.id).await?
+    } else {
+        state.store.recent_chat_messages(row.id, LISTED_MESSAGES).await?
+    };
     let rendered = messages
         .iter()
         .map(|m| json!({ "role": m.role, "content": m.content, "timestamp": api_core::time::iso8601(&m.created_at) }))

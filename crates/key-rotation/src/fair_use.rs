@@ -74,8 +74,30 @@ fn as_bucket_limits(limits: UserLimits) -> (BucketLimits, BucketLimits) {
 }
 
 pub struct MemoryFairUse {
-    users: Mutex<HashMap<String, UserState>>,
+    users: Mutex<Users>,
     clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct Users {
+    by_name: HashMap<String, UserState>,
+    last_sweep_ms: u64,
+}
+
+impl Users {
+    /// Forgets, once a minute, the users whose minute has passed: no GCRA
+    /// debt and no tokens in the window. Their state would say nothing, and
+    /// keeping it would grow the map with every user ever seen.
+    fn sweep(&mut self, now: u64) {
+        if now.saturating_sub(self.last_sweep_ms) < MINUTE_MS {
+            return;
+        }
+        self.last_sweep_ms = now;
+        self.by_name.retain(|_, state| {
+            state.tokens.prune(now, MINUTE_MS);
+            state.tat_ms.is_some_and(|tat| tat > now) || state.tokens.requests() > 0
+        });
+    }
 }
 
 impl Default for MemoryFairUse {
@@ -86,7 +108,12 @@ impl Default for MemoryFairUse {
 
 impl MemoryFairUse {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { users: Mutex::new(HashMap::new()), clock }
+        Self { users: Mutex::new(Users::default()), clock }
+    }
+
+    /// How many users' state this process keeps.
+    pub fn tracked_users(&self) -> usize {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner).by_name.len()
     }
 }
 
@@ -105,7 +132,8 @@ impl FairUse for MemoryFairUse {
         let now = self.clock.now_ms();
         let (pacing, token_limits) = as_bucket_limits(limits);
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = users.entry(user.to_string()).or_default();
+        users.sweep(now);
+        let state = users.by_name.entry(user.to_string()).or_default();
         state.tokens.prune(now, MINUTE_MS);
         let (pacing_wait, next_tat) = gcra(state.tat_ms, &pacing, now, MINUTE_MS);
         let token_wait = state.tokens.wait_ms(&token_limits, tokens, now, MINUTE_MS).unwrap_or(u64::MAX);
@@ -126,7 +154,7 @@ impl FairUse for MemoryFairUse {
 
     async fn refund(&self, ticket: &UserTicket) -> Result<(), LimiterError> {
         let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = users.get_mut(&ticket.user) {
+        if let Some(state) = users.by_name.get_mut(&ticket.user) {
             state.tat_ms = state.tat_ms.map(|tat| tat.saturating_sub(ticket.interval_ms));
             state.tokens.remove(&ticket.entry_id);
         }

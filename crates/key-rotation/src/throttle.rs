@@ -63,19 +63,29 @@ pub struct MemoryThrottle {
 
 #[derive(Debug, Default)]
 struct Buckets {
-    logs: HashMap<String, VecDeque<(Instant, String)>>,
+    logs: HashMap<String, Log>,
     calls_since_sweep: u32,
+}
+
+/// A bucket's events and the window they count in.
+#[derive(Debug)]
+struct Log {
+    window: Duration,
+    events: VecDeque<(Instant, String)>,
 }
 
 /// How many calls pass between sweeps of idle buckets, which bounds memory
 /// under a flood of distinct usernames or addresses.
 const SWEEP_EVERY: u32 = 1024;
-/// Longest window any caller uses; a bucket idle this long is empty.
-const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl MemoryThrottle {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many buckets this process keeps.
+    pub fn tracked_buckets(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).logs.len()
     }
 
     fn decide(&self, bucket: &str, limit: u32, window: Duration, record: Option<&str>) -> Result<(), Throttled> {
@@ -84,9 +94,14 @@ impl MemoryThrottle {
         buckets.calls_since_sweep += 1;
         if buckets.calls_since_sweep >= SWEEP_EVERY {
             buckets.calls_since_sweep = 0;
-            buckets.logs.retain(|_, log| log.back().is_some_and(|(last, _)| now.duration_since(*last) < MAX_WINDOW));
+            // A bucket whose newest event left its own window holds nothing.
+            buckets
+                .logs
+                .retain(|_, log| log.events.back().is_some_and(|(last, _)| now.duration_since(*last) < log.window));
         }
-        let log = buckets.logs.entry(bucket.to_string()).or_default();
+        let log = buckets.logs.entry(bucket.to_string()).or_insert_with(|| Log { window, events: VecDeque::new() });
+        log.window = window;
+        let log = &mut log.events;
         while log.front().is_some_and(|(first, _)| now.duration_since(*first) >= window) {
             log.pop_front();
         }
@@ -109,7 +124,7 @@ impl MemoryThrottle {
     fn take_back(&self, bucket: &str, reservation: &Reservation) {
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(log) = buckets.logs.get_mut(bucket) {
-            log.retain(|(_, member)| *member != reservation.member);
+            log.events.retain(|(_, member)| *member != reservation.member);
         }
     }
 }
@@ -277,6 +292,20 @@ mod tests {
             throttle.check("b", 1, Duration::from_secs(60)).await.unwrap();
         }
         throttle.hit("b", 1, Duration::from_secs(60)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_buckets_are_swept_after_their_own_window() {
+        let throttle = MemoryThrottle::new();
+        let short = Duration::from_millis(20);
+        for n in 0..(SWEEP_EVERY - 2) {
+            throttle.hit(&format!("flood:{n}"), 5, short).await.unwrap();
+        }
+        throttle.hit("long", 5, Duration::from_secs(3600)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The next call sweeps: every short bucket is idle past its window.
+        throttle.check("another", 5, short).await.unwrap();
+        assert_eq!(throttle.tracked_buckets(), 2, "the hour-long bucket and the one just checked remain");
     }
 
     #[tokio::test]

@@ -90,6 +90,7 @@ impl App {
                 stream_idle_timeout: config.stream_idle_timeout,
             },
             tasks: api_core::DetachedTasks::default(),
+            stream_slots: api_core::stream_slots::StreamSlots::new(config.user_max_streams),
             request_timeout: config.request_timeout,
         });
         let router = router(state.clone(), config);
@@ -120,6 +121,7 @@ impl App {
         }
         background.spawn(crate::keys::probe_disabled_keys(self.keys.pool.clone(), self.keys.probe.clone()));
         background.spawn(reload_on_sighup(self.keys.pool.clone(), self.config.clone()));
+        background.spawn(crate::maintenance::run(self.state.store.clone()));
         let pid_file = write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);

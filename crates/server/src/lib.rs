@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 mod demo;
 pub mod keys;
+pub mod maintenance;
 mod routes;
 mod secrets;
 pub mod telemetry;

@@ -310,6 +310,19 @@ impl Store {
         Ok(())
     }
 
+    /// A session's newest `limit` messages, oldest first.
+    pub async fn recent_chat_messages(&self, session: i64, limit: i64) -> StoreResult<Vec<ChatMessageRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as(
+            "SELECT * FROM (SELECT * FROM chat_messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2) AS recent \
+             ORDER BY id",
+        )
+        .bind(session)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
     /// A session's messages, oldest first.
     pub async fn chat_messages(&self, session: i64) -> StoreResult<Vec<ChatMessageRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as(

@@ -173,6 +173,26 @@ impl Store {
         Ok(())
     }
 
+    /// The newest `limit` messages of a session older than message
+    /// `before` (when given), oldest first.
+    pub async fn strategy_chat_messages_page(
+        &self,
+        session: i64,
+        limit: i64,
+        before: Option<i64>,
+    ) -> StoreResult<Vec<StrategyChatMessageRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as(
+            "SELECT * FROM (SELECT id, role, content, metadata, created_at FROM strategy_chat_messages \
+             WHERE session_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3) AS page ORDER BY id",
+        )
+        .bind(session)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
     /// A session's messages, oldest first.
     pub async fn strategy_chat_messages(&self, session: i64) -> StoreResult<Vec<StrategyChatMessageRow>> {
         let rows = on_pool!(self, pool => sqlx::query_as(

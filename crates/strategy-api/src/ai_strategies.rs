@@ -100,6 +100,14 @@ async fn create_with_ai(
     user: AuthUser,
     ApiJson(request): ApiJson<AiStrategyRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let task_state = state.clone();
+    let work = async move { create(&task_state, user, request).await };
+    let body = api_core::run_detached(&state, None, work).await?;
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn create(state: &AppState, user: AuthUser, request: AiStrategyRequest) -> ApiResult<Value> {
+    let state = state.clone();
     let validation = run_validation(&state, user.user_id, request.validation).await?;
     let (body, analysis, validation) = validated(validation)?;
     let mut fields = new_fields();
@@ -127,7 +135,7 @@ async fn create_with_ai(
     record_ai_validation(&state, user.user_id, row.id, &body).await?;
     state.store.link_strategy_chat(validation.session.id, row.id).await?;
     let row = state.store.strategy(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok((StatusCode::CREATED, Json(response(row, &body, &validation.session))))
+    Ok(response(row, &body, &validation.session))
 }
 
 async fn update_with_ai(
@@ -136,6 +144,13 @@ async fn update_with_ai(
     ResourceId(id): ResourceId,
     ApiJson(request): ApiJson<AiStrategyRequest>,
 ) -> ApiResult<Json<Value>> {
+    let task_state = state.clone();
+    let work = async move { update(&task_state, user, id, request).await };
+    Ok(Json(api_core::run_detached(&state, None, work).await?))
+}
+
+async fn update(state: &AppState, user: AuthUser, id: i64, request: AiStrategyRequest) -> ApiResult<Value> {
+    let state = state.clone();
     let current = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     let validation = run_validation(&state, user.user_id, request.validation).await?;
     if validation.analysis.is_none() {
@@ -162,5 +177,5 @@ async fn update_with_ai(
     record_ai_validation(&state, user.user_id, id, &body).await?;
     state.store.link_strategy_chat(validation.session.id, id).await?;
     let row = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(response(row, &body, &validation.session)))
+    Ok(response(row, &body, &validation.session))
 }

@@ -6,8 +6,8 @@
 //! fails, and the answer carries the failure's own status.
 
 use api_core::turn::{Conversation, PendingTurn};
-use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Idempotency, Page, PageRequest};
-use axum::extract::{Path, State};
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Page, PageRequest};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gemini_client::chat::parse_answer;
@@ -19,6 +19,9 @@ use store::strategy_chat::{StrategyChatMessageRow, StrategyChatRow};
 use store::{Store, StoreResult};
 
 pub const MESSAGE_MAX_CHARS: usize = 8_000;
+/// `messages/` pages: their default and largest size.
+const DEFAULT_MESSAGES: i64 = 100;
+const MAX_MESSAGES: i64 = 500;
 /// How much of a strategy's code goes into the prompt.
 const STRATEGY_CODE_CHARS: usize = 4_000;
 
@@ -107,14 +110,44 @@ async fn detail(
     Ok(Json(session_view(row, Some(messages))))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct MessagesQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// The newest `limit` messages (default 100, at most 500), oldest first;
+/// `before=<message id>` pages back from there.
 async fn messages(
     State(state): State<AppState>,
     user: AuthUser,
     Path(session_id): Path<String>,
+    Query(query): Query<MessagesQuery>,
 ) -> ApiResult<Json<Value>> {
+    let mut errors = FieldErrors::new();
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_MESSAGES,
+        Some(text) => text.parse::<i64>().ok().filter(|n| (1..=MAX_MESSAGES).contains(n)).unwrap_or_else(|| {
+            errors.add("limit", format!("Ensure this value is a whole number from 1 to {MAX_MESSAGES}."));
+            0
+        }),
+    };
+    let before = match query.before.as_deref() {
+        None => None,
+        Some(text) => text.parse::<i64>().ok().or_else(|| {
+            errors.add("before", "A valid message id is required.");
+            None
+        }),
+    };
+    errors.into_result()?;
     let row = session(&state, user, &session_id).await?;
-    let messages: Vec<MessageView> =
-        state.store.strategy_chat_messages(row.id).await?.into_iter().map(MessageView::from).collect();
+    let messages: Vec<MessageView> = state
+        .store
+        .strategy_chat_messages_page(row.id, limit, before)
+        .await?
+        .into_iter()
+        .map(MessageView::from)
+        .collect();
     Ok(Json(json!({ "session_id": row.session_id, "count": messages.len(), "messages": messages })))
 }
 
@@ -171,6 +204,7 @@ async fn chat(
     if !row.is_active {
         return Err(ApiError::bad_request("This chat session is inactive; start a new one"));
     }
+    api_core::turn::check_room(&state, row.message_count)?;
     let strategy = match (strategy, row.strategy_id) {
         (Some(strategy), _) => Some(strategy),
         (None, Some(id)) => state.store.strategy(id, user.user_id).await?,
@@ -193,8 +227,8 @@ async fn chat(
             context_used = true;
         }
     }
-    let earlier = state.store.strategy_chat_messages(row.id).await?;
-    let earlier_count = earlier.len();
+    let earlier = state.store.strategy_chat_messages_page(row.id, api_core::history::HISTORY_ROWS, None).await?;
+    let earlier_count = row.message_count;
     let mut turns = if turn.use_context { history(&earlier, state.chat.history_tokens) } else { Vec::new() };
     context_used |= !turns.is_empty();
     turns.push(Message { role: Role::User, text: text.clone() });
@@ -203,7 +237,7 @@ async fn chat(
     let request = ChatRequest { system: Some(system), messages: turns, config: GenerationConfig::default() };
     let spec = CallSpec::for_user(format!("user:{}", user.user_id), Workload::Light, request.to_body());
     let task_state = state.clone();
-    let answer = api_core::run_detached(&state, Idempotency::none(user.user_id), async move {
+    let answer = api_core::run_detached(&state, None, async move {
         let reply = pending.generate(&task_state, &spec).await?;
         Ok(json!({
             "session_id": row.session_id,
@@ -245,7 +279,7 @@ async fn summarize(
     Path(session_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let row = session(&state, user, &session_id).await?;
-    let earlier = state.store.strategy_chat_messages(row.id).await?;
+    let earlier = state.store.strategy_chat_messages_page(row.id, api_core::history::HISTORY_ROWS, None).await?;
     let mut turns = history(&earlier, state.chat.history_tokens);
     if turns.is_empty() {
         return Err(ApiError::bad_request("There is nothing to summarize yet"));
@@ -262,10 +296,14 @@ async fn summarize(
         config: GenerationConfig::default(),
     };
     let spec = CallSpec::for_user(format!("user:{}", user.user_id), Workload::Light, request.to_body());
-    let completed = state.gemini.generate(&spec).await.map_err(ApiError::Ai)?;
-    let summary = parse_answer(&completed.body).map_err(|err| ApiError::Ai(ExecError::Rejected(err)))?.text;
-    state.store.set_strategy_chat_summary(row.id, &summary).await?;
-    Ok(Json(json!({ "session_id": row.session_id, "summary": summary })))
+    let task_state = state.clone();
+    let work = async move {
+        let completed = task_state.gemini.generate(&spec).await.map_err(ApiError::Ai)?;
+        let summary = parse_answer(&completed.body).map_err(|err| ApiError::Ai(ExecError::Rejected(err)))?.text;
+        task_state.store.set_strategy_chat_summary(row.id, &summary).await?;
+        Ok(json!({ "session_id": row.session_id, "summary": summary }))
+    };
+    Ok(Json(api_core::run_detached(&state, None, work).await?))
 }
 
 async fn clear(

@@ -78,10 +78,11 @@ impl Job {
         Self { events, ends: Instant::now() + budget }
     }
 
-    async fn stage(&self, stage: &str, detail: &str) {
+    async fn stage(&self, state: &AppState, stage: &str, detail: &str) {
         if let Some(events) = &self.events {
-            // A client that left misses the progress; the work goes on and is stored.
-            let _ = events.send(streaming::progress(stage, detail)).await;
+            // A client that left (or stopped reading) misses the progress;
+            // the work goes on and is stored.
+            let _ = streaming::send(events, streaming::progress(stage, detail), &state.tasks).await;
         }
     }
 
@@ -96,15 +97,28 @@ impl Job {
 /// Answers `work` as JSON, or as a `progress` … `done` stream. Either way
 /// the work runs detached from the request ([`api_core::tasks`]): a client
 /// that leaves does not lose it; a server shutdown ends it.
-async fn respond<F, Fut>(state: &AppState, claim: Idempotency, stream: bool, work: F) -> ApiResult<Response>
+async fn respond<F, Fut>(
+    state: &AppState,
+    user: AuthUser,
+    claim: Idempotency,
+    stream: bool,
+    work: F,
+) -> ApiResult<Response>
 where
     F: FnOnce(Job) -> Fut,
     Fut: Future<Output = ApiResult<Value>> + Send + 'static,
 {
     if !stream {
-        let answer = api_core::run_detached(state, claim, work(Job::new(state, None))).await?;
+        let answer = api_core::run_detached(state, Some(claim), work(Job::new(state, None))).await?;
         return Ok(Json(answer).into_response());
     }
+    let slot = match state.stream_slots.acquire(user.user_id) {
+        Ok(slot) => slot,
+        Err(err) => {
+            claim.release(state).await?;
+            return Err(err);
+        }
+    };
     let (events, receiver) = mpsc::channel(16);
     let work = work(Job::new(state, Some(events.clone())));
     let task_state = state.clone();
@@ -121,7 +135,8 @@ where
             (Some(Ok(_)), Err(err)) | (Some(Err(err)), _) => streaming::failure(&err),
             (None, _) => streaming::error("The server is shutting down; nothing was stored. Retry.", "server_shutdown"),
         };
-        let _ = events.send(last).await;
+        streaming::send_last(&events, last).await;
+        drop(slot);
     });
     Ok(streaming::response(receiver))
 }
@@ -278,7 +293,7 @@ async fn fix_loop(
             None if outcome.report.passed => break,
             None => (outcome.report.error_text(), outcome.report.error_type()),
         };
-        job.stage("fixing", &format!("{attempt}/{max_attempts}: {kind}")).await;
+        job.stage(state, "fixing", &format!("{attempt}/{max_attempts}: {kind}")).await;
         let prompt = code_prompt::fix(&outcome.code, class, kind, &error_text);
         let (answer, model) = match ask(state, job, user_id, prompt).await {
             Ok(answered) => answered,
@@ -289,7 +304,7 @@ async fn fix_loop(
             }
         };
         outcome.models.push(model);
-        job.stage("checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
+        job.stage(state, "checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
         let (code, report) = checked(&answer).await;
         // An answer without code leaves the code so far, and its report, as they were.
         if !code.is_empty() || outcome.code.is_empty() {
@@ -316,9 +331,9 @@ async fn generate_checked(
     max_fix_attempts: u32,
     job: &Job,
 ) -> ApiResult<Outcome> {
-    job.stage("generating", "asking Gemini for a backtesting.py strategy").await;
+    job.stage(state, "generating", "asking Gemini for a backtesting.py strategy").await;
     let (answer, model) = ask(state, job, user_id, prompt).await?;
-    job.stage("checking", "static checks").await;
+    job.stage(state, "checking", "static checks").await;
     let (code, report) = checked(&answer).await;
     let outcome = Outcome { code, report, fixes: Vec::new(), interrupted: None, models: vec![model] };
     Ok(fix_loop(state, user_id, class, outcome, None, max_fix_attempts, job).await)
@@ -472,7 +487,7 @@ async fn generate_endpoint(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(state, claim, stream, move |job| async move {
+    respond(state, user, claim, stream, move |job| async move {
         let state = task_state;
         let outcome = generate_checked(&state, user.user_id, &class, prompt, max_fix_attempts, &job).await?;
         let target = Target { user_id: user.user_id, strategy: strategy.as_ref(), class: &class, source };
@@ -566,7 +581,7 @@ async fn generate_code(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(&state, claim, stream, move |job| async move {
+    respond(&state, user, claim, stream, move |job| async move {
         let state = task_state;
         let parameters = if request.parameters.is_null() { json!({}) } else { request.parameters.clone() };
         let (outcome, generator) = if request.use_gemini {
@@ -643,9 +658,9 @@ async fn fix_errors(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(&state, claim, stream, move |job| async move {
+    respond(&state, user, claim, stream, move |job| async move {
         let state = task_state;
-        job.stage("checking", "static checks of the latest code").await;
+        job.stage(&state, "checking", "static checks of the latest code").await;
         let report = python_checks::check(&latest.code).await;
         let start = Outcome { code: latest.code.clone(), report, fixes: Vec::new(), interrupted: None, models: vec![] };
         let class = latest.strategy_name.clone();

@@ -176,7 +176,8 @@ pub async fn run_validation(state: &AppState, user_id: i64, request: ValidateReq
             state.store.create_strategy_chat(user_id, &id, &title, None).await?
         }
     };
-    let earlier = state.store.strategy_chat_messages(session.id).await?;
+    api_core::turn::check_room(state, session.message_count)?;
+    let earlier = state.store.strategy_chat_messages_page(session.id, CONTEXT_MESSAGES as i64, None).await?;
     let context_used = request.use_context && !earlier.is_empty();
     let input_label = request.input_type.clone().unwrap_or_else(|| "auto".into());
     state
@@ -220,7 +221,7 @@ pub async fn run_validation(state: &AppState, user_id: i64, request: ValidateReq
         body["formatted_response"].as_str().or(body["message"].as_str()).unwrap_or("Strategy validated.").to_string();
     state.store.add_strategy_chat_message(session.id, "assistant", &summary, &body).await?;
     body["session_id"] = json!(session.session_id);
-    body["message_count"] = json!(earlier.len() + 2);
+    body["message_count"] = json!(session.message_count + 2);
     body["context_used"] = json!(context_used);
     Ok(Validation { body, analysis, session, title })
 }
@@ -307,5 +308,7 @@ async fn validate_with_ai(
     user: AuthUser,
     ApiJson(request): ApiJson<ValidateRequest>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(run_validation(&state, user.user_id, request).await?.body))
+    let task_state = state.clone();
+    let work = async move { Ok(run_validation(&task_state, user.user_id, request).await?.body) };
+    Ok(Json(api_core::run_detached(&state, None, work).await?))
 }

@@ -52,3 +52,20 @@ async fn a_user_token_window_and_refunds() {
         assert_eq!(fair.admit("t1", 1_001, LIMITS, "d").await.unwrap(), UserDecision::TooLarge, "{backend}");
     }
 }
+
+/// Users whose minute has passed are forgotten: a flood of distinct users
+/// does not grow the memory limiter for ever.
+#[tokio::test]
+async fn the_memory_limiter_forgets_users_once_their_minute_has_passed() {
+    let clock = key_rotation::clock::ManualClock::new(1_000_000);
+    let fair = MemoryFairUse::new(Arc::new(clock.clone()));
+    let limits = UserLimits { rpm: 10, burst: 10, tpm: 10_000 };
+    for n in 0..1_000 {
+        let decision = fair.admit(&format!("user:{n}"), 10, limits, &format!("e{n}")).await.unwrap();
+        assert!(matches!(decision, UserDecision::Allowed(_)));
+    }
+    assert_eq!(fair.tracked_users(), 1_000);
+    clock.advance(61_000);
+    fair.admit("user:late", 10, limits, "late").await.unwrap();
+    assert_eq!(fair.tracked_users(), 1, "only the user seen this minute is kept");
+}

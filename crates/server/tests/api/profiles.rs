@@ -124,18 +124,16 @@ async fn another_users_profile_is_a_404_for_every_verb() {
 }
 
 #[tokio::test]
-async fn bad_ids_and_pages_are_404s() {
+async fn missing_ids_and_pages_are_404s_and_absurd_pages_400s() {
     let app = spawn_app().await;
     let user = app.register("niklaus").await;
     let token = Some(user.access.as_str());
-    for path in [
-        "/api/auth/profiles/abc/",
-        "/api/auth/profiles/999999/",
-        "/api/auth/profiles/?page=2",
-        "/api/auth/profiles/?page=0",
-        "/api/auth/profiles/?page=x",
-    ] {
+    for path in ["/api/auth/profiles/abc/", "/api/auth/profiles/999999/", "/api/auth/profiles/?page=2"] {
         expect_status(app.get(path, token).await, StatusCode::NOT_FOUND).await;
+    }
+    // No page could have these numbers: the client's mistake.
+    for path in ["/api/auth/profiles/?page=0", "/api/auth/profiles/?page=x"] {
+        expect_status(app.get(path, token).await, StatusCode::BAD_REQUEST).await;
     }
     // Profiles cannot be deleted.
     let response = app.client.delete(app.url("/api/auth/profiles/me/")).bearer_auth(&user.access).send().await.unwrap();

@@ -379,6 +379,13 @@ async fn search(
         Some(TagQuery::List(tags)) => tags,
         Some(TagQuery::Text(text)) => text.split(',').map(str::to_string).collect(),
     };
+    // Each tag is a clause of the query: the same cap as a strategy's own tags.
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::Validation(FieldErrors::single(
+            "tags",
+            format!("Ensure this field has no more than {MAX_TAGS} elements."),
+        )));
+    }
     let filter = StrategyFilter {
         status: given(request.status),
         tags: tags.into_iter().filter_map(|tag| given(Some(tag))).collect(),
