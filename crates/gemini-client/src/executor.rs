@@ -360,7 +360,8 @@ impl Executor {
         let Some(user) = &spec.user else {
             return Ok(None);
         };
-        let entry = format!("u{}-{}", std::process::id(), self.sequence.fetch_add(1, Ordering::Relaxed));
+        // Named by the pool's replica id: entries of another replica must never collide.
+        let entry = format!("u{}-{}", self.pool.replica(), self.sequence.fetch_add(1, Ordering::Relaxed));
         match self.fair_use.admit(user, estimated, self.user_limits, &entry).await? {
             UserDecision::Allowed(ticket) => Ok(Some(ticket)),
             UserDecision::Limited { retry_after } => Err(ExecError::UserLimited { retry_after }),

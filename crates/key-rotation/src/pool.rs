@@ -17,6 +17,7 @@ use crate::limiter::{
 };
 use crate::outcome::{Outcome, QuotaScope};
 use crate::pacific;
+use crate::replicas::ReplicaId;
 
 /// Tunables of the pool's reactions.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct PoolOptions {
     pub zero_limit_ttl: Duration,
     /// The longest wait between probes of one disabled key.
     pub max_probe_backoff: Duration,
+    /// This replica's name in the shared state.
+    pub replica: ReplicaId,
 }
 
 impl Default for PoolOptions {
@@ -41,6 +44,7 @@ impl Default for PoolOptions {
             disable_ttl: Duration::from_secs(7 * 86_400),
             zero_limit_ttl: Duration::from_secs(30 * 86_400),
             max_probe_backoff: Duration::from_secs(3600),
+            replica: ReplicaId::random(),
         }
     }
 }
@@ -182,7 +186,6 @@ pub struct KeyPool {
     stats: Mutex<HashMap<String, KeyStats>>,
     probes: Mutex<HashMap<String, ProbeBackoff>>,
     metrics: PoolMetrics,
-    replica: String,
     sequence: AtomicU64,
 }
 
@@ -331,7 +334,7 @@ impl KeyPool {
     ) -> Self {
         Self {
             snapshot: RwLock::new(Arc::new(Snapshot::new(config))),
-            rotation: AtomicU64::new(u64::from(std::process::id())),
+            rotation: AtomicU64::new(rand::random::<u64>() % 1024),
             limiter,
             events,
             clock,
@@ -339,12 +342,13 @@ impl KeyPool {
             stats: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
             metrics: PoolMetrics::default(),
-            replica: format!(
-                "{:016x}",
-                stable_hash(&[&std::process::id().to_string(), &format!("{:?}", std::time::SystemTime::now())])
-            ),
             sequence: AtomicU64::new(0),
         }
+    }
+
+    /// This replica's name in the shared state.
+    pub fn replica(&self) -> &ReplicaId {
+        &self.options.replica
     }
 
     pub fn config(&self) -> Arc<PoolConfig> {
@@ -454,7 +458,7 @@ impl KeyPool {
                 rotate: window.rotate && config.strategy == Strategy::RoundRobin,
                 window_ms: duration_ms(config.effective_window()),
                 lease_ttl_ms: duration_ms(self.options.lease_ttl),
-                entry_id: format!("{}-{}", self.replica, self.sequence.fetch_add(1, Ordering::Relaxed)),
+                entry_id: format!("{}-{}", self.options.replica, self.sequence.fetch_add(1, Ordering::Relaxed)),
             };
             match self.limiter.admit(&request).await? {
                 Decision::Admitted(ticket) => {

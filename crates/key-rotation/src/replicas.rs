@@ -1,5 +1,6 @@
-//! A heartbeat registry of live replicas in Redis. Its count sizes each
-//! replica's share of the limits while Redis is unreachable.
+//! How a replica names itself, and a heartbeat registry of live replicas in
+//! Redis. The registry's count sizes each replica's share of the limits
+//! while Redis is unreachable.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -26,6 +27,34 @@ return redis.call('ZCARD', KEYS[1])
     )
 });
 
+/// The one name a replica goes by wherever replicas share state: fair-use
+/// entries, throttle events, admission markers, the heartbeat registry.
+/// Random at start, because nothing else is unique: every container of a
+/// compose file is PID 1, and a restarted replica keeps its hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReplicaId(Arc<str>);
+
+impl ReplicaId {
+    pub fn random() -> Self {
+        Self(format!("{:016x}", rand::random::<u64>()).into())
+    }
+
+    /// A chosen name, for tests that play several replicas in one process.
+    pub fn named(name: &str) -> Self {
+        Self(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 pub struct ReplicaRegistry {
     redis: Arc<RedisHandle>,
     key: String,
@@ -36,7 +65,7 @@ pub struct ReplicaRegistry {
 }
 
 impl ReplicaRegistry {
-    pub fn new(redis: Arc<RedisHandle>, prefix: &str, id: &str, ttl: Duration) -> Self {
+    pub fn new(redis: Arc<RedisHandle>, prefix: &str, id: &ReplicaId, ttl: Duration) -> Self {
         Self { redis, key: format!("{prefix}:replicas"), id: id.to_string(), ttl, live: AtomicU32::new(1) }
     }
 

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use redis::Script;
 
 use crate::redis_conn::RedisHandle;
+use crate::replicas::ReplicaId;
 
 /// Refused: the bucket is full until `retry_after` from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,15 +155,11 @@ pub struct RedisThrottle {
     prefix: String,
     fallback: MemoryThrottle,
     sequence: AtomicU64,
-    replica: u64,
+    replica: ReplicaId,
 }
 
 impl RedisThrottle {
-    pub fn new(redis: Arc<RedisHandle>, prefix: &str) -> Self {
-        let replica = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::from(d.subsec_nanos()) ^ u64::from(std::process::id()))
-            .unwrap_or_default();
+    pub fn new(redis: Arc<RedisHandle>, prefix: &str, replica: ReplicaId) -> Self {
         Self {
             redis,
             prefix: prefix.to_string(),
@@ -226,7 +223,7 @@ mod tests {
         if let Some(url) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) {
             let handle = Arc::new(RedisHandle::new(&url, Duration::from_secs(2)).unwrap());
             let prefix = format!("throttle-test-{}", std::process::id());
-            all.push(Box::new(RedisThrottle::new(handle, &prefix)));
+            all.push(Box::new(RedisThrottle::new(handle, &prefix, ReplicaId::random())));
         }
         all
     }

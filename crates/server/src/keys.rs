@@ -92,8 +92,8 @@ pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &st
             failover: None,
         });
     };
-    let replica_id = format!("{}-{}", hostname(), std::process::id());
-    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, &replica_id, REPLICA_TTL));
+    let replica = options.replica.clone();
+    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, &replica, REPLICA_TTL));
     let failover = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle.clone(), prefix), registry.clone()));
     let limiter: Arc<dyn Limiter> = failover.clone();
     let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(handle.clone(), prefix));
@@ -104,7 +104,7 @@ pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &st
         probe: Arc::new(ModelProbe::new(client)),
         pool,
         fair_use,
-        throttle: Arc::new(RedisThrottle::new(handle.clone(), prefix)),
+        throttle: Arc::new(RedisThrottle::new(handle.clone(), prefix, replica)),
         redis: Some(handle),
         registry: Some(registry),
         failover: Some(failover),
@@ -140,12 +140,4 @@ pub fn describe(pool: &PoolConfig) {
         window_secs = pool.window.as_secs_f64(),
         "key pool loaded"
     );
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "replica".to_string())
 }

@@ -26,7 +26,7 @@ use key_rotation::limiter::Limiter;
 use key_rotation::outcome::Outcome;
 use key_rotation::pool::{AdmitResult, AdmitSpec, KeyPool, PoolOptions};
 use key_rotation::redis_conn::RedisHandle;
-use key_rotation::replicas::ReplicaRegistry;
+use key_rotation::replicas::{ReplicaId, ReplicaRegistry};
 use key_rotation::secrets::ApiKeySecret;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,7 +65,8 @@ fn config() -> PoolConfig {
 
 fn pool(url: &str, prefix: &str, id: &str) -> Arc<KeyPool> {
     let handle = Arc::new(RedisHandle::new(url, Duration::from_millis(500)).unwrap());
-    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, id, Duration::from_secs(10)));
+    let registry =
+        Arc::new(ReplicaRegistry::new(handle.clone(), prefix, &ReplicaId::named(id), Duration::from_secs(10)));
     let limiter: Arc<dyn Limiter> = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle, prefix), registry));
     Arc::new(KeyPool::new(
         config(),

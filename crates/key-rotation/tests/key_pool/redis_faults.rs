@@ -12,7 +12,7 @@ use key_rotation::limiter::Limiter;
 use key_rotation::outcome::Outcome;
 use key_rotation::pool::{AdmitResult, AdmitSpec, KeyPool, PoolOptions};
 use key_rotation::redis_conn::RedisHandle;
-use key_rotation::replicas::ReplicaRegistry;
+use key_rotation::replicas::{ReplicaId, ReplicaRegistry};
 use key_rotation::secrets::ApiKeySecret;
 
 use crate::private_redis::PrivateRedis;
@@ -51,7 +51,8 @@ struct Replica {
 
 fn replica(url: &str, prefix: &str, id: &str) -> Replica {
     let handle = Arc::new(RedisHandle::new(url, DEADLINE).unwrap());
-    let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, id, Duration::from_secs(5)));
+    let registry =
+        Arc::new(ReplicaRegistry::new(handle.clone(), prefix, &ReplicaId::named(id), Duration::from_secs(5)));
     let failover = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle, prefix), registry.clone()));
     let limiter: Arc<dyn Limiter> = failover.clone();
     let pool = Arc::new(KeyPool::new(

@@ -19,6 +19,7 @@ mod hostile_code;
 mod http;
 mod ownership;
 mod profiles;
+mod replicas;
 mod sessions;
 mod strategies;
 mod strategy_chat;
