@@ -170,9 +170,16 @@ impl ApiError {
             ApiError::Timeout => "request_timeout",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::Busy { .. } => "busy",
-            ApiError::Ai(err) => ai_code(err),
+            ApiError::Ai(err) => err.code(),
             ApiError::Internal(_) => "internal_error",
         }
+    }
+
+    /// The error's message as the client sees it, for answers that carry
+    /// a failure inside a success (an interrupted fix loop, say).
+    pub fn public_message(&self) -> String {
+        let body = self.body();
+        body["error"].as_str().or(body["detail"].as_str()).unwrap_or(self.code()).to_string()
     }
 
     pub(crate) fn body(&self) -> Value {
@@ -227,8 +234,8 @@ impl ApiError {
             ApiError::Unavailable(message) => json!({ "error": message, "code": code }),
             ApiError::Busy { .. } => json!({ "error": "The server is busy; try again shortly", "code": code }),
             ApiError::Ai(err) => {
-                // The error's text names keys by id only; secrets never reach it.
-                let mut body = json!({ "error": ai_message(err), "details": err.to_string(), "code": code });
+                // The upstream's own text is logged, never answered.
+                let mut body = json!({ "error": err.public_message(), "details": code, "code": code });
                 if let Some(retry_after) = err.retry_after() {
                     body["retry_after"] = json!(retry_after_secs(retry_after));
                 }
@@ -236,38 +243,6 @@ impl ApiError {
             }
             ApiError::Internal(_) => json!({ "error": "Internal server error", "code": code }),
         }
-    }
-}
-
-fn ai_code(err: &gemini_client::ExecError) -> &'static str {
-    use gemini_client::ExecError as E;
-    match err {
-        E::NoKeys => "no_api_keys",
-        E::NoKeyForModel(_) => "model_not_available",
-        E::TooLarge { .. } => "request_too_large",
-        E::UserLimited { .. } => "user_rate_limited",
-        E::PoolFull { .. } => "ai_capacity_exhausted",
-        E::Unusable => "no_usable_keys",
-        E::DeadlineExceeded => "ai_deadline_exceeded",
-        E::Rejected(_) => "ai_request_rejected",
-        E::Upstream { .. } => "ai_upstream_error",
-        E::Backend(_) => "quota_backend_unavailable",
-    }
-}
-
-fn ai_message(err: &gemini_client::ExecError) -> &'static str {
-    use gemini_client::ExecError as E;
-    match err {
-        E::NoKeys => "no API keys configured",
-        E::NoKeyForModel(_) => "No configured key serves this model",
-        E::TooLarge { .. } => "The request is larger than any key's token limit",
-        E::UserLimited { .. } => "You are sending AI requests too fast",
-        E::PoolFull { .. } => "Every API key is at its rate limit",
-        E::Unusable => "Every API key that could serve this request is disabled",
-        E::DeadlineExceeded => "The AI call did not finish in time",
-        E::Rejected(_) => "The AI model refused this request",
-        E::Upstream { .. } => "The AI service failed",
-        E::Backend(_) => "Quota state is unavailable",
     }
 }
 

@@ -89,7 +89,9 @@ impl<C: Conversation> PendingTurn<C> {
     /// Marks the user's message failed with the cause; the error is what
     /// the client is answered.
     pub async fn failed(&self, store: &Store, err: ExecError) -> ApiError {
-        let metadata = json!({ "status": "failed", "error": err.to_string() });
+        // Clients read the stored message: the public text, not upstream's.
+        tracing::info!(error = %err, "a chat turn failed");
+        let metadata = json!({ "status": "failed", "error": err.public_message(), "code": err.code() });
         match self.conversation.finish(store, self.user_message, &metadata, 0).await {
             Ok(()) => ApiError::Ai(err),
             Err(store_err) => store_err.into(),

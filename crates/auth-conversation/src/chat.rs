@@ -237,7 +237,7 @@ enum StreamEnd {
     ClientStalled,
     ShuttingDown,
     IdleTimeout,
-    UpstreamFailed(String),
+    UpstreamFailed,
 }
 
 impl StreamEnd {
@@ -248,7 +248,7 @@ impl StreamEnd {
             StreamEnd::ClientStalled => "client_stalled",
             StreamEnd::ShuttingDown => "server_shutdown",
             StreamEnd::IdleTimeout => "stream_idle_timeout",
-            StreamEnd::UpstreamFailed(_) => "upstream_error",
+            StreamEnd::UpstreamFailed => "upstream_error",
         }
     }
 
@@ -259,9 +259,7 @@ impl StreamEnd {
             StreamEnd::ClientStalled => "The client stopped reading; the partial reply was saved.".to_string(),
             StreamEnd::ShuttingDown => "The server is shutting down; the partial reply was saved.".to_string(),
             StreamEnd::IdleTimeout => "Gemini stopped sending; the partial reply was saved.".to_string(),
-            StreamEnd::UpstreamFailed(error) => {
-                format!("Gemini failed mid-answer ({error}); the partial reply was saved.")
-            }
+            StreamEnd::UpstreamFailed => "Gemini failed mid-answer; the partial reply was saved.".to_string(),
         };
         Some(streaming::error(&message, self.reason()))
     }
@@ -286,7 +284,10 @@ async fn relay(
         match next {
             Err(_) => break StreamEnd::IdleTimeout,
             Ok(None) => break StreamEnd::Finished,
-            Ok(Some(Err(err))) => break StreamEnd::UpstreamFailed(err.to_string()),
+            Ok(Some(Err(err))) => {
+                tracing::info!(error = %err, "the upstream stream failed mid-answer");
+                break StreamEnd::UpstreamFailed;
+            }
             Ok(Some(Ok(chunk))) => {
                 let piece = reply.absorb(&chunk);
                 if piece.is_empty() {
@@ -306,9 +307,6 @@ async fn relay(
     drop(upstream);
     let metadata = match &end {
         StreamEnd::Finished => json!({ "status": "ok", "model": model }),
-        StreamEnd::UpstreamFailed(error) => {
-            json!({ "status": "incomplete", "reason": end.reason(), "error": error, "model": model })
-        }
         other => json!({ "status": "incomplete", "reason": other.reason(), "model": model }),
     };
     let recorded = turn.pending.record(&state.store, &reply, &metadata).await.map(|()| turn.body(&reply));

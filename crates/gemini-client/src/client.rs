@@ -12,12 +12,15 @@ use crate::classify::{check_answer, classify_error, GeminiError};
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 pub const DEFAULT_VERSION: &str = "v1beta";
+/// The total timeout of a unary exchange unless set otherwise.
+pub const DEFAULT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct GeminiClient {
     http: reqwest::Client,
     base_url: String,
     version: String,
+    exchange_timeout: Duration,
 }
 
 /// A streamed answer: whole `GenerateContentResponse` chunks, each with
@@ -49,8 +52,11 @@ fn transport_error(err: &reqwest::Error) -> GeminiError {
 }
 
 impl GeminiClient {
-    /// `timeout` bounds one HTTP exchange (streams: until the first chunk);
-    /// the executor's deadline bounds the whole call.
+    /// `connect_timeout` bounds opening a connection. Every unary exchange
+    /// (generate, countTokens, a model's GET) also has a total timeout,
+    /// [`DEFAULT_EXCHANGE_TIMEOUT`] unless set: no hung upstream can hold a
+    /// caller for ever. Streams are bounded by their callers instead (the
+    /// executor's deadline until the first chunk, then the idle timeout).
     pub fn new(base_url: &str, version: &str, connect_timeout: Duration) -> Result<Self, GeminiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -58,7 +64,19 @@ impl GeminiClient {
             .user_agent(concat!("algoagent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| GeminiError::NotSent(err.to_string()))?;
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_string(), version: version.to_string() })
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            version: version.to_string(),
+            exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
+        })
+    }
+
+    /// Sets the total timeout of every unary exchange.
+    #[must_use]
+    pub fn with_exchange_timeout(mut self, timeout: Duration) -> Self {
+        self.exchange_timeout = timeout;
+        self
     }
 
     fn url(&self, model: &str, method: Option<&str>) -> String {
@@ -90,7 +108,8 @@ impl GeminiClient {
     /// `models/{m}:generateContent`. The body is passed through unchanged;
     /// an answer with no content (blocked, SAFETY, empty) is an error.
     pub async fn generate(&self, key: &ApiKeySecret, model: &str, body: &Value) -> Result<Value, GeminiError> {
-        let response = self.send(self.http.post(self.url(model, Some("generateContent"))).json(body), key).await?;
+        let request = self.http.post(self.url(model, Some("generateContent"))).timeout(self.exchange_timeout);
+        let response = self.send(request.json(body), key).await?;
         let answer = Self::json_or_error(response, model).await?;
         check_answer(&answer)?;
         Ok(answer)
@@ -98,14 +117,15 @@ impl GeminiClient {
 
     /// `models/{m}:countTokens`.
     pub async fn count_tokens(&self, key: &ApiKeySecret, model: &str, body: &Value) -> Result<u64, GeminiError> {
-        let response = self.send(self.http.post(self.url(model, Some("countTokens"))).json(body), key).await?;
+        let request = self.http.post(self.url(model, Some("countTokens"))).timeout(self.exchange_timeout);
+        let response = self.send(request.json(body), key).await?;
         let answer = Self::json_or_error(response, model).await?;
         answer["totalTokens"].as_u64().ok_or_else(|| GeminiError::Malformed("no totalTokens".into()))
     }
 
     /// `GET models/{m}`: checks a key without spending generation quota.
     pub async fn get_model(&self, key: &ApiKeySecret, model: &str) -> Result<Value, GeminiError> {
-        let response = self.send(self.http.get(self.url(model, None)), key).await?;
+        let response = self.send(self.http.get(self.url(model, None)).timeout(self.exchange_timeout), key).await?;
         Self::json_or_error(response, model).await
     }
 

@@ -114,6 +114,39 @@ impl ExecError {
         }
     }
 
+    /// The stable machine-readable code clients may switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecError::NoKeys => "no_api_keys",
+            ExecError::NoKeyForModel(_) => "model_not_available",
+            ExecError::TooLarge { .. } => "request_too_large",
+            ExecError::UserLimited { .. } => "user_rate_limited",
+            ExecError::PoolFull { .. } => "ai_capacity_exhausted",
+            ExecError::Unusable => "no_usable_keys",
+            ExecError::DeadlineExceeded => "ai_deadline_exceeded",
+            ExecError::Rejected(_) => "ai_request_rejected",
+            ExecError::Upstream { .. } => "ai_upstream_error",
+            ExecError::Backend(_) => "quota_backend_unavailable",
+        }
+    }
+
+    /// What a client is told. Never the upstream's own text, which can
+    /// carry URLs and internals; that goes to the log (`Display`).
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ExecError::NoKeys => "no API keys configured",
+            ExecError::NoKeyForModel(_) => "No configured key serves this model",
+            ExecError::TooLarge { .. } => "The request is larger than any key's token limit",
+            ExecError::UserLimited { .. } => "You are sending AI requests too fast",
+            ExecError::PoolFull { .. } => "Every API key is at its rate limit",
+            ExecError::Unusable => "Every API key that could serve this request is disabled",
+            ExecError::DeadlineExceeded => "The AI call did not finish in time",
+            ExecError::Rejected(_) => "The AI model refused this request",
+            ExecError::Upstream { .. } => "The AI service failed",
+            ExecError::Backend(_) => "Quota state is unavailable",
+        }
+    }
+
     /// For `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -116,6 +116,18 @@ pub struct KeyStats {
     pub last_outcome: Option<&'static str>,
 }
 
+/// How many keys the pool has and how many could take a call now: what the
+/// public health endpoints say of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Availability {
+    pub configured: usize,
+    pub available: usize,
+}
+
+/// How long a replica reuses its [`Availability`]: reading it costs two
+/// limiter calls per key, and anyone may ask.
+pub const AVAILABILITY_TTL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyHealth {
     pub key_id: String,
@@ -187,6 +199,9 @@ pub struct KeyPool {
     probes: Mutex<HashMap<String, ProbeBackoff>>,
     metrics: PoolMetrics,
     sequence: AtomicU64,
+    /// The last [`Availability`] read and when (ms); the lock makes
+    /// concurrent readers wait for one read rather than each making their own.
+    availability: tokio::sync::Mutex<Option<(u64, Availability)>>,
 }
 
 /// FNV-1a: a hash every replica computes identically, so a user's sticky key
@@ -343,6 +358,7 @@ impl KeyPool {
             probes: Mutex::new(HashMap::new()),
             metrics: PoolMetrics::default(),
             sequence: AtomicU64::new(0),
+            availability: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -684,6 +700,23 @@ impl KeyPool {
             });
         }
         Ok(out)
+    }
+
+    /// The pool's [`Availability`], read at most once per
+    /// [`AVAILABILITY_TTL`] however often it is asked for.
+    pub async fn availability(&self) -> Result<Availability, LimiterError> {
+        let mut cached = self.availability.lock().await;
+        let now = self.clock.now_ms();
+        if let Some((at, availability)) = *cached {
+            if now.saturating_sub(at) < duration_ms(AVAILABILITY_TTL) {
+                return Ok(availability);
+            }
+        }
+        let keys = self.health().await?;
+        let availability =
+            Availability { configured: keys.len(), available: keys.iter().filter(|k| k.state == "available").count() };
+        *cached = Some((now, availability));
+        Ok(availability)
     }
 
     /// Use and remaining room of every (project, model) bucket.

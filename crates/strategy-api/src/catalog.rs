@@ -17,11 +17,8 @@ pub fn routes() -> Router<AppState> {
 /// The service and its AI capacity: how many keys could take a call now.
 /// Key ids and secrets stay on the admin dashboard.
 async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let (configured, available, ai) = match state.pool.health().await {
-        Ok(keys) => {
-            let available = keys.iter().filter(|key| key.state == "available").count();
-            (keys.len(), available, if available > 0 { "available" } else { "unavailable" })
-        }
+    let (configured, available, ai) = match state.pool.availability().await {
+        Ok(pool) => (pool.configured, pool.available, if pool.available > 0 { "available" } else { "unavailable" }),
         Err(_) => (0, 0, "unknown"),
     };
     Ok(Json(json!({

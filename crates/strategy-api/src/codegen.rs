@@ -299,7 +299,7 @@ async fn fix_loop(
             Ok(answered) => answered,
             Err(err) => {
                 tracing::info!(error = %err, attempt, "the fixer's call failed; keeping the code so far");
-                outcome.interrupted = Some(err.to_string());
+                outcome.interrupted = Some(err.public_message());
                 break;
             }
         };

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use gemini_client::chat::parse_answer;
-use gemini_client::{CallSpec, ChatRequest, GenerationConfig, Message, Role};
+use gemini_client::{CallSpec, ChatRequest, ExecError, GenerationConfig, Message, Role};
 use key_rotation::config::Workload;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -147,8 +147,14 @@ async fn formatted_response(
         },
     };
     let spec = CallSpec::for_user(format!("user:{user_id}"), Workload::Light, request.to_body());
-    let completed = state.gemini.generate(&spec).await.map_err(|err| err.to_string())?;
-    let answer = parse_answer(&completed.body).map_err(|err| err.to_string())?;
+    let completed = state.gemini.generate(&spec).await.map_err(|err| {
+        tracing::info!(error = %err, "formatting by Gemini failed");
+        err.public_message().to_string()
+    })?;
+    let answer = parse_answer(&completed.body).map_err(|err| {
+        tracing::info!(error = %err, "formatting by Gemini was refused");
+        ExecError::Rejected(err).public_message().to_string()
+    })?;
     let parsed: Value =
         serde_json::from_str(&answer.text).map_err(|_| "Gemini's answer was not the JSON asked for".to_string())?;
     parsed["formatted_response"]

@@ -161,3 +161,43 @@ async fn a_stream_yields_whole_chunks_and_fails_before_the_first_with_a_real_err
     let tail = stream.next().await.expect("an error, not a silent end");
     assert!(tail.is_err());
 }
+
+/// An upstream that accepts the connection and never answers.
+async fn hung_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (format!("http://{addr}"), holder)
+}
+
+/// The review's finding: one hung `GET models/{m}` stopped all re-probing.
+/// Every upstream call has a total timeout, the probe included.
+#[tokio::test]
+async fn a_hung_upstream_times_out_every_call_and_the_probe_is_inconclusive() {
+    use gemini_client::probe::ModelProbe;
+    use key_rotation::pool::{KeyProbe, ProbeResult};
+
+    let (base, _holder) = hung_upstream().await;
+    let client = GeminiClient::new(&base, "v1beta", Duration::from_secs(1))
+        .unwrap()
+        .with_exchange_timeout(Duration::from_millis(300));
+    let error = client.get_model(&good(), FLASH).await.unwrap_err();
+    assert_eq!(error.outcome(), Outcome::TimedOut, "{error:?}");
+    let error = client.count_tokens(&good(), FLASH, &ask("x")).await.unwrap_err();
+    assert_eq!(error.outcome(), Outcome::TimedOut, "{error:?}");
+
+    let patient = GeminiClient::new(&base, "v1beta", Duration::from_secs(1)).unwrap();
+    let probe = ModelProbe::new(patient).with_timeout(Duration::from_millis(300));
+    let pool = key_rotation::config::parse_pool(
+        r#"{"keys": [{"key_id": "k", "model_name": "gemini-2.5-flash", "provider": "gemini", "rpm": 5, "tpm": 1000}]}"#,
+        &key_rotation::secrets::EnvSecrets::new([("GEMINI_KEY_K".to_string(), "good-secret-1234".to_string())])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(probe.probe(&pool.keys[0]).await, ProbeResult::Inconclusive);
+}

@@ -357,3 +357,110 @@ async fn priority_walks_past_a_full_first_window() {
         full(&pool, &light()).await;
     }
 }
+
+/// A limiter that counts the reads health makes, over the memory limiter.
+struct CountingLimiter {
+    inner: key_rotation::limiter::memory::MemoryLimiter,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Limiter for CountingLimiter {
+    async fn admit(
+        &self,
+        request: &key_rotation::limiter::AdmitRequest,
+    ) -> Result<key_rotation::limiter::Decision, key_rotation::limiter::LimiterError> {
+        self.inner.admit(request).await
+    }
+    async fn reconcile(
+        &self,
+        ticket: &key_rotation::limiter::Ticket,
+        actual_tokens: u64,
+        window_ms: u64,
+    ) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.reconcile(ticket, actual_tokens, window_ms).await
+    }
+    async fn release(&self, ticket: &key_rotation::limiter::Ticket) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.release(ticket).await
+    }
+    async fn refund(&self, ticket: &key_rotation::limiter::Ticket) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.refund(ticket).await
+    }
+    async fn cool_down(
+        &self,
+        model: &str,
+        project: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.cool_down(model, project, duration_ms, reason).await
+    }
+    async fn disable(
+        &self,
+        model: &str,
+        key_id: &str,
+        duration_ms: u64,
+        reason: &str,
+    ) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.disable(model, key_id, duration_ms, reason).await
+    }
+    async fn enable(&self, model: &str, key_id: &str) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.enable(model, key_id).await
+    }
+    async fn clear_cooldown(&self, model: &str, project: &str) -> Result<(), key_rotation::limiter::LimiterError> {
+        self.inner.clear_cooldown(model, project).await
+    }
+    async fn usage(
+        &self,
+        model: &str,
+        project: &str,
+        window_ms: u64,
+    ) -> Result<key_rotation::limiter::BucketUsage, key_rotation::limiter::LimiterError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.usage(model, project, window_ms).await
+    }
+    async fn disabled(
+        &self,
+        model: &str,
+        key_id: &str,
+    ) -> Result<Option<key_rotation::limiter::Restriction>, key_rotation::limiter::LimiterError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.disabled(model, key_id).await
+    }
+    async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, key_rotation::limiter::LimiterError> {
+        self.inner.try_lock(name, ttl_ms).await
+    }
+}
+
+/// The review's finding: `api/health`, open to anyone, read the limiter
+/// twice per key on every call. Its availability is read at most once per
+/// five seconds, however many ask at once.
+#[tokio::test]
+async fn availability_is_read_once_per_interval_however_often_it_is_asked() {
+    let clock = key_rotation::clock::ManualClock::new(1_000_000);
+    let limiter = Arc::new(CountingLimiter {
+        inner: key_rotation::limiter::memory::MemoryLimiter::new(Arc::new(clock.clone())),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let keys = (0..8).map(|n| key(&format!("k{n}"), "gemini-2.5-flash", &format!("p{n}"), 10, 0)).collect();
+    let pool = Arc::new(KeyPool::new(
+        config(keys, Strategy::Priority),
+        limiter.clone(),
+        Arc::new(MemoryEventLog::default()),
+        Arc::new(clock.clone()),
+        PoolOptions::default(),
+    ));
+    let asks = (0..50).map(|_| {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.availability().await.unwrap() })
+    });
+    for ask in asks.collect::<Vec<_>>() {
+        let availability = ask.await.unwrap();
+        assert_eq!((availability.configured, availability.available), (8, 8));
+    }
+    let reads = limiter.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reads, 16, "one read of every key for fifty askers");
+    clock.advance(5_001);
+    pool.availability().await.unwrap();
+    assert_eq!(limiter.reads.load(std::sync::atomic::Ordering::SeqCst), 32, "read again once stale");
+}

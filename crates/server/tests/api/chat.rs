@@ -252,3 +252,39 @@ async fn a_full_session_refuses_more_messages_with_a_clear_400_and_loses_nothing
     // A new session is open to the same user.
     expect_status(app.post(CHAT, token, &json!({"message": "three"})).await, StatusCode::OK).await;
 }
+
+/// The review's finding: `details` carried upstream error text and URLs.
+/// Clients get the stable code; the text goes to the log.
+#[tokio::test]
+async fn upstream_error_text_and_urls_never_reach_the_client() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("shielded").await;
+    let token = Some(user.access.as_str());
+    sim.sim.script(std::iter::repeat_n(gemini_sim::Scripted::Internal, 4));
+    let response = app.post(CHAT, token, &json!({"message": "Are you there?"})).await;
+    let text = response.text().await.unwrap();
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["code"], "ai_upstream_error");
+    assert_eq!(error["details"], "ai_upstream_error", "{error}");
+    for leak in ["internal error has occurred", "developers.generativeai", &sim.base_url()] {
+        assert!(!text.contains(leak), "{leak:?} reached the client: {text}");
+    }
+    let sessions = expect_status(app.get("/api/auth/chat-sessions/", token).await, StatusCode::OK).await;
+    let id = sessions["results"][0]["id"].as_i64().unwrap();
+    let detail = app.get(&format!("/api/auth/chat-sessions/{id}/"), token).await.text().await.unwrap();
+    assert!(detail.contains("\"status\":\"failed\""), "{detail}");
+    assert!(!detail.contains("internal error has occurred"), "the stored failure is shown to clients too: {detail}");
+
+    // A host that refuses connections: the client error names the URL.
+    let nowhere = crate::helpers::spawn_app_with(&[
+        ("GEMINI_BASE_URL", "http://127.0.0.1:1"),
+        ("GEMINI_API_KEY", crate::helpers::SIM_KEY),
+        ("KEYS_FILE", "/nonexistent/keys.json"),
+        ("AI_DEADLINE_SECS", "2"),
+    ])
+    .await;
+    let user = nowhere.register("stranded").await;
+    let text = nowhere.post(CHAT, Some(&user.access), &json!({"message": "hello?"})).await.text().await.unwrap();
+    assert!(!text.contains("127.0.0.1:1"), "the upstream URL reached the client: {text}");
+}
