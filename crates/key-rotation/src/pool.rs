@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::{KeySpec, PoolConfig, Strategy, Workload};
 use crate::events::{EventLog, RotationEvent};
 use crate::limiter::{
-    AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Pick, Ticket, MAX_CANDIDATES,
+    AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, Pick, Ticket, MAX_CANDIDATES,
 };
 use crate::outcome::{Outcome, QuotaScope};
 use crate::pacific;
@@ -585,7 +585,12 @@ impl KeyPool {
                     Outcome::KeyBlocked => "key blocked for this API (API_KEY_SERVICE_BLOCKED)",
                     _ => "key invalid (API_KEY_INVALID)",
                 };
-                self.limiter.disable(&key.model, &key.key_id, duration_ms(self.options.disable_ttl), reason).await?;
+                // A leak is for good: only an operator brings the key back.
+                let lasting = match outcome {
+                    Outcome::KeyLeaked => Lasting::UntilOperator,
+                    _ => Lasting::Ms(duration_ms(self.options.disable_ttl)),
+                };
+                self.limiter.disable(&key.model, &key.key_id, lasting, reason).await?;
                 self.record("disabled", Some(key), reason.to_string()).await;
             }
             Outcome::ProjectDisabled => {
@@ -593,7 +598,12 @@ impl KeyPool {
                 let reason = "project's API is disabled (SERVICE_DISABLED)";
                 for other in self.config().keys.iter().filter(|k| k.project == key.project) {
                     self.limiter
-                        .disable(&other.model, &other.key_id, duration_ms(self.options.disable_ttl), reason)
+                        .disable(
+                            &other.model,
+                            &other.key_id,
+                            Lasting::Ms(duration_ms(self.options.disable_ttl)),
+                            reason,
+                        )
                         .await?;
                     self.record("disabled", Some(other), reason.to_string()).await;
                 }
@@ -629,7 +639,7 @@ impl KeyPool {
                 self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
                 continue;
             };
-            if restriction.reason == LEAKED {
+            if restriction.needs_operator {
                 continue;
             }
             let backoff = self
@@ -661,9 +671,7 @@ impl KeyPool {
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(key.key_id.clone(), ProbeBackoff { next_at_ms: now + delay, failures });
                     if let ProbeResult::Dead(Outcome::KeyLeaked) = result {
-                        self.limiter
-                            .disable(&key.model, &key.key_id, duration_ms(self.options.disable_ttl), LEAKED)
-                            .await?;
+                        self.limiter.disable(&key.model, &key.key_id, Lasting::UntilOperator, LEAKED).await?;
                         self.record("disabled", Some(key), LEAKED.into()).await;
                     }
                 }

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 
 use super::memory::MemoryLimiter;
 use super::redis::RedisLimiter;
-use super::{AdmitRequest, BucketUsage, Candidate, Decision, Limiter, LimiterError, Restriction, Ticket};
+use super::{AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, Restriction, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::config::BucketLimits;
 use crate::replicas::ReplicaRegistry;
@@ -414,10 +414,10 @@ impl Limiter for FailoverLimiter {
         .await
     }
 
-    async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
+    async fn disable(&self, model: &str, key_id: &str, lasting: Lasting, reason: &str) -> Result<(), LimiterError> {
         self.both(
-            self.local.disable(model, key_id, duration_ms, reason),
-            self.redis.disable(model, key_id, duration_ms, reason),
+            self.local.disable(model, key_id, lasting, reason),
+            self.redis.disable(model, key_id, lasting, reason),
         )
         .await
     }

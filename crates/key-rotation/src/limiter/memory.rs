@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 
 use super::{
-    gcra, pacing_interval_ms, remaining_fraction, AdmitRequest, BucketUsage, Candidate, Decision, Limiter,
+    gcra, pacing_interval_ms, remaining_fraction, AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter,
     LimiterError, Pick, Restriction, Ticket, Window,
 };
 use crate::clock::{Clock, SystemClock};
@@ -244,14 +244,17 @@ impl Limiter for MemoryLimiter {
         let mut state = self.lock();
         let current = state.cooldowns.get(&bucket_key(model, project)).map_or(0, |r| r.until_ms);
         if until_ms > current {
-            state.cooldowns.insert(bucket_key(model, project), Restriction { until_ms, reason: reason.to_string() });
+            state.cooldowns.insert(bucket_key(model, project), Restriction::timed(until_ms, reason));
         }
         Ok(())
     }
 
-    async fn disable(&self, _model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
-        let until_ms = self.clock.now_ms() + duration_ms;
-        self.lock().disabled.insert(key_id.to_string(), Restriction { until_ms, reason: reason.to_string() });
+    async fn disable(&self, _model: &str, key_id: &str, lasting: Lasting, reason: &str) -> Result<(), LimiterError> {
+        let restriction = match lasting {
+            Lasting::Ms(duration_ms) => Restriction::timed(self.clock.now_ms() + duration_ms, reason),
+            Lasting::UntilOperator => Restriction::until_operator(reason),
+        };
+        self.lock().disabled.insert(key_id.to_string(), restriction);
         Ok(())
     }
 

@@ -110,8 +110,31 @@ pub struct BucketUsage {
 /// A cooldown or a disable: until when (ms since the epoch) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restriction {
+    /// `u64::MAX` when it lasts until an operator lifts it.
     pub until_ms: u64,
     pub reason: String,
+    /// Only an operator lifts it (a leaked key): no timer, no probe.
+    pub needs_operator: bool,
+}
+
+impl Restriction {
+    pub fn timed(until_ms: u64, reason: &str) -> Self {
+        Self { until_ms, reason: reason.to_string(), needs_operator: false }
+    }
+
+    pub fn until_operator(reason: &str) -> Self {
+        Self { until_ms: u64::MAX, reason: reason.to_string(), needs_operator: true }
+    }
+}
+
+/// How long a disable lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lasting {
+    /// This many milliseconds; a probe may lift it sooner.
+    Ms(u64),
+    /// Until an operator lifts it.
+    UntilOperator,
 }
 
 #[async_trait]
@@ -130,7 +153,7 @@ pub trait Limiter: Send + Sync {
     /// Cools the (project, model) bucket for `duration_ms`; never shortens one.
     async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError>;
 
-    async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError>;
+    async fn disable(&self, model: &str, key_id: &str, lasting: Lasting, reason: &str) -> Result<(), LimiterError>;
 
     /// Lifts a key's disable.
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), LimiterError>;

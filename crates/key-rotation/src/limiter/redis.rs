@@ -12,7 +12,10 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{AdmitRequest, BucketUsage, Decision, Limiter, LimiterError, Pick, Restriction, Ticket};
+use super::{AdmitRequest, BucketUsage, Decision, Lasting, Limiter, LimiterError, Pick, Restriction, Ticket};
+
+/// What `restrict.lua` answers for the end of a disable only an operator lifts.
+const UNTIL_OPERATOR: i64 = -1;
 use crate::pacific;
 use crate::redis_conn::{RedisError, RedisHandle};
 
@@ -106,7 +109,7 @@ const WITHDRAW_AFTER_MS: [u64; 3] = [50, 250, 1_000];
 pub enum RestrictionChange {
     CoolDown { model: String, project: String, duration_ms: u64, reason: String },
     ClearCooldown { model: String, project: String },
-    Disable { model: String, key_id: String, duration_ms: u64, reason: String },
+    Disable { model: String, key_id: String, lasting: Lasting, reason: String },
     Enable { model: String, key_id: String },
 }
 
@@ -118,8 +121,8 @@ impl RestrictionChange {
                 local.cool_down(model, project, *duration_ms, reason).await
             }
             RestrictionChange::ClearCooldown { model, project } => local.clear_cooldown(model, project).await,
-            RestrictionChange::Disable { model, key_id, duration_ms, reason } => {
-                local.disable(model, key_id, *duration_ms, reason).await
+            RestrictionChange::Disable { model, key_id, lasting, reason } => {
+                local.disable(model, key_id, *lasting, reason).await
             }
             RestrictionChange::Enable { model, key_id } => local.enable(model, key_id).await,
         }
@@ -265,7 +268,7 @@ impl RedisLimiter {
         Ok(())
     }
 
-    async fn restrict(&self, key: String, args: &[&str]) -> Result<(u64, String, u64), LimiterError> {
+    async fn restrict(&self, key: String, args: &[&str]) -> Result<(i64, String, u64), LimiterError> {
         let mut invocation = RESTRICT.prepare_invoke();
         invocation.key(key);
         for arg in args {
@@ -376,13 +379,17 @@ impl Limiter for RedisLimiter {
         Ok(())
     }
 
-    async fn disable(&self, model: &str, key_id: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {
-        let duration = duration_ms.max(1).to_string();
+    async fn disable(&self, model: &str, key_id: &str, lasting: Lasting, reason: &str) -> Result<(), LimiterError> {
+        // "op" marks a disable only an operator lifts; it is kept without expiry.
+        let duration = match lasting {
+            Lasting::Ms(duration_ms) => duration_ms.max(1).to_string(),
+            Lasting::UntilOperator => "op".to_string(),
+        };
         self.restrict(self.names.disabled_keys(model), &["disable", key_id, &duration, reason]).await?;
         self.announce(&RestrictionChange::Disable {
             model: model.into(),
             key_id: key_id.into(),
-            duration_ms,
+            lasting,
             reason: reason.into(),
         })
         .await;
@@ -417,13 +424,19 @@ impl Limiter for RedisLimiter {
             requests_in_window: requests,
             tokens_in_window: tokens,
             requests_today: today,
-            cooldown: (cool_until > now_ms).then_some(Restriction { until_ms: cool_until, reason }),
+            cooldown: (cool_until > now_ms).then(|| Restriction::timed(cool_until, &reason)),
         })
     }
 
     async fn disabled(&self, model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError> {
         let (until_ms, reason, now_ms) = self.restrict(self.names.disabled_keys(model), &["disabled", key_id]).await?;
-        Ok((until_ms > now_ms).then_some(Restriction { until_ms, reason }))
+        Ok(match until_ms {
+            UNTIL_OPERATOR => Some(Restriction::until_operator(&reason)),
+            until_ms => {
+                let until_ms = u64::try_from(until_ms).unwrap_or(0);
+                (until_ms > now_ms).then(|| Restriction::timed(until_ms, &reason))
+            }
+        })
     }
 
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError> {

@@ -32,9 +32,11 @@ local function expire_at_least(key, at_ms, now)
   if ttl < 0 or now + ttl < at_ms then redis.call('PEXPIREAT', key, at_ms) end
 end
 
--- A disable is "<until ms>|<reason>" in the model's hash of disabled keys.
+-- A disable is "<until ms>|<reason>" in the model's hash of disabled keys,
+-- or "op|<reason>" when only an operator lifts it.
 local function disabled_until(off, key_id)
   local value = redis.call('HGET', off, key_id)
   if not value then return 0 end
+  if string.sub(value, 1, 3) == 'op|' then return 9007199254740991 end
   return tonumber(string.match(value, '^(%d+)|')) or 0
 end

@@ -125,7 +125,10 @@ async fn a_cooldown_refuses_its_bucket_and_never_shrinks() {
 async fn a_disabled_key_is_never_chosen_until_enabled() {
     for (backend, limiter) in backends().await {
         let template = request(vec![candidate("dead", "p", limits(100, 100_000))], 1);
-        limiter.disable("gemini-test", "dead", 60_000, "API_KEY_INVALID").await.unwrap();
+        limiter
+            .disable("gemini-test", "dead", key_rotation::limiter::Lasting::Ms(60_000), "API_KEY_INVALID")
+            .await
+            .unwrap();
         assert_eq!(refused(admit(&*limiter, &template).await, backend), None, "{backend}");
         let restriction = limiter.disabled("gemini-test", "dead").await.unwrap().unwrap();
         assert_eq!(restriction.reason, "API_KEY_INVALID");

@@ -399,10 +399,10 @@ impl Limiter for CountingLimiter {
         &self,
         model: &str,
         key_id: &str,
-        duration_ms: u64,
+        lasting: key_rotation::limiter::Lasting,
         reason: &str,
     ) -> Result<(), key_rotation::limiter::LimiterError> {
-        self.inner.disable(model, key_id, duration_ms, reason).await
+        self.inner.disable(model, key_id, lasting, reason).await
     }
     async fn enable(&self, model: &str, key_id: &str) -> Result<(), key_rotation::limiter::LimiterError> {
         self.inner.enable(model, key_id).await
@@ -463,4 +463,40 @@ async fn availability_is_read_once_per_interval_however_often_it_is_asked() {
     clock.advance(5_001);
     pool.availability().await.unwrap();
     assert_eq!(limiter.reads.load(std::sync::atomic::Ordering::SeqCst), 32, "read again once stale");
+}
+
+/// The review's finding: a leaked key came back when its 7-day disable
+/// expired, and the probe skipped it by matching the reason's text. A leak
+/// is a typed, untimed disable that only an operator lifts.
+#[tokio::test]
+async fn a_leaked_key_stays_off_until_an_operator_re_enables_it() {
+    for (backend, limiter) in backends().await {
+        let keys = vec![key("dead", FLASH, "pd", 10, 0), key("leaked", FLASH, "pl", 10, 1)];
+        let options = PoolOptions { disable_ttl: Duration::from_millis(200), ..PoolOptions::default() };
+        let pool = KeyPool::new(
+            config(keys, Strategy::Priority),
+            limiter,
+            Arc::new(MemoryEventLog::default()),
+            Arc::new(SystemClock),
+            options,
+        );
+        let dead = grant(&pool, &light()).await;
+        pool.report(&dead, &Outcome::KeyInvalid).await;
+        let leaked = grant(&pool, &light()).await;
+        assert_eq!(leaked.key.key_id, "leaked");
+        pool.report(&leaked, &Outcome::KeyLeaked).await;
+
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let health = pool.health().await.unwrap();
+        assert_eq!(health[0].state, "available", "{backend}: an ordinary disable runs out");
+        assert_eq!(health[1].state, "disabled", "{backend}: a leak does not");
+        let restriction = pool.limiter().disabled(FLASH, "leaked").await.unwrap().expect("still disabled");
+        assert!(restriction.needs_operator, "{backend}");
+        let probe = ScriptedProbe(ProbeResult::Healthy, Default::default());
+        pool.probe_disabled(&probe).await.unwrap();
+        assert_eq!(probe.1.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend}: a leaked key is never probed");
+
+        pool.reset("pl", None).await.unwrap();
+        assert_eq!(pool.health().await.unwrap()[1].state, "available", "{backend}: the operator lifts it");
+    }
 }
