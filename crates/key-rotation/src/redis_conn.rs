@@ -97,6 +97,43 @@ impl RedisHandle {
         }
     }
 
+    /// Publishes `message` on `channel`; returns how many subscribers
+    /// (replicas) received it.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, RedisError> {
+        self.query(redis::cmd("PUBLISH").arg(channel).arg(message)).await
+    }
+
+    /// Hands every message published on `channel` to `on_message`, in
+    /// order, subscribing again after any failure. Runs until dropped.
+    pub async fn follow<F, Fut>(&self, channel: &str, mut on_message: F)
+    where
+        F: FnMut(String) -> Fut + Send,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        use futures::StreamExt as _;
+        loop {
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            }
+            .await;
+            match subscribed {
+                Ok(mut pubsub) => {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        if let Ok(payload) = message.get_payload::<String>() {
+                            on_message(payload).await;
+                        }
+                    }
+                    tracing::debug!(channel, "subscription ended; subscribing again");
+                }
+                Err(err) => tracing::debug!(error = %err, channel, "cannot subscribe"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), RedisError> {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,7 +13,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use key_rotation::pool::KeyPool;
 use secrecy::ExposeSecret;
 use store::{ConnectOptions, Store};
 use tokio::net::TcpListener;
@@ -120,9 +118,9 @@ impl App {
             background.spawn(failover.clone().follow_restrictions());
         }
         background.spawn(crate::keys::probe_disabled_keys(self.keys.pool.clone(), self.keys.probe.clone()));
-        background.spawn(reload_on_sighup(self.keys.pool.clone(), self.config.clone()));
+        background.spawn(crate::reload::listen(self.keys.pool.clone(), self.config.clone(), self.keys.redis.clone()));
         background.spawn(crate::maintenance::run(self.state.store.clone()));
-        let pid_file = write_pid_file(&self.config);
+        let pid_file = crate::reload::write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
         let make_service = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(service);
@@ -153,40 +151,6 @@ impl App {
         self.state.store.close().await;
         tracing::info!("shut down");
         Ok(())
-    }
-}
-
-/// Re-reads `KEYS_FILE` on SIGHUP (`algoagent keys reload` sends it). A bad
-/// file is logged and the running pool kept.
-async fn reload_on_sighup(pool: Arc<KeyPool>, config: Config) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; key reload by signal is unavailable");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        match crate::keys::load_pool_config(&config) {
-            Ok(new_config) => {
-                crate::keys::describe(&new_config);
-                pool.reload(new_config).await;
-                tracing::info!("key pool reloaded");
-            }
-            Err(err) => tracing::error!(error = format!("{err:#}"), "key pool reload failed; keeping the running pool"),
-        }
-    }
-}
-
-pub const PID_FILE: &str = "algoagent.pid";
-
-fn write_pid_file(config: &Config) -> Option<std::path::PathBuf> {
-    let path = config.data_dir.join(PID_FILE);
-    let written =
-        std::fs::create_dir_all(&config.data_dir).and_then(|()| std::fs::write(&path, std::process::id().to_string()));
-    match written {
-        Ok(()) => Some(path),
-        Err(err) => {
-            tracing::warn!(error = %err, path = %path.display(), "could not write the pid file");
-            None
-        }
     }
 }
 

@@ -152,14 +152,10 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Reload => {
             let pool = crate::keys::load_pool_config(config)?;
             println!("{} is valid: {} key(s)", config.keys_file.display(), pool.keys.len());
-            let pid_path = config.data_dir.join(crate::app::PID_FILE);
-            let pid = std::fs::read_to_string(&pid_path)
-                .with_context(|| format!("no running server found ({})", pid_path.display()))?;
-            let pid = pid.trim();
-            anyhow::ensure!(pid.chars().all(|c| c.is_ascii_digit()), "{} is corrupt", pid_path.display());
-            let status = std::process::Command::new("kill").args(["-HUP", pid]).status()?;
-            anyhow::ensure!(status.success(), "could not signal process {pid}");
-            println!("asked the server (pid {pid}) to reload");
+            match crate::reload::request(config).await? {
+                crate::reload::Delivered::Replicas(count) => println!("asked {count} replica(s) to reload"),
+                crate::reload::Delivered::Process(pid) => println!("asked the server (pid {pid}) to reload"),
+            }
             Ok(())
         }
     }

@@ -7,6 +7,7 @@ pub mod config;
 mod demo;
 pub mod keys;
 pub mod maintenance;
+pub mod reload;
 mod routes;
 mod secrets;
 pub mod telemetry;

@@ -132,36 +132,24 @@ impl FailoverLimiter {
     /// them to the local limiter, and reconnects after failures. Runs until
     /// the task is dropped.
     pub async fn follow_restrictions(self: Arc<Self>) {
-        use futures::StreamExt as _;
         let channel = self.redis.restrictions_channel();
-        loop {
-            let subscribed = async {
-                let mut pubsub = self.redis.handle().client().get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            }
-            .await;
-            match subscribed {
-                Ok(mut pubsub) => {
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        let Ok(payload) = message.get_payload::<String>() else {
-                            continue;
-                        };
-                        match serde_json::from_str::<super::redis::RestrictionChange>(&payload) {
-                            Ok(change) => {
-                                if let Err(err) = change.apply(self.local.as_ref()).await {
-                                    tracing::debug!(error = %err, "could not apply a restriction change locally");
-                                }
+        let local = self.local.clone();
+        self.redis
+            .handle()
+            .follow(&channel, |payload| {
+                let local = local.clone();
+                async move {
+                    match serde_json::from_str::<super::redis::RestrictionChange>(&payload) {
+                        Ok(change) => {
+                            if let Err(err) = change.apply(local.as_ref()).await {
+                                tracing::debug!(error = %err, "could not apply a restriction change locally");
                             }
-                            Err(err) => tracing::debug!(error = %err, "ignored a malformed restriction change"),
                         }
+                        Err(err) => tracing::debug!(error = %err, "ignored a malformed restriction change"),
                     }
                 }
-                Err(err) => tracing::debug!(error = %err, "restriction feed: cannot subscribe"),
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
+            })
+            .await;
     }
 
     pub fn mode(&self) -> Mode {

@@ -161,9 +161,7 @@ impl RedisLimiter {
         let Ok(message) = serde_json::to_string(change) else {
             return;
         };
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(self.restrictions_channel()).arg(message);
-        if let Err(err) = self.redis.query::<i64>(&cmd).await {
+        if let Err(err) = self.redis.publish(&self.restrictions_channel(), &message).await {
             // Harmless: the shared key already holds the change.
             tracing::debug!(error = %err, "could not announce a restriction change");
         }

@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::helpers::{base_env, expect_status, spawn_app, TestDatabase};
+use crate::helpers::{base_env, expect_status, redis_url, spawn_app, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_algoagent");
 
@@ -390,11 +390,18 @@ async fn keys_reload_makes_the_running_server_reread_the_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("duplicate id"));
 
     std::fs::write(&keys_file, keys_json(&[("flash_01", 15), ("flash_02", 15)])).unwrap();
-    let mut command = algoagent(&env);
+    // As in the runtime image: no `kill` (or anything else) on the PATH.
+    let empty = tempfile::tempdir().unwrap();
+    let mut bare = env.clone();
+    bare.push(("PATH".into(), empty.path().display().to_string()));
+    let mut command = algoagent(&bare);
     command.args(["keys", "reload"]);
     let output = run_with_stdin(command, "").await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("2 key(s)"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("2 key(s)"), "{stdout}");
+    let expected = if redis_url().is_some() { "asked 1 replica(s) to reload" } else { "asked the server (pid" };
+    assert!(stdout.contains(expected), "{stdout}");
 
     // The reload is asynchronous: wait for the server to log it.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -405,6 +412,41 @@ async fn keys_reload_makes_the_running_server_reread_the_file() {
     assert_eq!(loads.len(), 2, "{logs}");
     assert!(loads[0].contains("keys=1") && loads[1].contains("keys=2"), "{loads:?}");
     assert!(!logs.contains("AIzaSy-private"));
+}
+
+/// With Redis, one reload reaches every replica, wherever it is run.
+#[tokio::test]
+async fn keys_reload_reaches_every_replica_through_redis() {
+    if redis_url().is_none() {
+        eprintln!("skipped: replicas hear a reload through Redis (set TEST_REDIS_URL)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
+    let mut env = base_env(&dir, &database.url, "a-jwt-secret-that-is-long-enough-for-hs256");
+    with_keys(&mut env, &keys_file, &["flash_01", "flash_02"]);
+    let first = ServerProcess::start(env.clone()).await;
+    let mut second_env = env.clone();
+    second_env.retain(|(name, _)| name != "DATA_DIR");
+    second_env.push(("DATA_DIR".into(), dir.path().join("second").display().to_string()));
+    let second = ServerProcess::start(second_env).await;
+    // Each follows the channel once it is up; give the subscriptions a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    std::fs::write(&keys_file, keys_json(&[("flash_01", 15), ("flash_02", 15)])).unwrap();
+    let mut command = algoagent(&env);
+    command.args(["keys", "reload"]);
+    let output = run_with_stdin(command, "").await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("asked 2 replica(s) to reload"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for server in [first, second] {
+        let (status, logs) = server.terminate().await;
+        assert!(status.success(), "{logs}");
+        assert!(logs.contains("key pool reloaded"), "{logs}");
+    }
 }
 
 #[tokio::test]
