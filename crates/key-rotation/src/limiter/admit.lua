@@ -53,21 +53,24 @@ local function evaluate(i)
     wait = math.max(wait, tonumber(freeing[2]) + window - now)
   end
   if total + tokens > tpm then
-    -- Walk from the oldest, a chunk at a time, until enough tokens leave.
-    local remaining, start, found = total, 0, false
-    while not found do
+    -- Walk from the oldest, a chunk at a time, until enough tokens leave;
+    -- at most four chunks. Past them the wait is a lower bound: the caller
+    -- wakes when the last entry read leaves, and asks again.
+    local remaining, start, found, last_seen = total, 0, false, nil
+    while not found and start < 256 do
       local chunk = redis.call('ZRANGE', win, start, start + 63, 'WITHSCORES')
       if #chunk == 0 then break end
       for j = 1, #chunk, 2 do
         remaining = remaining - entry_tokens(chunk[j])
+        last_seen = tonumber(chunk[j + 1])
         if remaining + tokens <= tpm then
-          wait = math.max(wait, tonumber(chunk[j + 1]) + window - now)
           found = true
           break
         end
       end
       start = start + 64
     end
+    if last_seen then wait = math.max(wait, last_seen + window - now, 1) end
   end
 
   local interval = math.max(math.floor(window / rpm), 1)
@@ -99,7 +102,13 @@ local function admit(i)
   redis.call('HSET', state, 'tok', total, 'tat', tat + interval)
   -- The hash must outlive the day's counter; it only needs extending when
   -- that counter starts (nothing else ever shortens its expiry).
-  if redis.call('HINCRBY', state, day_field, 1) == 1 then expire_at_least(state, day_end + 3600000, now) end
+  if redis.call('HINCRBY', state, day_field, 1) == 1 then
+    expire_at_least(state, day_end + 3600000, now)
+    -- A new day: the days before count for nothing now.
+    for _, field in ipairs(redis.call('HKEYS', state)) do
+      if string.sub(field, 1, 2) == 'd:' and field ~= day_field then redis.call('HDEL', state, field) end
+    end
+  end
   if max_in_flight > 0 then
     redis.call('ZADD', lease_key, now + lease_ttl, entry_id)
     redis.call('PEXPIRE', lease_key, lease_ttl + 1000)

@@ -250,7 +250,7 @@ impl RedisLimiter {
         });
     }
 
-    async fn ticket_op(&self, ticket: &Ticket, op: &str, tokens: u64) -> Result<(), LimiterError> {
+    async fn ticket_op(&self, ticket: &Ticket, op: &str, tokens: u64, window_ms: u64) -> Result<(), LimiterError> {
         let mut invocation = TICKET.prepare_invoke();
         invocation
             .key(self.names.window(&ticket.model, &ticket.project))
@@ -261,7 +261,8 @@ impl RedisLimiter {
             .arg(ticket.admitted_at_ms)
             .arg(tokens)
             .arg(ticket.pacing_interval_ms)
-            .arg(ticket.day_start_ms);
+            .arg(ticket.day_start_ms)
+            .arg(window_ms);
         self.redis.invoke::<i64>(&invocation).await?;
         Ok(())
     }
@@ -346,8 +347,8 @@ impl Limiter for RedisLimiter {
         }
     }
 
-    async fn reconcile(&self, ticket: &Ticket, actual_tokens: u64, _window_ms: u64) -> Result<(), LimiterError> {
-        self.ticket_op(ticket, "reconcile", actual_tokens).await
+    async fn reconcile(&self, ticket: &Ticket, actual_tokens: u64, window_ms: u64) -> Result<(), LimiterError> {
+        self.ticket_op(ticket, "reconcile", actual_tokens, window_ms).await
     }
 
     async fn release(&self, ticket: &Ticket) -> Result<(), LimiterError> {
@@ -361,7 +362,8 @@ impl Limiter for RedisLimiter {
     }
 
     async fn refund(&self, ticket: &Ticket) -> Result<(), LimiterError> {
-        self.ticket_op(ticket, "refund", 0).await
+        // A refund only removes: no window length is needed.
+        self.ticket_op(ticket, "refund", 0, 0).await
     }
 
     async fn cool_down(&self, model: &str, project: &str, duration_ms: u64, reason: &str) -> Result<(), LimiterError> {

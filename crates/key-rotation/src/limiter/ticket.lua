@@ -1,6 +1,6 @@
 -- Adjusts an admitted entry. KEYS: window zset, state hash, lease zset.
 -- ARGV: op ('reconcile' | 'refund'), entry_id, admitted_at_ms, tokens,
--- pacing interval ms, day start ms.
+-- pacing interval ms, day start ms, window ms.
 local prefix = ARGV[2] .. ':'
 local at = tonumber(ARGV[3])
 local delta = 0
@@ -10,6 +10,11 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], at, at)) do
     delta = delta - entry_tokens(member)
     if ARGV[1] == 'reconcile' then
       redis.call('ZADD', KEYS[1], at, prefix .. ARGV[4])
+      -- The ZREM may have emptied (and so deleted) the window: the ZADD
+      -- then made it anew, without the expiry its entries need.
+      local t = redis.call('TIME')
+      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      expire_at_least(KEYS[1], at + tonumber(ARGV[7]) + 1000, now)
       delta = delta + tonumber(ARGV[4])
     end
   end

@@ -10,6 +10,7 @@ mod multi_process;
 mod pool;
 mod private_redis;
 mod redis_faults;
+mod scripts;
 mod selection;
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub async fn backends() -> Vec<(&'static str, Arc<dyn Limiter>)> {
     backends
 }
 
-fn uuid_like() -> String {
+pub fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
