@@ -6,8 +6,24 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 pub const ISSUER: &str = "algoagent-api";
+/// What the legacy `SECRET_KEY` is mixed with to make our signing key.
+const LEGACY_DERIVATION: &[u8] = b"algoagent-jwt-v1";
 /// Shorter than this and an HS256 secret can be brute-forced offline.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The signing secret made from the old Django deployment's `SECRET_KEY`:
+/// `HMAC-SHA256(SECRET_KEY, "algoagent-jwt-v1")`, hex. The old app signed
+/// its tokens with `SECRET_KEY` itself, in a shape close to ours; deriving
+/// a key of our own means none of its tokens ever verifies here, while an
+/// operator who only copied the old `.env` still gets a stable secret.
+pub fn secret_from_legacy_key(secret_key: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret_key.as_bytes()) else {
+        unreachable!("HMAC takes a key of any length")
+    };
+    mac.update(LEGACY_DERIVATION);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,6 +150,15 @@ mod tests {
         let other_secret = JwtKeys::new(&[8u8; 32], Duration::from_secs(60), Duration::from_secs(60));
         let forged = other_secret.issue(1, TokenKind::Access, "family").unwrap().token;
         assert!(keys.verify(&forged, TokenKind::Access).is_err());
+    }
+
+    #[test]
+    fn the_legacy_key_is_derived_and_never_used_as_it_is() {
+        let derived = secret_from_legacy_key("django-insecure-abc");
+        assert_eq!(derived.len(), 64);
+        assert_ne!(derived, "django-insecure-abc");
+        assert_eq!(derived, secret_from_legacy_key("django-insecure-abc"), "stable across restarts and replicas");
+        assert_ne!(derived, secret_from_legacy_key("django-insecure-abd"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod turn;
 pub use auth::{require_auth, AuthUser, MaybeAuthUser};
 pub use client_ip::{ClientIp, TrustedProxies};
 pub use error::{ApiError, ApiResult, FieldErrors};
-pub use extract::{ApiJson, ResourceId};
+pub use extract::{ApiJson, Redacted, ResourceId};
 pub use hashing::{HashingGate, HashingPermit};
 pub use idempotency::{Begun, Idempotency};
 pub use jwt::{JwtKeys, TokenKind};

@@ -91,7 +91,11 @@ impl GeminiClient {
         request: reqwest::RequestBuilder,
         key: &ApiKeySecret,
     ) -> Result<reqwest::Response, GeminiError> {
-        request.header("x-goog-api-key", key.expose()).send().await.map_err(|err| transport_error(&err))
+        // Sensitive: never shown by the HTTP stack's own debugging.
+        let mut value = reqwest::header::HeaderValue::from_str(key.expose())
+            .map_err(|_| GeminiError::NotSent("the API key is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        request.header("x-goog-api-key", value).send().await.map_err(|err| transport_error(&err))
     }
 
     async fn json_or_error(response: reqwest::Response, model: &str) -> Result<Value, GeminiError> {

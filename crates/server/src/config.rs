@@ -43,7 +43,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("REDIS_KEY_PREFIX", Some("algoagent"), "Prefix of every Redis key this service writes."),
     setting("REDIS_TIMEOUT_MS", Some("50"), "Deadline of each Redis call, in milliseconds."),
     secret("JWT_SECRET", "HS256 signing secret, at least 32 bytes. Falls back to `SECRET_KEY`. Required with Postgres; the SQLite default generates one in `DATA_DIR`."),
-    secret("SECRET_KEY", "Legacy name for `JWT_SECRET` (the old Django `.env`)."),
+    secret("SECRET_KEY", "The old Django `.env`'s key, used when `JWT_SECRET` is unset: our signing secret is derived from it (HMAC-SHA256 with a label), so the old app's tokens never verify here. A `django-insecure-…` key is refused with Postgres."),
     setting("ACCESS_TOKEN_TTL_SECS", Some("3600"), "Access token lifetime."),
     setting("REFRESH_TOKEN_TTL_SECS", Some("604800"), "Refresh token lifetime (7 days)."),
     setting("CORS_ALLOWED_ORIGINS", Some(""), "Comma-separated origins allowed by CORS (`https://app.example.com`), or `*`. Empty: no CORS."),
@@ -141,23 +141,35 @@ impl ConnectionUrl {
         self.0.expose_secret()
     }
 
-    /// The URL with its password (if any) replaced, safe to log.
+    /// The URL with its password (if any) replaced, safe to log: the one
+    /// in the user info (which may itself hold `@`, so the host starts
+    /// after the last one) and any `password=` in the query.
     pub fn redacted(&self) -> String {
         let url = self.expose();
         let Some((scheme, rest)) = url.split_once("://") else {
             return url.to_string();
         };
-        match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                if userinfo.contains(':') {
-                    format!("{scheme}://{user}:***@{host}")
-                } else {
-                    format!("{scheme}://{user}@{host}")
+        let (location, query) = rest.split_once('?').map_or((rest, None), |(l, q)| (l, Some(q)));
+        let location = match location.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => location.to_string(),
+        };
+        let Some(query) = query else {
+            return format!("{scheme}://{location}");
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if ["password", "pass", "pwd"].contains(&name.to_ascii_lowercase().as_str()) => {
+                    format!("{name}=***")
                 }
-            }
-            None => url.to_string(),
-        }
+                _ => pair.to_string(),
+            })
+            .collect();
+        format!("{scheme}://{location}?{}", query.join("&"))
     }
 }
 
@@ -433,6 +445,12 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         if secret.len() < api_core::jwt::MIN_SECRET_BYTES {
             return Err(layers.invalid(jwt_name, format!("must be at least {} bytes", api_core::jwt::MIN_SECRET_BYTES)));
         }
+        if jwt_name == "SECRET_KEY" && secret.starts_with("django-insecure-") && backend == store::Backend::Postgres {
+            return Err(layers.invalid(
+                "SECRET_KEY",
+                "is Django's development key (django-insecure-…); set JWT_SECRET to a secret of your own",
+            ));
+        }
     } else if backend == store::Backend::Postgres {
         return Err(ConfigError::Missing {
             setting: "JWT_SECRET",
@@ -498,7 +516,19 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         redis_url,
         redis_key_prefix,
         redis_timeout: Duration::from_millis(layers.positive("REDIS_TIMEOUT_MS")?),
-        jwt_secret: jwt_secret.map(SecretString::from),
+        // The legacy key only seeds ours: tokens the old app signed with it
+        // never verify here.
+        jwt_secret: jwt_secret
+            .map(
+                |secret| {
+                    if jwt_name == "SECRET_KEY" {
+                        api_core::jwt::secret_from_legacy_key(&secret)
+                    } else {
+                        secret
+                    }
+                },
+            )
+            .map(SecretString::from),
         access_token_ttl: Duration::from_secs(layers.positive("ACCESS_TOKEN_TTL_SECS")?),
         refresh_token_ttl: Duration::from_secs(layers.positive("REFRESH_TOKEN_TTL_SECS")?),
         cors_allowed_origins,
@@ -612,12 +642,36 @@ mod tests {
     }
 
     #[test]
+    fn connection_urls_hide_every_password() {
+        let redacted = |url: &str| ConnectionUrl::new(url).redacted();
+        assert_eq!(redacted("postgres://app:s3cr@t@db:5432/algo"), "postgres://app:***@db:5432/algo");
+        assert_eq!(
+            redacted("postgres://app@db/algo?sslmode=require&password=hunter2"),
+            "postgres://app@db/algo?sslmode=require&password=***"
+        );
+        assert_eq!(redacted("redis://:p@ss@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redacted("sqlite://data/algoagent.db"), "sqlite://data/algoagent.db");
+    }
+
+    #[test]
     fn postgres_requires_a_jwt_secret_and_accepts_the_legacy_name() {
         let text = error_text(&[("DATABASE_URL", "postgres://u:p@localhost/db")]);
         assert!(text.contains("JWT_SECRET"), "{text}");
         let secret = "s".repeat(32);
         let config = load_env(&[("DATABASE_URL", "postgres://u:p@localhost/db"), ("SECRET_KEY", &secret)]).unwrap();
-        assert!(config.jwt_secret.is_some());
+        let derived = config.jwt_secret.expect("a secret");
+        assert_eq!(
+            derived.expose_secret(),
+            api_core::jwt::secret_from_legacy_key(&secret),
+            "derived, not used as it is"
+        );
+        let insecure = format!("django-insecure-{}", "x".repeat(40));
+        let text = error_text(&[("DATABASE_URL", "postgres://u:p@localhost/db"), ("SECRET_KEY", &insecure)]);
+        assert!(text.contains("SECRET_KEY") && text.contains("django-insecure"), "{text}");
+        assert!(!text.contains(&"x".repeat(40)), "the key itself is never shown: {text}");
+        // The embedded default may keep a development key.
+        assert!(load_env(&[("SECRET_KEY", &insecure)]).unwrap().jwt_secret.is_some());
     }
 
     #[test]

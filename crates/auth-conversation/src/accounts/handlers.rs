@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use api_core::auth::{MaybeAuthUser, Session};
 use api_core::jwt::TokenKind;
+use api_core::Redacted;
 use api_core::{
     ApiError, ApiJson, ApiResult, AppState, AuthUser, ClientIp, FieldErrors, Page, PageRequest, ResourceId,
 };
@@ -41,8 +42,8 @@ fn ip_bucket(ip: std::net::IpAddr) -> String {
 pub struct RegisterRequest {
     username: String,
     email: String,
-    password: String,
-    password2: String,
+    password: Redacted<String>,
+    password2: Redacted<String>,
     #[serde(default)]
     first_name: String,
     #[serde(default)]
@@ -73,8 +74,8 @@ pub async fn register(
     errors.check_length("first_name", &request.first_name, NAME_MAX_CHARS);
     errors.check_length("last_name", &request.last_name, NAME_MAX_CHARS);
     let attributes = UserAttributes { username, first_name: &request.first_name, last_name: &request.last_name, email };
-    let problems = password::password_problems(&request.password, &attributes);
-    if problems.is_empty() && request.password != request.password2 {
+    let problems = password::password_problems(&request.password.0, &attributes);
+    if problems.is_empty() && request.password.0 != request.password2.0 {
         errors.add("password", "Password fields didn't match.");
     }
     for problem in problems {
@@ -83,7 +84,7 @@ pub async fn register(
     errors.into_result()?;
 
     let permit = state.hashing.admit().await?;
-    let hash = password::hash_password(request.password, permit).await.map_err(ApiError::Internal)?;
+    let hash = password::hash_password(request.password.0, permit).await.map_err(ApiError::Internal)?;
     let created = state
         .store
         .create_user(&NewUser {
@@ -113,7 +114,7 @@ pub async fn register(
 #[derive(Debug, Deserialize)]
 pub struct LoginRequest {
     username: String,
-    password: String,
+    password: Redacted<String>,
 }
 
 pub async fn login(
@@ -147,7 +148,7 @@ pub async fn login(
         Some(user) => user.password_hash.clone(),
         None => password::timing_decoy_hash().await.map_err(ApiError::Internal)?,
     };
-    let matches = password::verify_password(request.password, hash, permit).await.map_err(ApiError::Internal)?;
+    let matches = password::verify_password(request.password.0, hash, permit).await.map_err(ApiError::Internal)?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
         _ => {
@@ -199,14 +200,14 @@ impl FailureReservations {
 
 #[derive(Debug, Deserialize)]
 pub struct RefreshRequest {
-    refresh: String,
+    refresh: Redacted<String>,
 }
 
 pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<super::views::TokenPair>> {
-    let claims = state.jwt.verify(&request.refresh, TokenKind::Refresh).map_err(|_| ApiError::TokenNotValid)?;
+    let claims = state.jwt.verify(&request.refresh.0, TokenKind::Refresh).map_err(|_| ApiError::TokenNotValid)?;
     let family = state.store.refresh_token_family(&claims.jti, claims.user_id).await?.ok_or(ApiError::TokenNotValid)?;
     let active = state.store.user_by_id(claims.user_id).await?.is_some_and(|u| u.is_active);
     if !active {
@@ -226,7 +227,7 @@ pub async fn refresh(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LogoutRequest {
-    refresh: Option<String>,
+    refresh: Option<Redacted<String>>,
 }
 
 /// Ends the caller's session: its refresh tokens and every access token it
@@ -245,7 +246,7 @@ pub async fn logout(
             .map_err(|err| ApiError::bad_request_with_details("Malformed JSON", err.to_string()))?;
         api_core::extract::from_json_value(value)?
     };
-    if let Some(token) = request.refresh {
+    if let Some(Redacted(token)) = request.refresh {
         let claims = state
             .jwt
             .verify(&token, TokenKind::Refresh)
@@ -272,8 +273,8 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json
 
 #[derive(Debug, Deserialize)]
 pub struct ChangePasswordRequest {
-    current_password: Option<String>,
-    new_password: Option<String>,
+    current_password: Option<Redacted<String>>,
+    new_password: Option<Redacted<String>>,
 }
 
 pub async fn change_password(
@@ -281,7 +282,7 @@ pub async fn change_password(
     user: AuthUser,
     ApiJson(request): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<Value>> {
-    let (Some(current), Some(new)) = (request.current_password, request.new_password) else {
+    let (Some(Redacted(current)), Some(Redacted(new))) = (request.current_password, request.new_password) else {
         return Err(ApiError::bad_request("Both current_password and new_password are required"));
     };
     let row = state.store.user_by_id(user.user_id).await?.ok_or(ApiError::TokenNotValid)?;

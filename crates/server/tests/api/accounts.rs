@@ -417,3 +417,32 @@ async fn the_api_index_lists_only_routes_that_exist() {
         assert_ne!(status, StatusCode::NOT_FOUND, "{path} is listed but does not exist");
     }
 }
+
+/// The review's finding: with only the old `.env`'s `SECRET_KEY`, tokens
+/// were signed with it as it was, so a token the old app signed (or anyone
+/// holding the old key forged) verified here.
+#[tokio::test]
+async fn a_token_signed_with_the_legacy_secret_key_itself_is_refused() {
+    let legacy = format!("old-django-secret-key-{}", "k".repeat(40));
+    let app = crate::helpers::spawn_app_with(&[("JWT_SECRET", ""), ("SECRET_KEY", &legacy)]).await;
+    let user = app.register("migrated").await;
+    expect_status(app.get("/api/auth/user/me/", Some(&user.access)).await, StatusCode::OK).await;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.insecure_disable_signature_validation();
+    validation.set_issuer(&["algoagent-api"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        &user.access,
+        &jsonwebtoken::DecodingKey::from_secret(b"unused"),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    // The same claims, a live session's: only the key differs.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(legacy.as_bytes()),
+    )
+    .unwrap();
+    expect_status(app.get("/api/auth/user/me/", Some(&forged)).await, StatusCode::UNAUTHORIZED).await;
+}
