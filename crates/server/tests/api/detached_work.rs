@@ -7,22 +7,11 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_status, spawn_app_with_sim, spawn_app_with_sim_and, start_sim_answering_after, TestApp};
+use crate::helpers::{
+    expect_status, spawn_app_with_sim, spawn_app_with_sim_and, start_sim_answering_after, two_emas, TestApp,
+};
 
 const CHAT: &str = "/api/auth/chat/";
-
-/// An executable canonical strategy.
-fn two_emas(name: &str) -> Value {
-    json!({
-        "strategy_name": name,
-        "description": "Trend following on two EMAs",
-        "timeframe": "1d",
-        "indicators": {"ema_fast": {"type": "ema", "period": 12}, "ema_slow": {"type": "ema", "period": 26}},
-        "entry_rules": [{"type": "crossover", "indicator1": "ema_fast", "indicator2": "ema_slow"}],
-        "exit_rules": [{"type": "crossunder", "indicator1": "ema_fast", "indicator2": "ema_slow"}],
-        "risk_management": {"stop_loss": 0.02, "take_profit": 0.05, "position_sizing": 0.1}
-    })
-}
 
 /// A client that gives up after `patience`.
 fn impatient(patience: Duration) -> reqwest::Client {

@@ -338,3 +338,17 @@ pub async fn expect_status(response: Response, status: StatusCode) -> Value {
     assert_eq!(actual, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
 }
+
+/// An executable canonical strategy (the form `generate_executable_code`
+/// takes): two EMAs crossing, with risk rules.
+pub fn two_emas(name: &str) -> Value {
+    json!({
+        "strategy_name": name,
+        "description": "Trend following on two EMAs",
+        "timeframe": "1d",
+        "indicators": {"ema_fast": {"type": "ema", "period": 12}, "ema_slow": {"type": "ema", "period": 26}},
+        "entry_rules": [{"type": "crossover", "indicator1": "ema_fast", "indicator2": "ema_slow"}],
+        "exit_rules": [{"type": "crossunder", "indicator1": "ema_fast", "indicator2": "ema_slow"}],
+        "risk_management": {"stop_loss": 0.02, "take_profit": 0.05, "position_sizing": 0.1}
+    })
+}

@@ -5,23 +5,11 @@ use gemini_sim::Scripted;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{expect_status, spawn_app_with_sim, start_sim};
+use crate::helpers::{expect_status, spawn_app_with_sim, start_sim, two_emas};
 
 const GENERATE: &str = "/api/strategies/api/generate_code/";
 const TEMPLATES: &str = "/api/strategies/templates/";
 const EXECUTABLE: &str = "/api/strategies/api/generate_executable_code/";
-
-fn hold_canonical() -> serde_json::Value {
-    json!({
-        "strategy_name": "Hold",
-        "description": "Trend following on two EMAs",
-        "timeframe": "1d",
-        "indicators": {"ema_fast": {"type": "ema", "period": 12}, "ema_slow": {"type": "ema", "period": 26}},
-        "entry_rules": [{"type": "crossover", "indicator1": "ema_fast", "indicator2": "ema_slow"}],
-        "exit_rules": [{"type": "crossunder", "indicator1": "ema_fast", "indicator2": "ema_slow"}],
-        "risk_management": {"stop_loss": 0.02, "take_profit": 0.05, "position_sizing": 0.1}
-    })
-}
 
 /// The review's reproduction: 100,000 nested `not`s overflowed a tokio
 /// worker's stack and aborted the process.
@@ -94,7 +82,7 @@ async fn deeply_nested_code_fails_its_checks_without_harming_the_server() {
     let nested = format!("```python\nx = {}x\n```\n", "not ".repeat(16_000));
     sim.sim.script([Scripted::Text { text: nested }]);
     let answer =
-        expect_status(app.post(EXECUTABLE, token, &json!({"canonical_json": hold_canonical()})).await, StatusCode::OK)
+        expect_status(app.post(EXECUTABLE, token, &json!({"canonical_json": two_emas("Hold")})).await, StatusCode::OK)
             .await;
     let checks = &answer["static_checks"];
     assert_eq!(answer["success"], false);
