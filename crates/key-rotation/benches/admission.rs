@@ -102,6 +102,15 @@ async fn main() {
     for keys in [8, 1000] {
         let memory = pool(keys, Arc::new(MemoryLimiter::default()));
         row(&format!("memory admission, {keys} keys"), &admissions(&memory, 2_000, 50_000).await);
+        let mut views = Vec::new();
+        for i in 0..220 {
+            let start = Instant::now();
+            memory.view().await.unwrap();
+            if i >= 20 {
+                views.push(start.elapsed());
+            }
+        }
+        row(&format!("memory operators' view, {keys} keys"), &stats(views));
     }
 
     let url = std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -130,6 +139,17 @@ async fn main() {
             measured.p50.as_secs_f64() / ping.p50.as_secs_f64(),
             measured.p99.as_secs_f64() / ping.p99.as_secs_f64()
         );
+        // What a dashboard refresh or a metrics scrape reads: every key and
+        // bucket, after the admissions above filled the windows.
+        let mut views = Vec::new();
+        for i in 0..220 {
+            let start = Instant::now();
+            redis.view().await.unwrap();
+            if i >= 20 {
+                views.push(start.elapsed());
+            }
+        }
+        row(&format!("operators' view (every key and bucket), {keys} keys"), &stats(views));
     }
 
     // Cooldown propagation: replica A cools a bucket; replica B (its own

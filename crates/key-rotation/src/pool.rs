@@ -13,7 +13,8 @@ use crate::clock::Clock;
 use crate::config::{KeySpec, PoolConfig, Strategy, Workload};
 use crate::events::{EventLog, RotationEvent};
 use crate::limiter::{
-    AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, Pick, Ticket, MAX_CANDIDATES,
+    AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, Pick, Restriction, SnapshotRequest,
+    Ticket, MAX_CANDIDATES,
 };
 use crate::outcome::{Outcome, QuotaScope};
 use crate::pacific;
@@ -140,6 +141,13 @@ pub struct KeyHealth {
     pub cooldown_until_ms: Option<u64>,
     pub reason: Option<String>,
     pub stats: KeyStats,
+}
+
+/// What operators see of the pool: every key and every bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolView {
+    pub keys: Vec<KeyHealth>,
+    pub buckets: Vec<BucketView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -680,36 +688,6 @@ impl KeyPool {
         Ok(())
     }
 
-    /// Health of every key, as every replica sees it.
-    pub async fn health(&self) -> Result<Vec<KeyHealth>, LimiterError> {
-        let config = self.config();
-        let window_ms = duration_ms(config.effective_window());
-        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let mut out = Vec::with_capacity(config.keys.len());
-        for key in &config.keys {
-            let disabled = self.limiter.disabled(&key.model, &key.key_id).await?;
-            let usage = self.limiter.usage(&key.model, &key.project, window_ms).await?;
-            let (state, until, reason) = match (&disabled, &usage.cooldown) {
-                _ if !key.active => ("inactive", None, None),
-                (Some(d), _) => ("disabled", None, Some(d.reason.clone())),
-                (None, Some(c)) => ("cooling_down", Some(c.until_ms), Some(c.reason.clone())),
-                (None, None) => ("available", None, None),
-            };
-            out.push(KeyHealth {
-                key_id: key.key_id.clone(),
-                display: format!("{} {}", key.key_id, key.secret.masked()),
-                model: key.model.clone(),
-                project: key.project.clone(),
-                workload: key.workload.as_str(),
-                state,
-                cooldown_until_ms: until,
-                reason,
-                stats: stats.get(&key.key_id).cloned().unwrap_or_default(),
-            });
-        }
-        Ok(out)
-    }
-
     /// The pool's [`Availability`], read at most once per
     /// [`AVAILABILITY_TTL`] however often it is asked for.
     pub async fn availability(&self) -> Result<Availability, LimiterError> {
@@ -727,36 +705,83 @@ impl KeyPool {
         Ok(availability)
     }
 
-    /// Use and remaining room of every (project, model) bucket.
-    pub async fn usage(&self) -> Result<Vec<BucketView>, LimiterError> {
+    /// Every key's health and every bucket's use, as every replica sees
+    /// them, from one [`Limiter::snapshot`] (one Redis round trip).
+    pub async fn view(&self) -> Result<PoolView, LimiterError> {
         let config = self.config();
         let window_ms = duration_ms(config.effective_window());
-        let mut seen = BTreeMap::new();
+        let mut bucket_limits = BTreeMap::new();
         for key in &config.keys {
-            seen.entry(key.bucket()).or_insert(key.limits);
+            bucket_limits.entry(key.bucket()).or_insert(key.limits);
         }
-        let mut out = Vec::with_capacity(seen.len());
-        for (bucket, limits) in seen {
-            let BucketUsage { requests_in_window, tokens_in_window, requests_today, .. } =
-                self.limiter.usage(&bucket.model, &bucket.project, window_ms).await?;
-            let used =
-                crate::limiter::remaining_fraction(&limits, requests_in_window, tokens_in_window, requests_today);
-            out.push(BucketView {
-                project: bucket.project,
-                model: bucket.model,
-                rpm: limits.rpm,
-                tpm: limits.tpm,
-                rpd: limits.rpd,
-                requests_in_window,
-                tokens_in_window,
-                requests_today,
-                remaining_rpm: limits.rpm.saturating_sub(requests_in_window),
-                remaining_tpm: limits.tpm.saturating_sub(tokens_in_window),
-                remaining_rpd: limits.rpd.map(|rpd| rpd.saturating_sub(requests_today)),
-                warning: 1.0 - used >= config.quota_warning_threshold,
-            });
-        }
-        Ok(out)
+        let request = SnapshotRequest {
+            window_ms,
+            buckets: bucket_limits.keys().map(|b| (b.model.clone(), b.project.clone())).collect(),
+            keys: config.keys.iter().map(|k| (k.model.clone(), k.key_id.clone())).collect(),
+        };
+        let snapshot = self.limiter.snapshot(&request).await?;
+        let cooldowns: HashMap<(&str, &str), &Option<Restriction>> =
+            snapshot.buckets.iter().map(|b| ((b.model.as_str(), b.project.as_str()), &b.cooldown)).collect();
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let keys = config
+            .keys
+            .iter()
+            .zip(&snapshot.disabled)
+            .map(|(key, disabled)| {
+                let cooldown = cooldowns.get(&(key.model.as_str(), key.project.as_str())).and_then(|c| c.as_ref());
+                let (state, until, reason) = match (disabled, cooldown) {
+                    _ if !key.active => ("inactive", None, None),
+                    (Some(d), _) => ("disabled", None, Some(d.reason.clone())),
+                    (None, Some(c)) => ("cooling_down", Some(c.until_ms), Some(c.reason.clone())),
+                    (None, None) => ("available", None, None),
+                };
+                KeyHealth {
+                    key_id: key.key_id.clone(),
+                    display: format!("{} {}", key.key_id, key.secret.masked()),
+                    model: key.model.clone(),
+                    project: key.project.clone(),
+                    workload: key.workload.as_str(),
+                    state,
+                    cooldown_until_ms: until,
+                    reason,
+                    stats: stats.get(&key.key_id).cloned().unwrap_or_default(),
+                }
+            })
+            .collect();
+        let buckets = bucket_limits
+            .values()
+            .zip(snapshot.buckets)
+            .map(|(limits, usage)| {
+                let BucketUsage { model, project, requests_in_window, tokens_in_window, requests_today, .. } = usage;
+                let used =
+                    crate::limiter::remaining_fraction(limits, requests_in_window, tokens_in_window, requests_today);
+                BucketView {
+                    project,
+                    model,
+                    rpm: limits.rpm,
+                    tpm: limits.tpm,
+                    rpd: limits.rpd,
+                    requests_in_window,
+                    tokens_in_window,
+                    requests_today,
+                    remaining_rpm: limits.rpm.saturating_sub(requests_in_window),
+                    remaining_tpm: limits.tpm.saturating_sub(tokens_in_window),
+                    remaining_rpd: limits.rpd.map(|rpd| rpd.saturating_sub(requests_today)),
+                    warning: 1.0 - used >= config.quota_warning_threshold,
+                }
+            })
+            .collect();
+        Ok(PoolView { keys, buckets })
+    }
+
+    /// Health of every key, as every replica sees it.
+    pub async fn health(&self) -> Result<Vec<KeyHealth>, LimiterError> {
+        Ok(self.view().await?.keys)
+    }
+
+    /// Use and remaining room of every (project, model) bucket.
+    pub async fn usage(&self) -> Result<Vec<BucketView>, LimiterError> {
+        Ok(self.view().await?.buckets)
     }
 
     pub async fn history(&self, limit: usize) -> Vec<RotationEvent> {

@@ -32,7 +32,10 @@ use async_trait::async_trait;
 
 use super::memory::MemoryLimiter;
 use super::redis::RedisLimiter;
-use super::{AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, Restriction, Ticket};
+use super::{
+    AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, LimiterSnapshot, Restriction,
+    SnapshotRequest, Ticket,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::BucketLimits;
 use crate::replicas::ReplicaRegistry;
@@ -429,6 +432,13 @@ impl Limiter for FailoverLimiter {
         match self.redis.disabled(model, key_id).await {
             Ok(state) => Ok(state),
             Err(_) => self.local.disabled(model, key_id).await,
+        }
+    }
+
+    async fn snapshot(&self, request: &SnapshotRequest) -> Result<LimiterSnapshot, LimiterError> {
+        match self.redis.snapshot(request).await {
+            Ok(snapshot) => Ok(snapshot),
+            Err(_) => self.local.snapshot(request).await,
         }
     }
 

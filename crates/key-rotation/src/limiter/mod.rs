@@ -167,6 +167,36 @@ pub trait Limiter: Send + Sync {
 
     /// Takes a named lock for `ttl_ms` if nobody holds it (one prober per key).
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError>;
+
+    /// Many buckets' use and many keys' disables at once, for the
+    /// operators' views: a backend with round trips does it in one.
+    async fn snapshot(&self, request: &SnapshotRequest) -> Result<LimiterSnapshot, LimiterError> {
+        let mut buckets = Vec::with_capacity(request.buckets.len());
+        for (model, project) in &request.buckets {
+            buckets.push(self.usage(model, project, request.window_ms).await?);
+        }
+        let mut disabled = Vec::with_capacity(request.keys.len());
+        for (model, key_id) in &request.keys {
+            disabled.push(self.disabled(model, key_id).await?);
+        }
+        Ok(LimiterSnapshot { buckets, disabled })
+    }
+}
+
+/// What [`Limiter::snapshot`] reads: buckets as (model, project), keys as
+/// (model, key id).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotRequest {
+    pub window_ms: u64,
+    pub buckets: Vec<(String, String)>,
+    pub keys: Vec<(String, String)>,
+}
+
+/// In the order asked.
+#[derive(Debug, Clone, Default)]
+pub struct LimiterSnapshot {
+    pub buckets: Vec<BucketUsage>,
+    pub disabled: Vec<Option<Restriction>>,
 }
 
 /// One bucket's sliding window: admission times and tokens, oldest first,

@@ -12,7 +12,10 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{AdmitRequest, BucketUsage, Decision, Lasting, Limiter, LimiterError, Pick, Restriction, Ticket};
+use super::{
+    AdmitRequest, BucketUsage, Decision, Lasting, Limiter, LimiterError, LimiterSnapshot, Pick, Restriction,
+    SnapshotRequest, Ticket,
+};
 
 /// What `restrict.lua` answers for the end of a disable only an operator lifts.
 const UNTIL_OPERATOR: i64 = -1;
@@ -29,6 +32,7 @@ static TICKET: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("ti
 static USAGE: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("usage.lua")));
 static RESTRICT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("restrict.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("replay.lua")));
+static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("snapshot.lua")));
 
 /// Redis key names. Braces in ids would break the hash tag, so they are
 /// replaced; colons are fine inside a segment.
@@ -426,6 +430,87 @@ impl Limiter for RedisLimiter {
             requests_today: today,
             cooldown: (cool_until > now_ms).then(|| Restriction::timed(cool_until, &reason)),
         })
+    }
+
+    /// One script call per model (a model's keys share one Cluster slot),
+    /// all sent at once on the multiplexed connection: one round trip
+    /// however many keys.
+    async fn snapshot(&self, request: &SnapshotRequest) -> Result<LimiterSnapshot, LimiterError> {
+        let (day_start, _) = today();
+        let mut models: Vec<&str> = request.buckets.iter().chain(&request.keys).map(|(m, _)| m.as_str()).collect();
+        models.sort_unstable();
+        models.dedup();
+        let reads = models.iter().map(|model| {
+            let buckets: Vec<&str> =
+                request.buckets.iter().filter(|(m, _)| m == model).map(|(_, p)| p.as_str()).collect();
+            let keys: Vec<&str> = request.keys.iter().filter(|(m, _)| m == model).map(|(_, k)| k.as_str()).collect();
+            let mut invocation = SNAPSHOT.prepare_invoke();
+            invocation.key(self.names.disabled_keys(model));
+            for project in &buckets {
+                invocation.key(self.names.window(model, project)).key(self.names.state(model, project));
+            }
+            invocation.arg(request.window_ms).arg(day_start);
+            for key_id in &keys {
+                invocation.arg(*key_id);
+            }
+            async move {
+                let reply: Vec<String> = self.redis.invoke(&invocation).await?;
+                Ok::<_, LimiterError>((*model, buckets, keys, reply))
+            }
+        });
+        let mut usage: std::collections::HashMap<(&str, &str), BucketUsage> = std::collections::HashMap::new();
+        let mut disables: std::collections::HashMap<(&str, &str), Option<Restriction>> =
+            std::collections::HashMap::new();
+        for read in futures::future::join_all(reads).await {
+            let (model, buckets, keys, reply) = read?;
+            let malformed = || LimiterError::Unavailable("malformed snapshot reply".into());
+            let mut fields = reply.iter();
+            let now_ms = fields.next().and_then(|f| f.parse::<u64>().ok()).ok_or_else(malformed)?;
+            for project in buckets {
+                let mut next = || fields.next().ok_or_else(malformed);
+                let requests = next()?.parse::<u32>().map_err(|_| malformed())?;
+                let tokens = next()?.parse::<u64>().map_err(|_| malformed())?;
+                let today = next()?.parse::<u32>().map_err(|_| malformed())?;
+                let cool_until = next()?.parse::<u64>().map_err(|_| malformed())?;
+                let reason = next()?;
+                usage.insert(
+                    (model, project),
+                    BucketUsage {
+                        model: model.to_string(),
+                        project: project.to_string(),
+                        requests_in_window: requests,
+                        tokens_in_window: tokens,
+                        requests_today: today,
+                        cooldown: (cool_until > now_ms).then(|| Restriction::timed(cool_until, reason)),
+                    },
+                );
+            }
+            for key_id in keys {
+                let mut next = || fields.next().ok_or_else(malformed);
+                let until_ms = next()?.parse::<i64>().map_err(|_| malformed())?;
+                let reason = next()?;
+                let restriction = match until_ms {
+                    UNTIL_OPERATOR => Some(Restriction::until_operator(reason)),
+                    until_ms => {
+                        let until_ms = u64::try_from(until_ms).unwrap_or(0);
+                        (until_ms > now_ms).then(|| Restriction::timed(until_ms, reason))
+                    }
+                };
+                disables.insert((model, key_id), restriction);
+            }
+        }
+        let buckets = request
+            .buckets
+            .iter()
+            .map(|(model, project)| usage.remove(&(model.as_str(), project.as_str())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| LimiterError::Unavailable("a bucket is missing from the snapshot".into()))?;
+        let disabled = request
+            .keys
+            .iter()
+            .map(|(model, key_id)| disables.get(&(model.as_str(), key_id.as_str())).cloned().flatten())
+            .collect();
+        Ok(LimiterSnapshot { buckets, disabled })
     }
 
     async fn disabled(&self, model: &str, key_id: &str) -> Result<Option<Restriction>, LimiterError> {

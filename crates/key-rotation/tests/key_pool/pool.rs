@@ -500,3 +500,51 @@ async fn a_leaked_key_stays_off_until_an_operator_re_enables_it() {
         assert_eq!(pool.health().await.unwrap()[1].state, "available", "{backend}: the operator lifts it");
     }
 }
+
+/// The operators' view of every key and bucket comes from one snapshot
+/// (one Redis round trip) and says what the separate reads say.
+#[tokio::test]
+async fn one_snapshot_shows_every_key_and_bucket() {
+    for (backend, limiter) in backends().await {
+        let keys = vec![
+            key("a", FLASH, "pa", 10, 0),
+            key("b", FLASH, "pb", 10, 1),
+            key("c", PRO, "pc", 10, 0),
+            key("d", PRO, "pc", 10, 1),
+        ];
+        let pool = pool(config(keys, Strategy::Priority), limiter.clone());
+        for _ in 0..2 {
+            let granted = grant(&pool, &light()).await;
+            assert_eq!(granted.key.key_id, "a");
+            pool.report(&granted, &Outcome::Success { prompt_tokens: Some(7) }).await;
+        }
+        limiter.cool_down(FLASH, "pb", 60_000, "test cooldown").await.unwrap();
+        let c = grant(&pool, &AdmitSpec { workload: Workload::Heavy, ..light() }).await;
+        assert_eq!(c.key.key_id, "c");
+        pool.report(&c, &Outcome::KeyLeaked).await;
+
+        let view = pool.view().await.unwrap();
+        let states: Vec<(&str, &str)> = view.keys.iter().map(|k| (k.key_id.as_str(), k.state)).collect();
+        assert_eq!(
+            states,
+            [("a", "available"), ("b", "cooling_down"), ("c", "disabled"), ("d", "available")],
+            "{backend}"
+        );
+        assert_eq!(view.keys[1].reason.as_deref(), Some("test cooldown"), "{backend}");
+        let buckets: Vec<(&str, &str, u32, u64)> = view
+            .buckets
+            .iter()
+            .map(|b| (b.model.as_str(), b.project.as_str(), b.requests_in_window, b.tokens_in_window))
+            .collect();
+        assert_eq!(
+            buckets,
+            [(FLASH, "pa", 2, 14), (FLASH, "pb", 0, 0), (PRO, "pc", 1, 10)],
+            "{backend}: reconciled tokens, one admission of the leaked key"
+        );
+        for bucket in &view.buckets {
+            let separate = limiter.usage(&bucket.model, &bucket.project, 1_000).await.unwrap();
+            assert_eq!(separate.requests_in_window, bucket.requests_in_window, "{backend}");
+            assert_eq!(separate.tokens_in_window, bucket.tokens_in_window, "{backend}");
+        }
+    }
+}
