@@ -150,6 +150,21 @@ async fn main() {
             }
         }
         row(&format!("operators' view (every key and bucket), {keys} keys"), &stats(views));
+        let config = redis.config();
+        let request = key_rotation::limiter::SnapshotRequest {
+            window_ms: 61_000,
+            buckets: config.keys.iter().map(|k| (k.model.clone(), k.project.clone())).collect(),
+            keys: config.keys.iter().map(|k| (k.model.clone(), k.key_id.clone())).collect(),
+        };
+        let mut reads = Vec::new();
+        for i in 0..220 {
+            let start = Instant::now();
+            redis.limiter().snapshot(&request).await.unwrap();
+            if i >= 20 {
+                reads.push(start.elapsed());
+            }
+        }
+        row(&format!("  of which the limiter's read, {keys} keys"), &stats(reads));
     }
 
     // Cooldown propagation: replica A cools a bucket; replica B (its own

@@ -19,6 +19,17 @@ use super::{
 
 /// What `restrict.lua` answers for the end of a disable only an operator lifts.
 const UNTIL_OPERATOR: i64 = -1;
+
+/// A disable as the model's hash stores it: `<until ms>|<reason>`, or
+/// `op|<reason>` until an operator lifts it. `None` once it has run out.
+fn restriction_of(stored: &str, now_ms: u64) -> Option<Restriction> {
+    let (until, reason) = stored.split_once('|')?;
+    if until == "op" {
+        return Some(Restriction::until_operator(reason));
+    }
+    let until_ms = until.parse::<u64>().ok()?;
+    (until_ms > now_ms).then(|| Restriction::timed(until_ms, reason))
+}
 use crate::pacific;
 use crate::redis_conn::{RedisError, RedisHandle};
 
@@ -436,6 +447,7 @@ impl Limiter for RedisLimiter {
     /// all sent at once on the multiplexed connection: one round trip
     /// however many keys.
     async fn snapshot(&self, request: &SnapshotRequest) -> Result<LimiterSnapshot, LimiterError> {
+        type BucketReply = (u32, u64, u32, u64, String);
         let (day_start, _) = today();
         let mut models: Vec<&str> = request.buckets.iter().chain(&request.keys).map(|(m, _)| m.as_str()).collect();
         models.sort_unstable();
@@ -443,61 +455,35 @@ impl Limiter for RedisLimiter {
         let reads = models.iter().map(|model| {
             let buckets: Vec<&str> =
                 request.buckets.iter().filter(|(m, _)| m == model).map(|(_, p)| p.as_str()).collect();
-            let keys: Vec<&str> = request.keys.iter().filter(|(m, _)| m == model).map(|(_, k)| k.as_str()).collect();
             let mut invocation = SNAPSHOT.prepare_invoke();
             invocation.key(self.names.disabled_keys(model));
             for project in &buckets {
                 invocation.key(self.names.window(model, project)).key(self.names.state(model, project));
             }
             invocation.arg(request.window_ms).arg(day_start);
-            for key_id in &keys {
-                invocation.arg(*key_id);
-            }
             async move {
-                let reply: Vec<String> = self.redis.invoke(&invocation).await?;
-                Ok::<_, LimiterError>((*model, buckets, keys, reply))
+                let reply: (u64, Vec<BucketReply>, std::collections::HashMap<String, String>) =
+                    self.redis.invoke(&invocation).await?;
+                Ok::<_, LimiterError>((*model, buckets, reply))
             }
         });
         let mut usage: std::collections::HashMap<(&str, &str), BucketUsage> = std::collections::HashMap::new();
-        let mut disables: std::collections::HashMap<(&str, &str), Option<Restriction>> =
+        let mut disables: std::collections::HashMap<&str, (u64, std::collections::HashMap<String, String>)> =
             std::collections::HashMap::new();
         for read in futures::future::join_all(reads).await {
-            let (model, buckets, keys, reply) = read?;
-            let malformed = || LimiterError::Unavailable("malformed snapshot reply".into());
-            let mut fields = reply.iter();
-            let now_ms = fields.next().and_then(|f| f.parse::<u64>().ok()).ok_or_else(malformed)?;
-            for project in buckets {
-                let mut next = || fields.next().ok_or_else(malformed);
-                let requests = next()?.parse::<u32>().map_err(|_| malformed())?;
-                let tokens = next()?.parse::<u64>().map_err(|_| malformed())?;
-                let today = next()?.parse::<u32>().map_err(|_| malformed())?;
-                let cool_until = next()?.parse::<u64>().map_err(|_| malformed())?;
-                let reason = next()?;
-                usage.insert(
-                    (model, project),
-                    BucketUsage {
-                        model: model.to_string(),
-                        project: project.to_string(),
-                        requests_in_window: requests,
-                        tokens_in_window: tokens,
-                        requests_today: today,
-                        cooldown: (cool_until > now_ms).then(|| Restriction::timed(cool_until, reason)),
-                    },
-                );
-            }
-            for key_id in keys {
-                let mut next = || fields.next().ok_or_else(malformed);
-                let until_ms = next()?.parse::<i64>().map_err(|_| malformed())?;
-                let reason = next()?;
-                let restriction = match until_ms {
-                    UNTIL_OPERATOR => Some(Restriction::until_operator(reason)),
-                    until_ms => {
-                        let until_ms = u64::try_from(until_ms).unwrap_or(0);
-                        (until_ms > now_ms).then(|| Restriction::timed(until_ms, reason))
-                    }
+            let (model, buckets, (now_ms, replies, disabled)) = read?;
+            for (project, (requests, tokens, today, cool_until, reason)) in buckets.into_iter().zip(replies) {
+                let usage_now = BucketUsage {
+                    model: model.to_string(),
+                    project: project.to_string(),
+                    requests_in_window: requests,
+                    tokens_in_window: tokens,
+                    requests_today: today,
+                    cooldown: (cool_until > now_ms).then(|| Restriction::timed(cool_until, &reason)),
                 };
-                disables.insert((model, key_id), restriction);
+                usage.insert((model, project), usage_now);
             }
+            disables.insert(model, (now_ms, disabled));
         }
         let buckets = request
             .buckets
@@ -508,7 +494,10 @@ impl Limiter for RedisLimiter {
         let disabled = request
             .keys
             .iter()
-            .map(|(model, key_id)| disables.get(&(model.as_str(), key_id.as_str())).cloned().flatten())
+            .map(|(model, key_id)| {
+                let (now_ms, hash) = disables.get(model.as_str())?;
+                restriction_of(hash.get(key_id)?, *now_ms)
+            })
             .collect();
         Ok(LimiterSnapshot { buckets, disabled })
     }
