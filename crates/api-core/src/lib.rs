@@ -12,6 +12,7 @@ pub mod history;
 pub mod idempotency;
 pub mod jwt;
 pub mod pagination;
+pub mod responses;
 pub mod sessions;
 pub mod state;
 pub mod stream_slots;

@@ -44,6 +44,11 @@ pub struct AppStateInner {
     pub tasks: DetachedTasks,
     /// `USER_MAX_STREAMS`: the event streams each user may hold open.
     pub stream_slots: crate::stream_slots::StreamSlots,
+    /// `METRICS_TOKEN`: the bearer token `/metrics` asks for; without one
+    /// it answers only on loopback.
+    pub metrics_token: Option<secrecy::SecretString>,
+    /// What this replica answered clients, counted for the metrics.
+    pub responses: crate::responses::ResponseCounters,
     /// `REQUEST_TIMEOUT_SECS`: what a request may take, and so what work
     /// making several AI calls must fit into.
     pub request_timeout: Duration,

@@ -18,6 +18,8 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::chat::estimate_tokens;
 use crate::classify::GeminiError;
 use crate::client::{GeminiClient, GeminiStream};
@@ -184,6 +186,7 @@ pub struct Executor {
     user_limits: UserLimits,
     settings: ExecutorSettings,
     sequence: AtomicU64,
+    metrics: ExecutorMetrics,
 }
 
 /// A stream whose first chunk has arrived. Chunks after the first byte are
@@ -241,6 +244,25 @@ enum Attempt<T> {
     Fail(ExecError),
 }
 
+/// What the executor measures, per replica, for the metrics exposition.
+#[derive(Debug, Clone)]
+pub struct ExecutorMetrics {
+    /// From asking the pool for a key to getting one, waits for room included.
+    pub admission_wait: Histogram,
+    /// One upstream attempt, from sending to the answer (or the first chunk).
+    pub upstream_latency: Histogram,
+}
+
+impl Default for ExecutorMetrics {
+    fn default() -> Self {
+        // Seconds: admissions are immediate or wait up to the AI deadline;
+        // upstream answers take 50 ms to tens of seconds.
+        let waits = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0];
+        let latencies = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0];
+        Self { admission_wait: Histogram::new(waits), upstream_latency: Histogram::new(latencies) }
+    }
+}
+
 impl Executor {
     pub fn new(
         client: GeminiClient,
@@ -249,7 +271,19 @@ impl Executor {
         user_limits: UserLimits,
         settings: ExecutorSettings,
     ) -> Self {
-        Self { client, pool, fair_use, user_limits, settings, sequence: AtomicU64::new(0) }
+        Self {
+            client,
+            pool,
+            fair_use,
+            user_limits,
+            settings,
+            sequence: AtomicU64::new(0),
+            metrics: ExecutorMetrics::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &ExecutorMetrics {
+        &self.metrics
     }
 
     /// The deadline of a call that sets none (`AI_DEADLINE_SECS`).
@@ -337,6 +371,7 @@ impl Executor {
         };
         let mut attempts = 0;
         let mut admitted_once = false;
+        let mut waiting_since = Instant::now();
         let mut last_error: Option<GeminiError> = None;
         let outcome = loop {
             if attempts >= self.settings.max_attempts {
@@ -358,9 +393,14 @@ impl Executor {
             };
             admitted_once = true;
             attempts += 1;
+            self.metrics.admission_wait.observe(waiting_since.elapsed().as_secs_f64());
             let model = spec.model.clone().unwrap_or_else(|| grant.key.model.clone());
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match attempt(grant, model, remaining).await {
+            let sent = Instant::now();
+            let attempted = attempt(grant, model, remaining).await;
+            self.metrics.upstream_latency.observe(sent.elapsed().as_secs_f64());
+            waiting_since = Instant::now();
+            match attempted {
                 Attempt::Done(value) => break Ok(value),
                 Attempt::Fail(err) => break Err(err),
                 Attempt::Retry(err) => {

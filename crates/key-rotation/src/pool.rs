@@ -173,6 +173,9 @@ pub struct PoolMetrics {
     pub admitted: AtomicU64,
     pub full: AtomicU64,
     pub too_large: AtomicU64,
+    /// No configured key could take the call (none, none for the model,
+    /// or every candidate disabled).
+    pub no_key: AtomicU64,
     outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
@@ -469,6 +472,10 @@ impl KeyPool {
                 self.metrics.too_large.fetch_add(1, Ordering::Relaxed);
                 return Err(err);
             }
+            Err(err @ (PoolError::NoKeys | PoolError::NoKeyForModel(_) | PoolError::Unusable)) => {
+                self.metrics.no_key.fetch_add(1, Ordering::Relaxed);
+                return Err(err);
+            }
             other => other?,
         };
         let config = &snapshot.config;
@@ -507,7 +514,10 @@ impl KeyPool {
                 self.metrics.full.fetch_add(1, Ordering::Relaxed);
                 Ok(AdmitResult::Full { retry_after: Duration::from_millis(wait.max(1)) })
             }
-            None => Err(PoolError::Unusable),
+            None => {
+                self.metrics.no_key.fetch_add(1, Ordering::Relaxed);
+                Err(PoolError::Unusable)
+            }
         }
     }
 
@@ -731,6 +741,7 @@ impl KeyPool {
                 let cooldown = cooldowns.get(&(key.model.as_str(), key.project.as_str())).and_then(|c| c.as_ref());
                 let (state, until, reason) = match (disabled, cooldown) {
                     _ if !key.active => ("inactive", None, None),
+                    (Some(d), _) if d.needs_operator => ("leaked", None, Some(d.reason.clone())),
                     (Some(d), _) => ("disabled", None, Some(d.reason.clone())),
                     (None, Some(c)) => ("cooling_down", Some(c.until_ms), Some(c.reason.clone())),
                     (None, None) => ("available", None, None),

@@ -90,6 +90,8 @@ impl App {
             tasks: api_core::DetachedTasks::default(),
             stream_slots: api_core::stream_slots::StreamSlots::new(config.user_max_streams),
             request_timeout: config.request_timeout,
+            metrics_token: config.metrics_token.clone(),
+            responses: api_core::responses::ResponseCounters::default(),
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)
@@ -169,6 +171,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/api", get(routes::api_index))
+        .merge(admin_dashboard::routes())
         .merge(auth.public)
         .merge(strategies.public)
         .method_not_allowed_fallback(method_not_allowed);
@@ -193,6 +196,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(cors_layer(&config.cors_allowed_origins))
                 .layer(middleware::from_fn_with_state(request_timeout, enforce_request_timeout))
+                .layer(middleware::from_fn_with_state(state.clone(), api_core::responses::count_responses))
                 .layer(DefaultBodyLimit::max(config.max_body_bytes)),
         )
         .with_state(state)

@@ -43,6 +43,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("REDIS_KEY_PREFIX", Some("algoagent"), "Prefix of every Redis key this service writes."),
     setting("REDIS_TIMEOUT_MS", Some("50"), "Deadline of each Redis call, in milliseconds."),
     secret("JWT_SECRET", "HS256 signing secret, at least 32 bytes. Falls back to `SECRET_KEY`. Required with Postgres; the SQLite default generates one in `DATA_DIR`."),
+    secret("METRICS_TOKEN", "Bearer token `GET /metrics` requires. Without one, `/metrics` answers only clients on loopback."),
     secret("SECRET_KEY", "The old Django `.env`'s key, used when `JWT_SECRET` is unset: our signing secret is derived from it (HMAC-SHA256 with a label), so the old app's tokens never verify here. A `django-insecure-…` key is refused with Postgres."),
     setting("ACCESS_TOKEN_TTL_SECS", Some("3600"), "Access token lifetime."),
     setting("REFRESH_TOKEN_TTL_SECS", Some("604800"), "Refresh token lifetime (7 days)."),
@@ -244,6 +245,7 @@ pub struct Config {
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
     pub jwt_secret: Option<SecretString>,
+    pub metrics_token: Option<SecretString>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub cors_allowed_origins: CorsOrigins,
@@ -518,6 +520,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         redis_timeout: Duration::from_millis(layers.positive("REDIS_TIMEOUT_MS")?),
         // The legacy key only seeds ours: tokens the old app signed with it
         // never verify here.
+        metrics_token: layers.string("METRICS_TOKEN").map(SecretString::from),
         jwt_secret: jwt_secret
             .map(
                 |secret| {

@@ -435,6 +435,10 @@ impl Limiter for FailoverLimiter {
         }
     }
 
+    fn degraded(&self) -> Option<bool> {
+        Some(self.mode() == Mode::Degraded)
+    }
+
     async fn snapshot(&self, request: &SnapshotRequest) -> Result<LimiterSnapshot, LimiterError> {
         match self.redis.snapshot(request).await {
             Ok(snapshot) => Ok(snapshot),

@@ -168,6 +168,12 @@ pub trait Limiter: Send + Sync {
     /// Takes a named lock for `ttl_ms` if nobody holds it (one prober per key).
     async fn try_lock(&self, name: &str, ttl_ms: u64) -> Result<bool, LimiterError>;
 
+    /// Whether this replica decides alone because the shared state is out
+    /// of reach; `None` for a backend that has no shared state.
+    fn degraded(&self) -> Option<bool> {
+        None
+    }
+
     /// Many buckets' use and many keys' disables at once, for the
     /// operators' views: a backend with round trips does it in one.
     async fn snapshot(&self, request: &SnapshotRequest) -> Result<LimiterSnapshot, LimiterError> {

@@ -323,7 +323,7 @@ async fn probes_revive_dead_keys_with_backoff_but_never_leaked_ones() {
         revived.probe_disabled(&healthy).await.unwrap();
         let health = revived.health().await.unwrap();
         assert_eq!(health[0].state, "available", "{backend}");
-        assert_eq!(health[1].state, "disabled", "{backend}: a leaked key stays off");
+        assert_eq!(health[1].state, "leaked", "{backend}: a leaked key stays off");
         assert_eq!(healthy.1.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
@@ -489,7 +489,7 @@ async fn a_leaked_key_stays_off_until_an_operator_re_enables_it() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let health = pool.health().await.unwrap();
         assert_eq!(health[0].state, "available", "{backend}: an ordinary disable runs out");
-        assert_eq!(health[1].state, "disabled", "{backend}: a leak does not");
+        assert_eq!(health[1].state, "leaked", "{backend}: a leak does not");
         let restriction = pool.limiter().disabled(FLASH, "leaked").await.unwrap().expect("still disabled");
         assert!(restriction.needs_operator, "{backend}");
         let probe = ScriptedProbe(ProbeResult::Healthy, Default::default());
@@ -527,7 +527,7 @@ async fn one_snapshot_shows_every_key_and_bucket() {
         let states: Vec<(&str, &str)> = view.keys.iter().map(|k| (k.key_id.as_str(), k.state)).collect();
         assert_eq!(
             states,
-            [("a", "available"), ("b", "cooling_down"), ("c", "disabled"), ("d", "available")],
+            [("a", "available"), ("b", "cooling_down"), ("c", "leaked"), ("d", "available")],
             "{backend}"
         );
         assert_eq!(view.keys[1].reason.as_deref(), Some("test cooldown"), "{backend}");

@@ -39,5 +39,5 @@ async fn the_demo_pool_rotates_past_its_bad_keys() {
     let heavy = CallSpec { workload: Workload::Heavy, ..call };
     assert_eq!(gemini.generate(&heavy).await.unwrap().key_id, "pro_01");
     let health = gemini.pool().health().await.unwrap();
-    assert_eq!(health.iter().find(|h| h.key_id == "pro_leaked").unwrap().state, "disabled");
+    assert_eq!(health.iter().find(|h| h.key_id == "pro_leaked").unwrap().state, "leaked");
 }

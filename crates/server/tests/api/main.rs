@@ -17,6 +17,7 @@ mod detached_work;
 mod helpers;
 mod hostile_code;
 mod http;
+mod metrics;
 mod ownership;
 mod profiles;
 mod replicas;

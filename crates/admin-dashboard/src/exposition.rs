@@ -1,0 +1,202 @@
+//! One scrape: a registry of its own, filled from the shared state and this
+//! replica's counters, then encoded. No global registry: every test (and
+//! every app in one process) sees only its own numbers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use api_core::AppState;
+use key_rotation::pool::{BucketView, KeyHealth};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Every state a key can be in; `algoagent_key_state` has a series for each.
+const KEY_STATES: [&str; 5] = ["available", "cooling_down", "disabled", "leaked", "inactive"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key_id: String,
+    project: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyStateLabels {
+    key_id: String,
+    project: String,
+    model: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabels {
+    project: String,
+    model: String,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    key_id: String,
+    model: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    result: &'static str,
+}
+
+type Ratio = Gauge<f64, AtomicU64>;
+
+pub async fn render(state: &AppState) -> String {
+    let mut registry = Registry::with_prefix("algoagent");
+    registry.register(
+        "build",
+        "The running build",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_string())]),
+    );
+    pool_wide(state, &mut registry).await;
+    this_replica(state, &mut registry);
+    let mut text = String::new();
+    if let Err(err) = encode(&mut text, &registry) {
+        tracing::error!(error = %err, "could not encode the metrics");
+    }
+    text
+}
+
+/// The gauges read from the shared state: the same on every replica.
+async fn pool_wide(state: &AppState, registry: &mut Registry) {
+    let config = state.pool.config();
+    let threshold = Ratio::default();
+    threshold.set(config.quota_warning_threshold);
+    registry.register(
+        "bucket_warning_threshold_ratio",
+        "keys.json's quota_warning_threshold: a bucket at or past it is near its limit",
+        threshold,
+    );
+    if let Some(degraded) = state.pool.limiter().degraded() {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::from(degraded));
+        registry.register("limiter_degraded", "1 while this replica admits alone, Redis out of reach", gauge);
+    }
+    if let Some(redis) = &state.redis {
+        let up = Gauge::<i64>::default();
+        up.set(i64::from(redis.ping().await.is_ok()));
+        registry.register("redis_up", "1 when Redis answered this scrape's PING", up);
+    }
+    match state.pool.view().await {
+        Ok(view) => {
+            keys(&view.keys, registry);
+            buckets(&view.buckets, registry);
+        }
+        // Unknown is left out, never exported as a made-up value.
+        Err(err) => tracing::warn!(error = %err, "metrics: the pool's state could not be read"),
+    }
+}
+
+fn keys(keys: &[KeyHealth], registry: &mut Registry) {
+    let up = Family::<KeyLabels, Gauge>::default();
+    let states = Family::<KeyStateLabels, Gauge>::default();
+    for key in keys {
+        let labels = KeyLabels { key_id: key.key_id.clone(), project: key.project.clone(), model: key.model.clone() };
+        up.get_or_create(&labels).set(i64::from(key.state == "available"));
+        for state in KEY_STATES {
+            let labels = KeyStateLabels {
+                key_id: key.key_id.clone(),
+                project: key.project.clone(),
+                model: key.model.clone(),
+                state,
+            };
+            states.get_or_create(&labels).set(i64::from(key.state == state));
+        }
+    }
+    registry.register("key_up", "1 when the key can take a call now", up);
+    registry.register("key_state", "1 for the key's current state, 0 for the others", states);
+}
+
+fn buckets(buckets: &[BucketView], registry: &mut Registry) {
+    let utilization = Family::<BucketLabels, Ratio>::default();
+    let remaining = Family::<BucketLabels, Gauge>::default();
+    let reset = Family::<BucketLabels, Gauge>::default();
+    let (_, day_end_ms) = key_rotation::pacific::day_bounds_ms(now_ms());
+    for bucket in buckets {
+        let labels = |limit| BucketLabels { project: bucket.project.clone(), model: bucket.model.clone(), limit };
+        let ratio = |used: f64, limit: f64| if limit > 0.0 { used / limit } else { 0.0 };
+        utilization.get_or_create(&labels("rpm")).set(ratio(bucket.requests_in_window.into(), bucket.rpm.into()));
+        utilization.get_or_create(&labels("tpm")).set(ratio(bucket.tokens_in_window as f64, bucket.tpm as f64));
+        remaining.get_or_create(&labels("rpm")).set(bucket.remaining_rpm.into());
+        remaining.get_or_create(&labels("tpm")).set(i64::try_from(bucket.remaining_tpm).unwrap_or(i64::MAX));
+        if let (Some(rpd), Some(left)) = (bucket.rpd, bucket.remaining_rpd) {
+            utilization.get_or_create(&labels("rpd")).set(ratio(bucket.requests_today.into(), rpd.into()));
+            remaining.get_or_create(&labels("rpd")).set(left.into());
+            // The day's count resets at Pacific midnight. A sliding window
+            // has no one reset time, so rpm and tpm have no series here.
+            reset.get_or_create(&labels("rpd")).set(i64::try_from(day_end_ms / 1000).unwrap_or(i64::MAX));
+        }
+    }
+    registry.register(
+        "bucket_utilization_ratio",
+        "Used fraction of a (project, model) bucket's limit: rpm and tpm in the window, rpd today",
+        utilization,
+    );
+    registry.register("bucket_remaining", "Requests (rpm, rpd) or input tokens (tpm) the bucket has left", remaining);
+    registry.register_with_unit(
+        "bucket_reset_timestamp",
+        "When the limit's count starts again (rpd: Pacific midnight)",
+        Unit::Seconds,
+        reset,
+    );
+}
+
+/// This replica's own counters and histograms.
+fn this_replica(state: &AppState, registry: &mut Registry) {
+    let config = state.pool.config();
+    let upstream = Family::<UpstreamLabels, Counter>::default();
+    for ((key_id, outcome), count) in state.pool.metrics().outcomes() {
+        let model = config.keys.iter().find(|k| k.key_id == key_id).map(|k| k.model.clone());
+        // A key reloaded away keeps no series: its model is no longer known.
+        if let Some(model) = model {
+            upstream.get_or_create(&UpstreamLabels { key_id, model, outcome }).inc_by(count);
+        }
+    }
+    registry.register("upstream_requests", "Upstream calls by key and classified outcome (this replica)", upstream);
+
+    let pool = state.pool.metrics();
+    let admissions = Family::<AdmissionLabels, Counter>::default();
+    for (result, count) in
+        [("admitted", &pool.admitted), ("full", &pool.full), ("too_large", &pool.too_large), ("no_key", &pool.no_key)]
+    {
+        admissions.get_or_create(&AdmissionLabels { result }).inc_by(count.load(Ordering::Relaxed));
+    }
+    registry.register("admissions", "Admission attempts by result (this replica)", admissions);
+
+    let throttled = Counter::<u64>::default();
+    throttled.inc_by(state.responses.too_many_requests());
+    registry.register("http_too_many_requests", "Responses answered 429 to clients (this replica)", throttled);
+
+    let executor = state.gemini.metrics();
+    registry.register_with_unit(
+        "admission_wait",
+        "From asking for a key to getting one, waits for room included (this replica)",
+        Unit::Seconds,
+        executor.admission_wait.clone(),
+    );
+    registry.register_with_unit(
+        "upstream_latency",
+        "One upstream attempt, to its answer or first chunk (this replica)",
+        Unit::Seconds,
+        executor.upstream_latency.clone(),
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,78 @@
+//! `GET /metrics`: the Prometheus exposition, read over HTTP after real
+//! calls through the pool.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{redis_url, spawn_app_with_sim, spawn_app_with_sim_and, start_sim, SIM_KEY};
+
+const KEY: &str = r#"key_id="default",project="default",model="gemini-2.5-flash""#;
+
+#[tokio::test]
+async fn the_exposition_shows_the_pool_and_this_replicas_calls() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("measured").await;
+    let chat = app.post("/api/auth/chat/", Some(&user.access), &json!({"message": "Hello"})).await;
+    assert_eq!(chat.status(), StatusCode::OK);
+
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status(), StatusCode::OK, "the test client is on loopback");
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().await.unwrap();
+    for line in [
+        format!(r#"algoagent_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION")),
+        format!("algoagent_key_up{{{KEY}}} 1"),
+        format!(r#"algoagent_key_state{{{KEY},state="available"}} 1"#),
+        format!(r#"algoagent_key_state{{{KEY},state="cooling_down"}} 0"#),
+        // One call of the discovered key's 10 a minute.
+        r#"algoagent_bucket_utilization_ratio{project="default",model="gemini-2.5-flash",limit="rpm"} 0.1"#.into(),
+        r#"algoagent_bucket_remaining{project="default",model="gemini-2.5-flash",limit="rpm"} 9"#.into(),
+        "algoagent_bucket_warning_threshold_ratio 0.8".into(),
+        r#"algoagent_upstream_requests_total{key_id="default",model="gemini-2.5-flash",outcome="success"} 1"#.into(),
+        r#"algoagent_admissions_total{result="admitted"} 1"#.into(),
+        "algoagent_upstream_latency_seconds_count 1".into(),
+        "algoagent_admission_wait_seconds_count 1".into(),
+        "algoagent_http_too_many_requests_total 0".into(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with(r#"algoagent_bucket_reset_timestamp_seconds{project="default""#)),
+        "the day's reset: {text}"
+    );
+    assert!(!text.contains(SIM_KEY) && !text.contains(&SIM_KEY[SIM_KEY.len() - 8..]), "a secret was exported");
+    if redis_url().is_some() {
+        assert!(text.lines().any(|l| l == "algoagent_redis_up 1"), "{text}");
+        assert!(text.lines().any(|l| l == "algoagent_limiter_degraded 0"), "{text}");
+    } else {
+        assert!(!text.contains("algoagent_redis_up") && !text.contains("algoagent_limiter_degraded"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn user_facing_429s_are_counted() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim_and(&sim, &[("USER_RPM_DEFAULT", "1"), ("USER_BURST_DEFAULT", "1")]).await;
+    let user = app.register("hurried").await;
+    let first = app.post("/api/auth/chat/", Some(&user.access), &json!({"message": "one"})).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = app.post("/api/auth/chat/", Some(&user.access), &json!({"message": "two"})).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(text.lines().any(|l| l == "algoagent_http_too_many_requests_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_metrics_token_is_required_once_set() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim_and(&sim, &[("METRICS_TOKEN", "scrape-token-of-the-test")]).await;
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.get("/metrics", Some("another-token")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.get("/metrics", Some("scrape-token-of-the-test")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("algoagent_key_up"));
+}
