@@ -76,3 +76,36 @@ async fn a_metrics_token_is_required_once_set() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.text().await.unwrap().contains("algoagent_key_up"));
 }
+
+/// The alert rules shipped in deploy/prometheus/ use only series this
+/// server exports (promtool checks the rules themselves in `.ci/run`).
+#[tokio::test]
+async fn the_shipped_alert_rules_name_only_exported_series() {
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/alerts.yml")).unwrap();
+    let mut names: Vec<&str> = rules
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|word| word.starts_with("algoagent_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 5, "{names:?}");
+
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("alerted").await;
+    app.post("/api/auth/chat/", Some(&user.access), &json!({"message": "Hello"})).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let exported = |name: &str| {
+        text.lines().any(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
+    };
+    for name in names {
+        // Degraded mode exists only where there is shared state to lose.
+        if name == "algoagent_limiter_degraded" && redis_url().is_none() {
+            continue;
+        }
+        assert!(exported(name), "{name} is alerted on but not exported:\n{text}");
+    }
+}
