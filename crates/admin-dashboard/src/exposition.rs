@@ -176,8 +176,22 @@ fn this_replica(state: &AppState, registry: &mut Registry) {
     registry.register("admissions", "Admission attempts by result (this replica)", admissions);
 
     let throttled = Counter::<u64>::default();
-    throttled.inc_by(state.responses.too_many_requests());
+    throttled.inc_by(state.counters.too_many_requests());
     registry.register("http_too_many_requests", "Responses answered 429 to clients (this replica)", throttled);
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct DeliveryLabels {
+        result: &'static str,
+    }
+    let deliveries = Family::<DeliveryLabels, Counter>::default();
+    let (sent, failed) = state.counters.alert_deliveries();
+    deliveries.get_or_create(&DeliveryLabels { result: "sent" }).inc_by(sent);
+    deliveries.get_or_create(&DeliveryLabels { result: "failed" }).inc_by(failed);
+    registry.register(
+        "alert_webhook_deliveries",
+        "Alerts posted to ALERT_WEBHOOK_URL, by result after retries (this replica)",
+        deliveries,
+    );
 
     let executor = state.gemini.metrics();
     registry.register_with_unit(

@@ -1,5 +1,5 @@
 //! The operators' surface. Today: `GET /metrics`, the Prometheus
-//! exposition (OpenMetrics text).
+//! exposition (OpenMetrics text), and the alert webhook ([`alerts`]).
 //!
 //! Two kinds of series:
 //! - pool-wide gauges, read from the shared state at each scrape, are the
@@ -14,6 +14,7 @@
 //!
 //! Access: a bearer `METRICS_TOKEN` when set; without one, loopback only.
 
+pub mod alerts;
 mod exposition;
 
 use std::net::{IpAddr, SocketAddr};

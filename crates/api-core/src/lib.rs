@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client_ip;
+pub mod counters;
 pub mod error;
 pub mod extract;
 pub mod hashing;
@@ -12,7 +13,6 @@ pub mod history;
 pub mod idempotency;
 pub mod jwt;
 pub mod pagination;
-pub mod responses;
 pub mod sessions;
 pub mod state;
 pub mod stream_slots;

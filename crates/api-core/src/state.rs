@@ -48,7 +48,7 @@ pub struct AppStateInner {
     /// it answers only on loopback.
     pub metrics_token: Option<secrecy::SecretString>,
     /// What this replica answered clients, counted for the metrics.
-    pub responses: crate::responses::ResponseCounters,
+    pub counters: crate::counters::OperatorCounters,
     /// `REQUEST_TIMEOUT_SECS`: what a request may take, and so what work
     /// making several AI calls must fit into.
     pub request_timeout: Duration,

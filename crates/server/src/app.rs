@@ -91,7 +91,7 @@ impl App {
             stream_slots: api_core::stream_slots::StreamSlots::new(config.user_max_streams),
             request_timeout: config.request_timeout,
             metrics_token: config.metrics_token.clone(),
-            responses: api_core::responses::ResponseCounters::default(),
+            counters: api_core::counters::OperatorCounters::default(),
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)
@@ -122,6 +122,15 @@ impl App {
         background.spawn(crate::keys::probe_disabled_keys(self.keys.pool.clone(), self.keys.probe.clone()));
         background.spawn(crate::reload::listen(self.keys.pool.clone(), self.config.clone(), self.keys.redis.clone()));
         background.spawn(crate::maintenance::run(self.state.store.clone()));
+        if let Some(webhook) = &self.config.alert_webhook_url {
+            let settings = admin_dashboard::alerts::AlertSettings {
+                webhook: webhook.clone(),
+                secret: self.config.alert_webhook_secret.clone(),
+                repeat: self.config.alert_repeat,
+                check_every: self.config.alert_check,
+            };
+            background.spawn(admin_dashboard::alerts::run(self.state.clone(), settings));
+        }
         let pid_file = crate::reload::write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
@@ -196,7 +205,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(cors_layer(&config.cors_allowed_origins))
                 .layer(middleware::from_fn_with_state(request_timeout, enforce_request_timeout))
-                .layer(middleware::from_fn_with_state(state.clone(), api_core::responses::count_responses))
+                .layer(middleware::from_fn_with_state(state.clone(), api_core::counters::count_responses))
                 .layer(DefaultBodyLimit::max(config.max_body_bytes)),
         )
         .with_state(state)

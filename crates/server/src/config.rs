@@ -43,6 +43,10 @@ pub const SETTINGS: &[Setting] = &[
     setting("REDIS_KEY_PREFIX", Some("algoagent"), "Prefix of every Redis key this service writes."),
     setting("REDIS_TIMEOUT_MS", Some("50"), "Deadline of each Redis call, in milliseconds."),
     secret("JWT_SECRET", "HS256 signing secret, at least 32 bytes. Falls back to `SECRET_KEY`. Required with Postgres; the SQLite default generates one in `DATA_DIR`."),
+    secret("ALERT_WEBHOOK_URL", "Where alerts on the key pool are posted as JSON (Slack-compatible `text` included). Unset: no webhook."),
+    secret("ALERT_WEBHOOK_SECRET", "Signs each alert: `X-AlgoAgent-Signature: sha256=<hex HMAC-SHA256 of the body>`."),
+    setting("ALERT_REPEAT_SECS", Some("900"), "An alert condition is posted at most once per this many seconds, across all replicas."),
+    setting("ALERT_CHECK_SECS", Some("30"), "How often each replica checks the alert conditions."),
     secret("METRICS_TOKEN", "Bearer token `GET /metrics` requires. Without one, `/metrics` answers only clients on loopback."),
     secret("SECRET_KEY", "The old Django `.env`'s key, used when `JWT_SECRET` is unset: our signing secret is derived from it (HMAC-SHA256 with a label), so the old app's tokens never verify here. A `django-insecure-…` key is refused with Postgres."),
     setting("ACCESS_TOKEN_TTL_SECS", Some("3600"), "Access token lifetime."),
@@ -246,6 +250,11 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub jwt_secret: Option<SecretString>,
     pub metrics_token: Option<SecretString>,
+    /// `ALERT_WEBHOOK_URL`: a secret, since such URLs (Slack's) carry their token.
+    pub alert_webhook_url: Option<SecretString>,
+    pub alert_webhook_secret: Option<SecretString>,
+    pub alert_repeat: Duration,
+    pub alert_check: Duration,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub cors_allowed_origins: CorsOrigins,
@@ -502,6 +511,12 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         "json" => LogFormat::Json,
         _ => return Err(layers.invalid("LOG_FORMAT", "expected text or json")),
     };
+    let alert_webhook_url = match layers.string("ALERT_WEBHOOK_URL") {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(SecretString::from(url)),
+        // The value is not shown: a webhook URL carries its token.
+        Some(_) => return Err(layers.invalid("ALERT_WEBHOOK_URL", "expected an http:// or https:// URL")),
+        None => None,
+    };
     let redis_key_prefix = layers.string("REDIS_KEY_PREFIX").unwrap_or_default();
     if redis_key_prefix.is_empty() || redis_key_prefix.contains(['{', '}', ' ']) {
         return Err(layers.invalid("REDIS_KEY_PREFIX", "must be non-empty, without spaces or braces"));
@@ -521,6 +536,10 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         // The legacy key only seeds ours: tokens the old app signed with it
         // never verify here.
         metrics_token: layers.string("METRICS_TOKEN").map(SecretString::from),
+        alert_webhook_url,
+        alert_webhook_secret: layers.string("ALERT_WEBHOOK_SECRET").map(SecretString::from),
+        alert_repeat: Duration::from_secs(layers.positive("ALERT_REPEAT_SECS")?),
+        alert_check: Duration::from_secs(layers.positive("ALERT_CHECK_SECS")?),
         jwt_secret: jwt_secret
             .map(
                 |secret| {

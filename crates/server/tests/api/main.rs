@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod alerts;
 mod bounds;
 mod chat;
 mod chat_stream;
