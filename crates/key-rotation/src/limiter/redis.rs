@@ -40,7 +40,6 @@ fn with_helpers(body: &str) -> Script {
 
 static ADMIT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("admit.lua")));
 static TICKET: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("ticket.lua")));
-static USAGE: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("usage.lua")));
 static RESTRICT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("restrict.lua")));
 static REPLAY: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("replay.lua")));
 static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| with_helpers(include_str!("snapshot.lua")));
@@ -424,23 +423,13 @@ impl Limiter for RedisLimiter {
     }
 
     async fn usage(&self, model: &str, project: &str, window_ms: u64) -> Result<BucketUsage, LimiterError> {
-        let (day_start, _) = today();
-        let mut invocation = USAGE.prepare_invoke();
-        invocation
-            .key(self.names.window(model, project))
-            .key(self.names.state(model, project))
-            .arg(window_ms)
-            .arg(day_start);
-        let (requests, tokens, today, cool_until, reason, now_ms): (u32, u64, u32, u64, String, u64) =
-            self.redis.invoke(&invocation).await?;
-        Ok(BucketUsage {
-            model: model.to_string(),
-            project: project.to_string(),
-            requests_in_window: requests,
-            tokens_in_window: tokens,
-            requests_today: today,
-            cooldown: (cool_until > now_ms).then(|| Restriction::timed(cool_until, &reason)),
-        })
+        let request =
+            SnapshotRequest { window_ms, buckets: vec![(model.to_string(), project.to_string())], keys: Vec::new() };
+        let mut snapshot = self.snapshot(&request).await?;
+        snapshot
+            .buckets
+            .pop()
+            .ok_or_else(|| LimiterError::Unavailable("the bucket is missing from the snapshot".into()))
     }
 
     /// One script call per model (a model's keys share one Cluster slot),
