@@ -10,6 +10,12 @@ use crate::helpers::{base_env, expect_status, redis_url, spawn_app, TestDatabase
 
 const BINARY: &str = env!("CARGO_BIN_EXE_algoagent");
 
+/// The environment of a command that never reaches its database: a SQLite
+/// path in the test's own directory, so nothing is left in the crate.
+fn command_env(dir: &tempfile::TempDir) -> Vec<(String, String)> {
+    base_env(dir, &format!("sqlite://{}/unused.db", dir.path().display()), "a-jwt-secret-that-is-long-enough-for-hs256")
+}
+
 fn algoagent(env: &[(String, String)]) -> Command {
     let mut command = Command::new(BINARY);
     command
@@ -93,11 +99,7 @@ async fn migrate_prepares_a_fresh_database() {
 #[tokio::test]
 async fn a_bad_setting_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     env.push(("USER_RPM_DEFAULT".into(), "lots".into()));
     let output = run_with_stdin(algoagent(&env), "").await;
     assert!(!output.status.success());
@@ -265,11 +267,7 @@ async fn a_bad_keys_file_stops_start_up_naming_the_key_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 0)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     with_keys(&mut env, &keys_file, &["flash_01"]);
     let output = run_with_stdin(algoagent(&env), "").await;
     assert!(!output.status.success());
@@ -285,11 +283,7 @@ async fn the_old_deployments_lower_case_key_variables_fill_the_pool() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../keys.example.json"), &keys_file).unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
     let ids = ["flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"];
     for (n, id) in ids.iter().enumerate() {
@@ -312,11 +306,7 @@ async fn two_spellings_of_one_key_with_different_secrets_stop_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
     env.push(("GEMINI_KEY_flash_01".into(), "AIzaSy-private-one-AAAA".into()));
     env.push(("GEMINI_KEY_FLASH_01".into(), "AIzaSy-private-two-BBBB".into()));
@@ -332,11 +322,7 @@ async fn keys_without_secrets_are_named_with_the_variables_tried_and_an_empty_po
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 15), ("pro-02", 15)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     env.push(("KEYS_FILE".into(), keys_file.display().to_string()));
     let mut command = algoagent(&env);
     command.args(["keys", "status"]);
@@ -352,11 +338,7 @@ async fn keys_status_shows_masked_keys_and_their_buckets() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../keys.example.json"), &keys_file).unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     let ids = ["flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"];
     with_keys(&mut env, &keys_file, &ids);
     let mut command = algoagent(&env);
@@ -454,11 +436,7 @@ async fn keys_reset_needs_the_shared_state_and_lifts_a_projects_cooldown() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("keys.json");
     std::fs::write(&keys_file, keys_json(&[("flash_01", 15)])).unwrap();
-    let mut env = base_env(
-        &dir,
-        &format!("sqlite://{}/unused.db", dir.path().display()),
-        "a-jwt-secret-that-is-long-enough-for-hs256",
-    );
+    let mut env = command_env(&dir);
     with_keys(&mut env, &keys_file, &["flash_01"]);
     let mut command = algoagent(&env);
     command.args(["keys", "reset", "flash_01"]);
