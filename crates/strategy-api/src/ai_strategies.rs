@@ -101,13 +101,12 @@ async fn create_with_ai(
     ApiJson(request): ApiJson<AiStrategyRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let task_state = state.clone();
-    let work = async move { create(&task_state, user, request).await };
+    let work = async move { create(task_state, user, request).await };
     let body = api_core::run_detached(&state, None, work).await?;
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn create(state: &AppState, user: AuthUser, request: AiStrategyRequest) -> ApiResult<Value> {
-    let state = state.clone();
+async fn create(state: AppState, user: AuthUser, request: AiStrategyRequest) -> ApiResult<Value> {
     let validation = run_validation(&state, user.user_id, request.validation).await?;
     let (body, analysis, validation) = validated(validation)?;
     let mut fields = new_fields();
@@ -145,12 +144,11 @@ async fn update_with_ai(
     ApiJson(request): ApiJson<AiStrategyRequest>,
 ) -> ApiResult<Json<Value>> {
     let task_state = state.clone();
-    let work = async move { update(&task_state, user, id, request).await };
+    let work = async move { update(task_state, user, id, request).await };
     Ok(Json(api_core::run_detached(&state, None, work).await?))
 }
 
-async fn update(state: &AppState, user: AuthUser, id: i64, request: AiStrategyRequest) -> ApiResult<Value> {
-    let state = state.clone();
+async fn update(state: AppState, user: AuthUser, id: i64, request: AiStrategyRequest) -> ApiResult<Value> {
     let current = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     let validation = run_validation(&state, user.user_id, request.validation).await?;
     if validation.analysis.is_none() {
