@@ -12,9 +12,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use api_core::AppState;
+use api_core::{AlertWebhook, AppState};
 use key_rotation::pool::PoolView;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -22,12 +22,6 @@ use tokio::time::Instant;
 const RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct AlertSettings {
-    pub webhook: SecretString,
-    pub secret: Option<SecretString>,
-    pub repeat: Duration,
-    pub check_every: Duration,
-}
 
 /// One condition that holds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,14 +104,24 @@ pub fn conditions(view: &PoolView, threshold: f64, degraded: Option<&str>, upstr
     alerts
 }
 
-/// Checks and posts, every `check_every`, until the task is dropped.
-pub async fn run(state: AppState, settings: AlertSettings) {
-    let client = match reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build() {
-        Ok(client) => client,
+fn client() -> Option<reqwest::Client> {
+    match reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build() {
+        Ok(client) => Some(client),
         Err(err) => {
             tracing::error!(error = %err, "alerts: cannot build an HTTP client; no alerts will be posted");
-            return;
+            None
         }
+    }
+}
+
+/// Checks and posts, every `check_every`, until the task is dropped.
+/// Without `ALERT_WEBHOOK_URL` there is nothing to do.
+pub async fn run(state: AppState) {
+    let Some(settings) = state.alert_webhook.clone() else {
+        return;
+    };
+    let Some(client) = client() else {
+        return;
     };
     let mut posted: HashMap<String, Instant> = HashMap::new();
     let mut seen_429s = upstream_429s(&state);
@@ -162,12 +166,40 @@ fn upstream_429s(state: &AppState) -> u64 {
         .sum()
 }
 
+/// Why a test alert was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum TestAlertError {
+    #[error("ALERT_WEBHOOK_URL is not set")]
+    NotConfigured,
+    #[error("the webhook did not accept the alert (after retries)")]
+    NotDelivered,
+}
+
+/// Posts a test alert now (the operators' "send a test alert"), with the
+/// same signing, retries and counting as a real one.
+pub async fn send_test(state: &AppState, actor: &str) -> Result<(), TestAlertError> {
+    let settings = state.alert_webhook.as_ref().ok_or(TestAlertError::NotConfigured)?;
+    let client = client().ok_or(TestAlertError::NotDelivered)?;
+    let alert = Alert {
+        condition: "test".into(),
+        severity: "info",
+        summary: format!("Test alert sent by {actor}"),
+    };
+    let delivered = deliver(&client, settings, &alert, &state.pool.replica().to_string()).await;
+    state.counters.count_alert_delivery(delivered);
+    if delivered {
+        Ok(())
+    } else {
+        Err(TestAlertError::NotDelivered)
+    }
+}
+
 /// Whether this replica is the one to post `condition` now: it holds the
 /// limiter's lock on it for `ALERT_REPEAT_SECS` (shared through Redis when
 /// configured; in this process otherwise).
 async fn claim(
     state: &AppState,
-    settings: &AlertSettings,
+    settings: &AlertWebhook,
     posted: &mut HashMap<String, Instant>,
     condition: &str,
 ) -> bool {
@@ -212,12 +244,12 @@ pub fn signature(secret: &str, body: &str) -> String {
     format!("sha256={hex}")
 }
 
-async fn deliver(client: &reqwest::Client, settings: &AlertSettings, alert: &Alert, replica: &str) -> bool {
+async fn deliver(client: &reqwest::Client, settings: &AlertWebhook, alert: &Alert, replica: &str) -> bool {
     let body = body(alert, replica);
     let mut waits = RETRY_BACKOFF.iter();
     loop {
         let mut request = client
-            .post(settings.webhook.expose_secret())
+            .post(settings.url.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone());
         if let Some(secret) = &settings.secret {

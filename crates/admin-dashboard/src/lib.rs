@@ -1,5 +1,13 @@
-//! The operators' surface. Today: `GET /metrics`, the Prometheus
-//! exposition (OpenMetrics text), and the alert webhook ([`alerts`]).
+//! The operators' surface:
+//! - the dashboard under `/admin` ([`pages`]): overview, keys, buckets,
+//!   history and users, with actions, for admins signed in with a cookie
+//!   session ([`session`]);
+//! - the same data and actions as JSON under `/api/admin/` ([`api`]), for
+//!   an admin's JWT;
+//! - `GET /metrics`, the Prometheus exposition (OpenMetrics text);
+//! - the alert webhook ([`alerts`]).
+//!
+//! What they read and do lives once, in [`operations`].
 //!
 //! Two kinds of series:
 //! - pool-wide gauges, read from the shared state at each scrape, are the
@@ -12,14 +20,19 @@
 //! outcomes, states and limits are closed sets) and never carry a secret.
 //! Something unknown is left out, never given a placeholder value.
 //!
-//! Access: a bearer `METRICS_TOKEN` when set; without one, loopback only.
+//! Access to `/metrics`: a bearer `METRICS_TOKEN` when set; without one,
+//! loopback only.
 
 pub mod alerts;
+mod api;
 mod exposition;
+pub mod operations;
+mod pages;
+pub mod session;
 
 use std::net::{IpAddr, SocketAddr};
 
-use api_core::{ApiError, AppState};
+use api_core::{ApiError, AppState, FeatureRoutes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -27,8 +40,15 @@ use axum::routing::get;
 use axum::Router;
 use secrecy::ExposeSecret;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+/// The operators' routes. `dashboard` (`ADMIN_DASHBOARD`) serves the
+/// `/admin` pages; `/api/admin/` and `/metrics` are always there, each
+/// behind its own gate.
+pub fn routes(dashboard: bool) -> FeatureRoutes {
+    let mut public = Router::new().route("/metrics", get(metrics));
+    if dashboard {
+        public = public.merge(pages::routes());
+    }
+    FeatureRoutes { public, protected: api::routes() }
 }
 
 async fn metrics(

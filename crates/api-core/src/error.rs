@@ -288,6 +288,13 @@ impl From<gemini_client::ExecError> for ApiError {
     }
 }
 
+impl From<key_rotation::limiter::LimiterError> for ApiError {
+    fn from(err: key_rotation::limiter::LimiterError) -> Self {
+        tracing::warn!(error = %err, "the key pool's shared state is unreachable");
+        ApiError::Unavailable("the key pool's shared state is unreachable; try again shortly".into())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {

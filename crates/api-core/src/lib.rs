@@ -13,6 +13,7 @@ pub mod history;
 pub mod idempotency;
 pub mod jwt;
 pub mod pagination;
+pub mod rotation_history;
 pub mod sessions;
 pub mod state;
 pub mod stream_slots;
@@ -29,7 +30,7 @@ pub use hashing::{HashingGate, HashingPermit};
 pub use idempotency::{Begun, Idempotency};
 pub use jwt::{JwtKeys, TokenKind};
 pub use pagination::{Page, PageRequest, PAGE_SIZE};
-pub use state::{AppState, AppStateInner, ChatSettings};
+pub use state::{AlertWebhook, AppState, AppStateInner, ChatSettings, ReloadBroadcast};
 pub use tasks::{run_detached, DetachedTasks};
 
 /// Routes a feature crate contributes: `public` ones answer anonymous

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use key_rotation::fair_use::{FairUse, UserLimits};
-use key_rotation::pool::KeyPool;
+use key_rotation::pool::{KeyPool, KeyProbe};
 use key_rotation::redis_conn::RedisHandle;
 use key_rotation::throttle::Throttle;
 use store::Store;
@@ -49,6 +49,16 @@ pub struct AppStateInner {
     pub metrics_token: Option<secrecy::SecretString>,
     /// What this replica answered clients, counted for the metrics.
     pub counters: crate::counters::OperatorCounters,
+    /// The heartbeat registry of replicas sharing Redis, when configured.
+    pub replicas: Option<Arc<key_rotation::replicas::ReplicaRegistry>>,
+    /// The rotation history every replica writes, in the database.
+    pub history: Arc<crate::rotation_history::DatabaseEventLog>,
+    /// Probes a key without spending quota: the operators' "probe now".
+    pub probe: Arc<dyn KeyProbe>,
+    /// Asks every replica to re-read the key configuration.
+    pub reload: Arc<dyn ReloadBroadcast>,
+    /// `ALERT_WEBHOOK_URL` and its settings, when set.
+    pub alert_webhook: Option<AlertWebhook>,
     /// `REQUEST_TIMEOUT_SECS`: what a request may take, and so what work
     /// making several AI calls must fit into.
     pub request_timeout: Duration,
@@ -64,6 +74,25 @@ pub struct ChatSettings {
     pub max_session_messages: i64,
     /// How long a stream may wait for its next chunk from upstream.
     pub stream_idle_timeout: Duration,
+}
+
+/// Where and how alerts are posted (`ALERT_WEBHOOK_*`).
+#[derive(Clone)]
+pub struct AlertWebhook {
+    /// A secret: webhook URLs carry their token.
+    pub url: secrecy::SecretString,
+    pub secret: Option<secrecy::SecretString>,
+    /// A condition is posted at most once per this, across replicas.
+    pub repeat: Duration,
+    pub check_every: Duration,
+}
+
+/// Asks every replica to re-read the key configuration (a Redis broadcast,
+/// or a signal to the one local server).
+#[async_trait::async_trait]
+pub trait ReloadBroadcast: Send + Sync {
+    /// Whom the request reached, for the operator to read.
+    async fn request_reload(&self) -> anyhow::Result<String>;
 }
 
 impl AppState {

@@ -361,7 +361,15 @@ impl Executor {
     {
         let deadline = Instant::now() + spec.deadline.unwrap_or(self.settings.deadline);
         let estimated = estimate_tokens(&spec.body);
-        let user_ticket = self.fair_use_check(spec, estimated).await?;
+        let user_ticket = match self.fair_use_check(spec, estimated).await {
+            Ok(ticket) => ticket,
+            Err(err) => {
+                if let (Some(user), ExecError::UserLimited { .. }) = (&spec.user, &err) {
+                    self.pool.activity().user_call(user, estimated, true);
+                }
+                return Err(err);
+            }
+        };
         let admit = AdmitSpec {
             workload: spec.workload,
             model: spec.model.clone(),
@@ -397,8 +405,10 @@ impl Executor {
             let model = spec.model.clone().unwrap_or_else(|| grant.key.model.clone());
             let remaining = deadline.saturating_duration_since(Instant::now());
             let sent = Instant::now();
+            let key_id = grant.key.key_id.clone();
             let attempted = attempt(grant, model, remaining).await;
             self.metrics.upstream_latency.observe(sent.elapsed().as_secs_f64());
+            self.pool.activity().key_latency(&key_id, sent.elapsed());
             waiting_since = Instant::now();
             match attempted {
                 Attempt::Done(value) => break Ok(value),
@@ -424,6 +434,12 @@ impl Executor {
                 if let Err(err) = self.fair_use.refund(ticket).await {
                     tracing::warn!(error = %err, "could not refund a user's fair-use unit");
                 }
+            }
+        }
+        if let Some(user) = &spec.user {
+            let refused = matches!(outcome, Err(ExecError::PoolFull { .. }));
+            if admitted_once || refused {
+                self.pool.activity().user_call(user, estimated, refused);
             }
         }
         outcome.map(|value| (value, attempts))

@@ -3,6 +3,7 @@
 //! This crate owns every conversation with Redis: request admission is only
 //! exact across replicas when one place decides it.
 
+pub mod activity;
 pub mod clock;
 pub mod config;
 pub mod events;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::activity::{Activity, CallClass};
 use crate::clock::Clock;
 use crate::config::{KeySpec, PoolConfig, Strategy, Workload};
-use crate::events::{EventLog, RotationEvent};
+use crate::events::{EventLog, RotationEvent, POOL_ACTOR};
 use crate::limiter::{
     AdmitRequest, BucketUsage, Candidate, Decision, Lasting, Limiter, LimiterError, Pick, Restriction, SnapshotRequest,
     Ticket, MAX_CANDIDATES,
@@ -204,6 +205,7 @@ pub struct KeyPool {
     rotation: AtomicU64,
     limiter: Arc<dyn Limiter>,
     events: Arc<dyn EventLog>,
+    activity: Arc<Activity>,
     clock: Arc<dyn Clock>,
     options: PoolOptions,
     stats: Mutex<HashMap<String, KeyStats>>,
@@ -229,6 +231,8 @@ fn stable_hash(parts: &[&str]) -> u64 {
 }
 
 const LEAKED: &str = "key reported as leaked";
+/// The start of the reason of a key an operator took out of rotation.
+pub const OPERATOR_DISABLED: &str = "disabled by an operator";
 
 /// Windows of [`MAX_CANDIDATES`] one admission may walk per model: enough
 /// to reach past a full top of a large pool without unbounded round trips.
@@ -363,6 +367,7 @@ impl KeyPool {
             rotation: AtomicU64::new(rand::random::<u64>() % 1024),
             limiter,
             events,
+            activity: Arc::new(Activity::in_memory(clock.clone())),
             clock,
             options,
             stats: Mutex::new(HashMap::new()),
@@ -371,6 +376,19 @@ impl KeyPool {
             sequence: AtomicU64::new(0),
             availability: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Keeps the hour and day counts in `activity` (shared through Redis)
+    /// instead of this process's memory.
+    #[must_use]
+    pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = activity;
+        self
+    }
+
+    /// Who used the pool over the last hour and day.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
     }
 
     /// This replica's name in the shared state.
@@ -539,6 +557,11 @@ impl KeyPool {
     }
 
     async fn record(&self, kind: &str, key: Option<&KeySpec>, detail: String) {
+        self.record_as(POOL_ACTOR, kind, key, detail).await;
+    }
+
+    /// Adds an event to the rotation history in `actor`'s name.
+    pub async fn record_as(&self, actor: &str, kind: &str, key: Option<&KeySpec>, detail: String) {
         let event = RotationEvent {
             at_ms: self.clock.now_ms(),
             kind: kind.to_string(),
@@ -546,8 +569,9 @@ impl KeyPool {
             project: key.map(|k| k.project.clone()),
             model: key.map(|k| k.model.clone()),
             detail,
+            actor: actor.to_string(),
         };
-        tracing::info!(kind, key_id = ?event.key_id, detail = %event.detail, "key pool event");
+        tracing::info!(kind, actor, key_id = ?event.key_id, detail = %event.detail, "key pool event");
         self.events.record(event).await;
     }
 
@@ -564,6 +588,15 @@ impl KeyPool {
         let ticket = &grant.ticket;
         self.touch(&key.key_id, Some(outcome));
         self.metrics.count_outcome(&key.key_id, outcome.kind());
+        let class = match outcome {
+            Outcome::NotSent => None,
+            Outcome::Success { .. } => Some(CallClass::Success),
+            Outcome::RateLimited { .. } => Some(CallClass::RateLimited),
+            _ => Some(CallClass::Error),
+        };
+        if let Some(class) = class {
+            self.activity.key_call(&key.key_id, class);
+        }
         let window_ms = duration_ms(self.config().effective_window());
         match outcome {
             Outcome::Success { prompt_tokens } => {
@@ -632,7 +665,7 @@ impl KeyPool {
 
     /// Lifts cooldowns and disables of a project (optionally one model):
     /// the operator's answer to `limit: 0` or a replaced key.
-    pub async fn reset(&self, project: &str, model: Option<&str>) -> Result<usize, LimiterError> {
+    pub async fn reset(&self, project: &str, model: Option<&str>, actor: &str) -> Result<usize, LimiterError> {
         let config = self.config();
         let keys: Vec<&KeySpec> =
             config.keys.iter().filter(|k| k.project == project && model.is_none_or(|m| m == k.model)).collect();
@@ -640,9 +673,67 @@ impl KeyPool {
             self.limiter.clear_cooldown(&key.model, &key.project).await?;
             self.limiter.enable(&key.model, &key.key_id).await?;
             self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
-            self.record("reset", Some(key), "cooldown and disable lifted by an operator".into()).await;
+            self.record_as(actor, "reset", Some(key), "cooldown and disable lifted by an operator".into()).await;
         }
         Ok(keys.len())
+    }
+
+    /// The configured key named `key_id`.
+    pub fn key(&self, key_id: &str) -> Option<KeySpec> {
+        let snapshot = self.snapshot();
+        snapshot.index.get(key_id).map(|&i| snapshot.config.keys[i].clone())
+    }
+
+    /// Takes a key out of rotation until an operator enables it again; the
+    /// probes leave it alone.
+    pub async fn disable_by_operator(&self, key: &KeySpec, actor: &str) -> Result<(), LimiterError> {
+        let reason = format!("{OPERATOR_DISABLED} by {actor}");
+        self.limiter.disable(&key.model, &key.key_id, Lasting::UntilOperator, &reason).await?;
+        self.record_as(actor, "disabled", Some(key), reason).await;
+        Ok(())
+    }
+
+    /// Puts a key back into rotation, whatever disabled it (a leak included:
+    /// the operator has replaced or cleared it).
+    pub async fn enable_by_operator(&self, key: &KeySpec, actor: &str) -> Result<(), LimiterError> {
+        self.limiter.enable(&key.model, &key.key_id).await?;
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+        self.record_as(actor, "enabled", Some(key), "enabled by an operator".into()).await;
+        Ok(())
+    }
+
+    /// Probes one key now, as an operator asked, and acts on the answer as
+    /// the background probe would: a healthy disabled key comes back (unless
+    /// an operator disabled it), a dead one is disabled.
+    pub async fn probe_now(&self, key: &KeySpec, probe: &dyn KeyProbe, actor: &str) -> Result<ProbeResult, LimiterError> {
+        let result = probe.probe(key).await;
+        let restriction = self.limiter.disabled(&key.model, &key.key_id).await?;
+        let detail = match &result {
+            ProbeResult::Healthy => match &restriction {
+                Some(r) if r.needs_operator => "healthy; left disabled (only an operator enables it)".to_string(),
+                Some(_) => {
+                    self.limiter.enable(&key.model, &key.key_id).await?;
+                    self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+                    "healthy; enabled".to_string()
+                }
+                None => "healthy".to_string(),
+            },
+            ProbeResult::Dead(outcome) => {
+                let (lasting, reason) = match outcome {
+                    Outcome::KeyLeaked => (Lasting::UntilOperator, LEAKED),
+                    Outcome::KeyBlocked => (
+                        Lasting::Ms(duration_ms(self.options.disable_ttl)),
+                        "key blocked for this API (API_KEY_SERVICE_BLOCKED)",
+                    ),
+                    _ => (Lasting::Ms(duration_ms(self.options.disable_ttl)), "key invalid (API_KEY_INVALID)"),
+                };
+                self.limiter.disable(&key.model, &key.key_id, lasting, reason).await?;
+                format!("dead: {reason}")
+            }
+            ProbeResult::Inconclusive => "inconclusive (network trouble or a server error); nothing changed".into(),
+        };
+        self.record_as(actor, "probe", Some(key), detail).await;
+        Ok(result)
     }
 
     /// One round of re-checks of disabled keys. Each key is probed by one
@@ -741,7 +832,7 @@ impl KeyPool {
                 let cooldown = cooldowns.get(&(key.model.as_str(), key.project.as_str())).and_then(|c| c.as_ref());
                 let (state, until, reason) = match (disabled, cooldown) {
                     _ if !key.active => ("inactive", None, None),
-                    (Some(d), _) if d.needs_operator => ("leaked", None, Some(d.reason.clone())),
+                    (Some(d), _) if d.reason == LEAKED => ("leaked", None, Some(d.reason.clone())),
                     (Some(d), _) => ("disabled", None, Some(d.reason.clone())),
                     (None, Some(c)) => ("cooling_down", Some(c.until_ms), Some(c.reason.clone())),
                     (None, None) => ("available", None, None),

@@ -68,6 +68,13 @@ impl RedisHandle {
         self.settle(outcome).await
     }
 
+    /// Runs a pipeline (one round trip) within the deadline.
+    pub async fn pipeline<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, RedisError> {
+        let mut connection = self.connection().await?;
+        let outcome = tokio::time::timeout(self.deadline, pipe.query_async::<T>(&mut connection)).await;
+        self.settle(outcome).await
+    }
+
     /// Runs a Lua script (EVALSHA, loading it on first use) within the deadline.
     pub async fn invoke<T: redis::FromRedisValue>(
         &self,

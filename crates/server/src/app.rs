@@ -2,11 +2,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use api_core::error::{method_not_allowed, not_found};
-use api_core::{require_auth, ApiError, AppState, AppStateInner, ChatSettings, JwtKeys, TrustedProxies};
+use api_core::rotation_history::DatabaseEventLog;
+use api_core::{
+    require_auth, AlertWebhook, ApiError, AppState, AppStateInner, ChatSettings, JwtKeys, TrustedProxies,
+};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -59,15 +63,16 @@ impl App {
         }
         let secret = crate::secrets::jwt_secret(config)?;
         let jwt = JwtKeys::new(secret.expose_secret().as_bytes(), config.access_token_ttl, config.refresh_token_ttl);
+        let history = Arc::new(DatabaseEventLog::new(store.clone()));
         let (keys, demo_sim) = if demo {
             let (sim, pool) = crate::demo::start().await?;
             tracing::warn!(
                 gemini = %sim.base_url(),
                 "demo mode: an in-process gemini-sim with built-in keys; KEYS_FILE and real keys are ignored"
             );
-            (crate::keys::build_with(config, pool, &sim.base_url())?, Some(sim))
+            (crate::keys::build_with(config, pool, &sim.base_url(), history.clone())?, Some(sim))
         } else {
-            (crate::keys::build(config)?, None)
+            (crate::keys::build(config, history.clone())?, None)
         };
         let state = AppState::new(AppStateInner {
             hashing: api_core::HashingGate::for_this_machine(),
@@ -92,6 +97,16 @@ impl App {
             request_timeout: config.request_timeout,
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
+            history,
+            replicas: keys.registry.clone(),
+            probe: keys.probe.clone(),
+            reload: Arc::new(crate::reload::Broadcast::new(config.clone())),
+            alert_webhook: config.alert_webhook_url.clone().map(|url| AlertWebhook {
+                url,
+                secret: config.alert_webhook_secret.clone(),
+                repeat: config.alert_repeat,
+                check_every: config.alert_check,
+            }),
         });
         let router = router(state.clone(), config);
         let listener = TcpListener::bind(config.bind_addr)
@@ -121,16 +136,10 @@ impl App {
         }
         background.spawn(crate::keys::probe_disabled_keys(self.keys.pool.clone(), self.keys.probe.clone()));
         background.spawn(crate::reload::listen(self.keys.pool.clone(), self.config.clone(), self.keys.redis.clone()));
-        background.spawn(crate::maintenance::run(self.state.store.clone()));
-        if let Some(webhook) = &self.config.alert_webhook_url {
-            let settings = admin_dashboard::alerts::AlertSettings {
-                webhook: webhook.clone(),
-                secret: self.config.alert_webhook_secret.clone(),
-                repeat: self.config.alert_repeat,
-                check_every: self.config.alert_check,
-            };
-            background.spawn(admin_dashboard::alerts::run(self.state.clone(), settings));
-        }
+        background.spawn(crate::maintenance::run(self.state.store.clone(), self.config.history_retention));
+        background.spawn(self.keys.pool.activity().clone().flush_forever());
+        background.spawn(self.state.history.clone().write_forever());
+        background.spawn(admin_dashboard::alerts::run(self.state.clone()));
         let pid_file = crate::reload::write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
@@ -150,6 +159,9 @@ impl App {
             );
         }
         background.shutdown().await;
+        if let Err(err) = self.state.history.flush().await {
+            tracing::warn!(error = %err, "could not write the last of the rotation history");
+        }
         if let Some(registry) = &self.keys.registry {
             // Leaving at once grows the others' degraded shares without waiting for a timeout.
             if let Err(err) = registry.leave().await {
@@ -176,17 +188,19 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
 pub fn router(state: AppState, config: &Config) -> Router {
     let auth = auth_conversation::routes();
     let strategies = strategy_api::routes();
+    let operators = admin_dashboard::routes(config.admin_dashboard);
     let public = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/api", get(routes::api_index))
-        .merge(admin_dashboard::routes())
+        .merge(operators.public)
         .merge(auth.public)
         .merge(strategies.public)
         .method_not_allowed_fallback(method_not_allowed);
     let protected = Router::new()
         .merge(auth.protected)
         .merge(strategies.protected)
+        .merge(operators.protected)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use api_core::rotation_history::DatabaseEventLog;
+
 use crate::app::{self, App};
 use crate::config::{self, Config, ConfigFile, ConfigSources};
 
@@ -85,11 +87,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The rotation history the keys commands read and add to: the server's,
+/// in the database, or (when it cannot be reached) a log of this command's
+/// own, said so on the terminal.
+#[allow(clippy::print_stderr, reason = "a note to the operator's terminal")]
+async fn history_log(
+    config: &Config,
+) -> (std::sync::Arc<dyn key_rotation::events::EventLog>, Option<std::sync::Arc<DatabaseEventLog>>) {
+    match app::connect_store(config).await {
+        Ok(store) => {
+            let log = std::sync::Arc::new(DatabaseEventLog::new(store));
+            (log.clone(), Some(log))
+        }
+        Err(err) => {
+            eprintln!("note: the database is unreachable ({err:#}); the rotation history is not shown or kept");
+            (std::sync::Arc::new(key_rotation::events::MemoryEventLog::default()), None)
+        }
+    }
+}
+
 #[allow(clippy::print_stdout, reason = "the keys commands report to the operator's terminal")]
 async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
     match action {
         KeysCommand::Status => {
-            let services = crate::keys::build(config)?;
+            let (history, _) = history_log(config).await;
+            let services = crate::keys::build(config, history)?;
             let pool = &services.pool;
             if services.redis.is_none() {
                 println!("note: without REDIS_URL the quota state lives inside the running server; this shows the configuration only.");
@@ -139,12 +161,16 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::Reset { project, model } => {
-            let services = crate::keys::build(config)?;
+            let (history, database) = history_log(config).await;
+            let services = crate::keys::build(config, history)?;
             anyhow::ensure!(
                 services.redis.is_some(),
                 "without REDIS_URL the quota state lives inside the running server; restart it to reset"
             );
-            let keys = services.pool.reset(&project, model.as_deref()).await?;
+            let keys = services.pool.reset(&project, model.as_deref(), "cli").await?;
+            if let Some(database) = database {
+                database.flush().await.context("recording the reset in the rotation history")?;
+            }
             anyhow::ensure!(keys > 0, "no configured key belongs to project {project}");
             println!("reset {keys} key(s) of project {project}");
             Ok(())

@@ -47,6 +47,8 @@ pub const SETTINGS: &[Setting] = &[
     secret("ALERT_WEBHOOK_SECRET", "Signs each alert: `X-AlgoAgent-Signature: sha256=<hex HMAC-SHA256 of the body>`."),
     setting("ALERT_REPEAT_SECS", Some("900"), "An alert condition is posted at most once per this many seconds, across all replicas."),
     setting("ALERT_CHECK_SECS", Some("30"), "How often each replica checks the alert conditions."),
+    setting("ADMIN_DASHBOARD", Some("true"), "`false` turns the operators' pages under `/admin` off entirely (`/api/admin/` and `/metrics` are governed on their own)."),
+    setting("HISTORY_RETENTION_DAYS", Some("30"), "Days the key pool's rotation history is kept in the database."),
     secret("METRICS_TOKEN", "Bearer token `GET /metrics` requires. Without one, `/metrics` answers only clients on loopback."),
     secret("SECRET_KEY", "The old Django `.env`'s key, used when `JWT_SECRET` is unset: our signing secret is derived from it (HMAC-SHA256 with a label), so the old app's tokens never verify here. A `django-insecure-…` key is refused with Postgres."),
     setting("ACCESS_TOKEN_TTL_SECS", Some("3600"), "Access token lifetime."),
@@ -250,6 +252,10 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub jwt_secret: Option<SecretString>,
     pub metrics_token: Option<SecretString>,
+    /// `ADMIN_DASHBOARD`: whether the `/admin` pages are served.
+    pub admin_dashboard: bool,
+    /// `HISTORY_RETENTION_DAYS`: how long rotation events are kept.
+    pub history_retention: Duration,
     /// `ALERT_WEBHOOK_URL`: a secret, since such URLs (Slack's) carry their token.
     pub alert_webhook_url: Option<SecretString>,
     pub alert_webhook_secret: Option<SecretString>,
@@ -536,6 +542,8 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         // The legacy key only seeds ours: tokens the old app signed with it
         // never verify here.
         metrics_token: layers.string("METRICS_TOKEN").map(SecretString::from),
+        admin_dashboard: layers.bool("ADMIN_DASHBOARD")?,
+        history_retention: Duration::from_secs(layers.positive("HISTORY_RETENTION_DAYS")?.saturating_mul(86_400)),
         alert_webhook_url,
         alert_webhook_secret: layers.string("ALERT_WEBHOOK_SECRET").map(SecretString::from),
         alert_repeat: Duration::from_secs(layers.positive("ALERT_REPEAT_SECS")?),

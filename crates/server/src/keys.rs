@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gemini_client::{Executor, ExecutorSettings, GeminiClient, ModelProbe};
+use key_rotation::activity::{Activity, RedisActivity};
 use key_rotation::clock::SystemClock;
 use key_rotation::config::{load_pool, PoolConfig};
-use key_rotation::events::{EventLog, RedisEventLog};
+use key_rotation::events::EventLog;
 use key_rotation::fair_use::{FairUse, MemoryFairUse, RedisFairUse, UserLimits};
 use key_rotation::limiter::failover::FailoverLimiter;
 use key_rotation::limiter::redis::RedisLimiter;
@@ -58,13 +59,19 @@ pub fn load_pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
 }
 
 /// The pool, fair use and throttles (shared through Redis when configured,
-/// in this process otherwise) and the executor over them, from `KEYS_FILE`.
-pub fn build(config: &Config) -> anyhow::Result<KeyServices> {
-    build_with(config, load_pool_config(config)?, &config.gemini_base_url)
+/// in this process otherwise) and the executor over them, from `KEYS_FILE`;
+/// the pool's history goes to `events`.
+pub fn build(config: &Config, events: Arc<dyn EventLog>) -> anyhow::Result<KeyServices> {
+    build_with(config, load_pool_config(config)?, &config.gemini_base_url, events)
 }
 
 /// As [`build`], with a given pool and Gemini base URL (the demo's).
-pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &str) -> anyhow::Result<KeyServices> {
+pub fn build_with(
+    config: &Config,
+    pool_config: PoolConfig,
+    gemini_base_url: &str,
+    events: Arc<dyn EventLog>,
+) -> anyhow::Result<KeyServices> {
     describe(&pool_config);
     let client = GeminiClient::new(gemini_base_url, gemini_client::DEFAULT_VERSION, Duration::from_secs(5))
         .context("GEMINI_BASE_URL")?;
@@ -78,7 +85,8 @@ pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &st
     let options = PoolOptions::default();
     let clock = Arc::new(SystemClock);
     let Some(handle) = redis else {
-        let pool = KeyPool::in_memory(pool_config);
+        let limiter = Arc::new(key_rotation::limiter::memory::MemoryLimiter::default());
+        let pool = KeyPool::new(pool_config, limiter, events, clock, options);
         let fair_use: Arc<dyn FairUse> = Arc::new(MemoryFairUse::default());
         let pool = Arc::new(pool);
         return Ok(KeyServices {
@@ -96,8 +104,8 @@ pub fn build_with(config: &Config, pool_config: PoolConfig, gemini_base_url: &st
     let registry = Arc::new(ReplicaRegistry::new(handle.clone(), prefix, &replica, REPLICA_TTL));
     let failover = Arc::new(FailoverLimiter::new(RedisLimiter::new(handle.clone(), prefix), registry.clone()));
     let limiter: Arc<dyn Limiter> = failover.clone();
-    let events: Arc<dyn EventLog> = Arc::new(RedisEventLog::new(handle.clone(), prefix));
-    let pool = Arc::new(KeyPool::new(pool_config, limiter, events, clock, options));
+    let activity = Arc::new(Activity::new(Box::new(RedisActivity::new(handle.clone(), prefix)), clock.clone()));
+    let pool = Arc::new(KeyPool::new(pool_config, limiter, events, clock, options).with_activity(activity));
     let fair_use: Arc<dyn FairUse> = Arc::new(RedisFairUse::new(handle.clone(), prefix));
     Ok(KeyServices {
         executor: executor(config, &client, &pool, &fair_use),

@@ -1,5 +1,5 @@
 //! Asking every replica to re-read the key configuration: `algoagent keys
-//! reload` today, the admin dashboard and the secret stores next. One
+//! reload`, the operators' dashboard, and the secret stores next. One
 //! broadcast, two transports:
 //! - with `REDIS_URL`, a message on one Redis channel that every replica
 //!   follows, so a reload reaches them all wherever the command runs;
@@ -53,6 +53,27 @@ pub async fn request(config: &Config) -> anyhow::Result<Delivered> {
     rustix::process::kill_process(pid, rustix::process::Signal::HUP)
         .with_context(|| format!("could not signal process {}", pid.as_raw_nonzero()))?;
     Ok(Delivered::Process(pid.as_raw_nonzero().get()))
+}
+
+/// [`request`] for the operators' dashboard.
+pub struct Broadcast {
+    config: Config,
+}
+
+impl Broadcast {
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl api_core::ReloadBroadcast for Broadcast {
+    async fn request_reload(&self) -> anyhow::Result<String> {
+        Ok(match request(&self.config).await? {
+            Delivered::Replicas(count) => format!("asked {count} replica(s) to reload"),
+            Delivered::Process(_) => "asked this server to reload".to_string(),
+        })
+    }
 }
 
 /// Reloads on SIGHUP, and on every broadcast request when Redis is configured.

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod conversations;
 pub mod generated;
 pub mod idempotency;
+pub mod operators;
 pub mod strategies;
 pub mod strategy_chat;
 

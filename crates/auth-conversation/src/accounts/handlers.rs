@@ -117,38 +117,43 @@ pub struct LoginRequest {
     password: Redacted<String>,
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    ApiJson(request): ApiJson<LoginRequest>,
-) -> ApiResult<Json<SessionView>> {
+/// Checks a username and password with the login throttles (failures per
+/// username and per client network, reserved before the check) and the
+/// hashing gate: the one way every login form and endpoint checks a
+/// password. Records the login on success.
+pub async fn check_password(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    username: &str,
+    password: String,
+) -> ApiResult<store::accounts::UserRow> {
     // No real account has a longer name; refusing it here keeps arbitrary
     // text out of the throttle's buckets.
-    if request.username.chars().count() > service::USERNAME_MAX_CHARS {
+    if username.chars().count() > service::USERNAME_MAX_CHARS {
         return Err(ApiError::Validation(FieldErrors::single(
             "username",
             format!("Ensure this field has no more than {} characters.", service::USERNAME_MAX_CHARS),
         )));
     }
     let failures = FailureReservations::reserve(
-        &state,
-        [(username_bucket(&request.username), LOGIN_FAILURES_PER_USERNAME), (ip_bucket(ip), LOGIN_FAILURES_PER_IP)],
+        state,
+        [(username_bucket(username), LOGIN_FAILURES_PER_USERNAME), (ip_bucket(ip), LOGIN_FAILURES_PER_IP)],
     )
     .await?;
     let permit = match state.hashing.admit().await {
         Ok(permit) => permit,
         Err(busy) => {
-            failures.refund(&state).await;
+            failures.refund(state).await;
             return Err(busy);
         }
     };
 
-    let user = state.store.user_by_username(&request.username).await?;
+    let user = state.store.user_by_username(username).await?;
     let hash = match &user {
         Some(user) => user.password_hash.clone(),
         None => password::timing_decoy_hash().await.map_err(ApiError::Internal)?,
     };
-    let matches = password::verify_password(request.password.0, hash, permit).await.map_err(ApiError::Internal)?;
+    let matches = password::verify_password(password, hash, permit).await.map_err(ApiError::Internal)?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
         _ => {
@@ -156,8 +161,17 @@ pub async fn login(
             return Err(ApiError::InvalidCredentials);
         }
     };
-    failures.refund(&state).await;
+    failures.refund(state).await;
     state.store.record_login(user.id, chrono::Utc::now()).await?;
+    Ok(user)
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> ApiResult<Json<SessionView>> {
+    let user = check_password(&state, ip, &request.username, request.password.0).await?;
     let tokens = service::start_session(&state, user.id).await?;
     Ok(Json(SessionView { user: UserView::from(&user), tokens, message: "Login successful" }))
 }

@@ -6,6 +6,7 @@ pub mod password;
 mod service;
 mod views;
 
+pub use handlers::check_password;
 pub use service::{ensure_admin, AdminOutcome};
 
 use api_core::FeatureRoutes;

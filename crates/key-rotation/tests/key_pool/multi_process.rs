@@ -241,6 +241,6 @@ async fn a_cooldown_written_here_refuses_the_next_admission_in_another_process()
         here.limiter().cool_down("gemini-2.5-flash", project, 60_000, "per-minute 429").await.unwrap();
     }
     assert_eq!(admit_once(&envs).await, "refused");
-    here.reset("small", None).await.unwrap();
+    here.reset("small", None, "test").await.unwrap();
     assert_eq!(admit_once(&envs).await, "admitted small");
 }

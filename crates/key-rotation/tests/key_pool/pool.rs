@@ -231,7 +231,7 @@ async fn a_per_day_429_cools_until_pacific_midnight_and_limit_zero_until_reset()
         pool.report(&z, &Outcome::RateLimited { scope: QuotaScope::PerMinute, retry_delay: None, zero_limit: true })
             .await;
         full(&pool, &light()).await;
-        assert_eq!(pool.reset("pz", None).await.unwrap(), 1);
+        assert_eq!(pool.reset("pz", None, "test").await.unwrap(), 1);
         assert_eq!(grant(&pool, &light()).await.key.key_id, "z", "{backend}");
     }
 }
@@ -496,7 +496,7 @@ async fn a_leaked_key_stays_off_until_an_operator_re_enables_it() {
         pool.probe_disabled(&probe).await.unwrap();
         assert_eq!(probe.1.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend}: a leaked key is never probed");
 
-        pool.reset("pl", None).await.unwrap();
+        pool.reset("pl", None, "test").await.unwrap();
         assert_eq!(pool.health().await.unwrap()[1].state, "available", "{backend}: the operator lifts it");
     }
 }

@@ -6,6 +6,8 @@ use serde_json::json;
 
 use crate::helpers::{expect_status, spawn_app, spawn_app_with_sim, spawn_app_with_sim_and, start_sim, TestApp};
 
+const RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 #[tokio::test]
 async fn absurd_page_numbers_are_a_400_and_a_page_past_the_end_a_404() {
     let app = spawn_app().await;
@@ -186,9 +188,9 @@ async fn old_idempotency_answers_and_expired_sessions_are_purged() {
 
     // A week and a day on, the registration's session has expired.
     let later = now + chrono::Duration::days(8);
-    let purged = server::maintenance::purge(&store, later - chrono::Duration::days(8)).await.unwrap();
+    let purged = server::maintenance::purge(&store, later - chrono::Duration::days(8), RETENTION).await.unwrap();
     assert_eq!((purged.idempotency_keys, purged.refresh_tokens), (1, 0), "only the day-old answer goes");
-    let purged = server::maintenance::purge(&store, later).await.unwrap();
+    let purged = server::maintenance::purge(&store, later, RETENTION).await.unwrap();
     assert_eq!(purged.refresh_tokens, 1, "the expired refresh token goes");
     expect_status(app.get("/api/auth/user/me/", Some(&user.access)).await, StatusCode::UNAUTHORIZED).await;
     store.close().await;
