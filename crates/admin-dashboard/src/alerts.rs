@@ -22,7 +22,6 @@ use tokio::time::Instant;
 const RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-
 /// One condition that holds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
@@ -180,11 +179,7 @@ pub enum TestAlertError {
 pub async fn send_test(state: &AppState, actor: &str) -> Result<(), TestAlertError> {
     let settings = state.alert_webhook.as_ref().ok_or(TestAlertError::NotConfigured)?;
     let client = client().ok_or(TestAlertError::NotDelivered)?;
-    let alert = Alert {
-        condition: "test".into(),
-        severity: "info",
-        summary: format!("Test alert sent by {actor}"),
-    };
+    let alert = Alert { condition: "test".into(), severity: "info", summary: format!("Test alert sent by {actor}") };
     let delivered = deliver(&client, settings, &alert, &state.pool.replica().to_string()).await;
     state.counters.count_alert_delivery(delivered);
     if delivered {

@@ -93,12 +93,20 @@ async fn reset_bucket(
     Ok(Json(operations::reset_bucket(&state, &project, &model, &actor).await?))
 }
 
-async fn disable_key(State(state): State<AppState>, user: AuthUser, Path(key_id): Path<String>) -> ApiResult<Json<Done>> {
+async fn disable_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(key_id): Path<String>,
+) -> ApiResult<Json<Done>> {
     let actor = admin(&state, user).await?;
     Ok(Json(operations::disable_key(&state, &key_id, &actor).await?))
 }
 
-async fn enable_key(State(state): State<AppState>, user: AuthUser, Path(key_id): Path<String>) -> ApiResult<Json<Done>> {
+async fn enable_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(key_id): Path<String>,
+) -> ApiResult<Json<Done>> {
     let actor = admin(&state, user).await?;
     Ok(Json(operations::enable_key(&state, &key_id, &actor).await?))
 }

@@ -235,12 +235,7 @@ impl Reading {
                 project.day_calls += activity.day.calls();
             }
         }
-        Usage {
-            warning_threshold: self.config.quota_warning_threshold,
-            buckets: self.buckets(),
-            projects,
-            keys,
-        }
+        Usage { warning_threshold: self.config.quota_warning_threshold, buckets: self.buckets(), projects, keys }
     }
 }
 
@@ -271,7 +266,9 @@ pub struct Usage {
 /// One of the heaviest AI users.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserRow {
-    pub user_id: i64,
+    /// The caller as the executor names them (`user:<id>`).
+    pub caller: String,
+    pub user_id: Option<i64>,
     pub username: Option<String>,
     pub hour: UserActivity,
     pub day: UserActivity,
@@ -285,10 +282,13 @@ pub async fn heaviest_users(state: &AppState, activity: &ActivityReport) -> ApiR
     let mut users: Vec<(&String, &HourAndDay<UserActivity>)> = activity.users.iter().collect();
     users.sort_by_key(|(_, a)| std::cmp::Reverse((a.day.requests, a.day.tokens, a.day.rate_limited)));
     let mut rows = Vec::new();
-    for (user, activity) in users.into_iter().take(TOP_USERS) {
-        let Ok(user_id) = user.parse::<i64>() else { continue };
-        let username = state.store.user_by_id(user_id).await?.map(|row| row.username);
-        rows.push(UserRow { user_id, username, hour: activity.hour, day: activity.day });
+    for (caller, activity) in users.into_iter().take(TOP_USERS) {
+        let user_id = caller.strip_prefix("user:").and_then(|id| id.parse::<i64>().ok());
+        let username = match user_id {
+            Some(id) => state.store.user_by_id(id).await?.map(|row| row.username),
+            None => None,
+        };
+        rows.push(UserRow { caller: caller.clone(), user_id, username, hour: activity.hour, day: activity.day });
     }
     Ok(rows)
 }
@@ -321,7 +321,12 @@ impl From<RotationEventRow> for EventRow {
     }
 }
 
-pub async fn history(state: &AppState, filter: &EventFilter, limit: i64, offset: i64) -> ApiResult<(i64, Vec<EventRow>)> {
+pub async fn history(
+    state: &AppState,
+    filter: &EventFilter,
+    limit: i64,
+    offset: i64,
+) -> ApiResult<(i64, Vec<EventRow>)> {
     let (count, rows) = state.history.page(filter, limit, offset).await?;
     Ok((count, rows.into_iter().map(EventRow::from).collect()))
 }
@@ -391,4 +396,3 @@ pub async fn test_alert(state: &AppState, actor: &Actor) -> ApiResult<Done> {
         Err(err) => Err(ApiError::Unavailable(err.to_string())),
     }
 }
-

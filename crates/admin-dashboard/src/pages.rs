@@ -421,10 +421,9 @@ async fn login_form(
     let token = session::random_token();
     let mut response = render(&LoginPage { csrf: token.clone(), error: None });
     let secure = session::over_tls(&state, peer.ip(), &headers);
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(session::LOGIN_COOKIE, &token, session::IDLE_LIMIT, secure),
-    );
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, session::set_cookie(session::LOGIN_COOKIE, &token, session::IDLE_LIMIT, secure));
     Ok(response)
 }
 
@@ -451,10 +450,8 @@ async fn login(
     let user = match auth_conversation::accounts::check_password(&state, ip, &form.username, form.password).await {
         Ok(user) => user,
         Err(ApiError::InvalidCredentials) => {
-            let mut response = render(&LoginPage {
-                csrf: expected.to_string(),
-                error: Some("Wrong username or password.".into()),
-            });
+            let mut response =
+                render(&LoginPage { csrf: expected.to_string(), error: Some("Wrong username or password.".into()) });
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             return Ok(response);
         }
@@ -470,7 +467,8 @@ async fn login(
     let mut response = Redirect::to("/admin").into_response();
     let cookies = response.headers_mut();
     cookies.append(header::SET_COOKIE, session::set_cookie(session::COOKIE, &token, session::MAX_LIFETIME, secure));
-    cookies.append(header::SET_COOKIE, session::set_cookie(session::LOGIN_COOKIE, "", std::time::Duration::ZERO, secure));
+    cookies
+        .append(header::SET_COOKIE, session::set_cookie(session::LOGIN_COOKIE, "", std::time::Duration::ZERO, secure));
     Ok(response)
 }
 

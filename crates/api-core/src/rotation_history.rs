@@ -70,7 +70,12 @@ impl DatabaseEventLog {
 
     /// One page of the history, newest first (this replica's buffer
     /// written first, so its own latest events are on it).
-    pub async fn page(&self, filter: &EventFilter, limit: i64, offset: i64) -> StoreResult<(i64, Vec<RotationEventRow>)> {
+    pub async fn page(
+        &self,
+        filter: &EventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<RotationEventRow>)> {
         if let Err(err) = self.flush().await {
             tracing::warn!(error = %err, "could not write the rotation history before reading it");
         }

@@ -121,6 +121,8 @@ struct State_ {
     windows: HashMap<String, VecDeque<(Instant, u64)>>,
     days: HashMap<String, u32>,
     script: VecDeque<Scripted>,
+    /// Answers for the next calls of one project's keys, before `script`.
+    project_scripts: HashMap<String, VecDeque<Scripted>>,
     log: Vec<LoggedRequest>,
     stats: Stats,
 }
@@ -148,6 +150,19 @@ impl Sim {
 
     pub fn script(&self, responses: impl IntoIterator<Item = Scripted>) {
         self.lock().script.extend(responses);
+    }
+
+    /// Scripts the next answers to calls with a key of `project` only.
+    pub fn script_project(&self, project: &str, responses: impl IntoIterator<Item = Scripted>) {
+        self.lock().project_scripts.entry(project.to_string()).or_default().extend(responses);
+    }
+
+    fn next_scripted(&self, project: &str) -> Option<Scripted> {
+        let mut state = self.lock();
+        match state.project_scripts.get_mut(project).and_then(VecDeque::pop_front) {
+            Some(scripted) => Some(scripted),
+            None => state.script.pop_front(),
+        }
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
@@ -239,6 +254,7 @@ pub fn router(sim: SharedSim) -> Router {
         .route("/{version}/models", get(list_models))
         .route("/{version}/models/{target}", get(get_model).post(model_call))
         .route("/_sim/script", post(script))
+        .route("/_sim/projects/{project}/script", post(script_project))
         .route("/_sim/requests", get(requests))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
@@ -375,7 +391,7 @@ async fn handle(
     if body["contents"].as_array().is_none_or(Vec::is_empty) {
         return errors::bad_request("* GenerateContentRequest.contents: contents is not specified").into_response();
     }
-    let scripted = sim.lock().script.pop_front();
+    let scripted = sim.next_scripted(&key.project);
     if let Some(error) = scripted.as_ref().and_then(|s| scripted_error(s, model, &key.project)) {
         if error.status == StatusCode::TOO_MANY_REQUESTS {
             sim.lock().stats.keys.entry(key.id.clone()).or_default().rate_limited += 1;
@@ -542,6 +558,15 @@ fn stream(chunks: &[Value], cut: bool, gap: Duration) -> Response {
 
 async fn script(State(sim): State<SharedSim>, Json(responses): Json<Vec<Scripted>>) -> StatusCode {
     sim.script(responses);
+    StatusCode::NO_CONTENT
+}
+
+async fn script_project(
+    State(sim): State<SharedSim>,
+    Path(project): Path<String>,
+    Json(responses): Json<Vec<Scripted>>,
+) -> StatusCode {
+    sim.script_project(&project, responses);
     StatusCode::NO_CONTENT
 }
 

@@ -705,7 +705,12 @@ impl KeyPool {
     /// Probes one key now, as an operator asked, and acts on the answer as
     /// the background probe would: a healthy disabled key comes back (unless
     /// an operator disabled it), a dead one is disabled.
-    pub async fn probe_now(&self, key: &KeySpec, probe: &dyn KeyProbe, actor: &str) -> Result<ProbeResult, LimiterError> {
+    pub async fn probe_now(
+        &self,
+        key: &KeySpec,
+        probe: &dyn KeyProbe,
+        actor: &str,
+    ) -> Result<ProbeResult, LimiterError> {
         let result = probe.probe(key).await;
         let restriction = self.limiter.disabled(&key.model, &key.key_id).await?;
         let detail = match &result {

@@ -8,9 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api_core::error::{method_not_allowed, not_found};
 use api_core::rotation_history::DatabaseEventLog;
-use api_core::{
-    require_auth, AlertWebhook, ApiError, AppState, AppStateInner, ChatSettings, JwtKeys, TrustedProxies,
-};
+use api_core::{require_auth, AlertWebhook, ApiError, AppState, AppStateInner, ChatSettings, JwtKeys, TrustedProxies};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};

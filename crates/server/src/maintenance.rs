@@ -25,7 +25,8 @@ pub struct Purged {
 /// than `history_retention`.
 pub async fn purge(store: &Store, now: DateTime<Utc>, history_retention: Duration) -> StoreResult<Purged> {
     let keep = chrono::Duration::from_std(api_core::idempotency::KEEP_COMPLETED).unwrap_or(chrono::Duration::days(1));
-    let idle = chrono::Duration::from_std(admin_dashboard::session::IDLE_LIMIT).unwrap_or(chrono::Duration::minutes(30));
+    let idle =
+        chrono::Duration::from_std(admin_dashboard::session::IDLE_LIMIT).unwrap_or(chrono::Duration::minutes(30));
     let history = chrono::Duration::from_std(history_retention).unwrap_or(chrono::Duration::days(30));
     Ok(Purged {
         idempotency_keys: store.purge_idempotency_keys(now - keep).await?,

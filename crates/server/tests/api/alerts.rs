@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_with_sim_and, start_sim};
 
-type Received = Arc<Mutex<Vec<(Option<String>, String)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(Option<String>, String)>>>;
 
 /// Waits (at most 20 s: the machine may be busy) until `done` holds.
 async fn eventually(mut done: impl FnMut() -> bool) {
@@ -23,7 +23,7 @@ async fn eventually(mut done: impl FnMut() -> bool) {
 }
 
 /// A webhook receiver on 127.0.0.1 answering `status`.
-async fn receiver(status: AxumStatus) -> (String, Received) {
+pub(crate) async fn receiver(status: AxumStatus) -> (String, Received) {
     let received: Received = Arc::default();
     let sink = received.clone();
     let app = axum::Router::new().route(

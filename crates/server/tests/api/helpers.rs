@@ -325,6 +325,18 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Registers a user and gives them the admin role, as
+    /// `algoagent create-admin` does for an existing user.
+    pub async fn register_admin(&self, username: &str) -> TestUser {
+        let user = self.register(username).await;
+        let store = store::Store::connect(&self.database_url, &store::ConnectOptions::default()).await.unwrap();
+        store.set_role(user.id, store::accounts::ROLE_ADMIN).await.unwrap();
+        store.close().await;
+        user
+    }
+}
+
 /// A stable documentation-range address derived from a name.
 pub fn fake_ip(seed: &str) -> String {
     let hash = seed.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));

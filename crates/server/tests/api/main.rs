@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod admin_api;
+mod admin_pages;
 mod alerts;
 mod bounds;
 mod chat;
