@@ -42,7 +42,7 @@ pub struct App {
     keys: KeyServices,
     config: Config,
     /// Kept alive for the demo's lifetime.
-    _demo_sim: Option<gemini_sim::SimServer>,
+    demo_sim: Option<gemini_sim::SimServer>,
 }
 
 impl App {
@@ -110,11 +110,16 @@ impl App {
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
-        Ok(App { listener, router, state, keys, config: config.clone(), _demo_sim: demo_sim })
+        Ok(App { listener, router, state, keys, config: config.clone(), demo_sim })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The demo's in-process gemini-sim, for its control API.
+    pub fn demo_sim_url(&self) -> Option<String> {
+        self.demo_sim.as_ref().map(gemini_sim::SimServer::base_url)
     }
 
     pub fn state(&self) -> &AppState {

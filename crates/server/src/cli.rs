@@ -189,6 +189,10 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
 
 async fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
     let app = App::build_with(config, demo).await?;
+    if demo {
+        crate::demo::create_admin(&app.state().store, app.local_addr()?).await?;
+        tokio::spawn(crate::demo::drive_traffic(app.state().gemini.clone()));
+    }
     app.serve(app::shutdown_signal()).await?;
     Ok(())
 }

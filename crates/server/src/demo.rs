@@ -40,8 +40,55 @@ const KEYS: [DemoKey; 10] = [
     key("pro_05", PRO, 60, 5, KeyStatus::Valid),
 ];
 
+/// Each ends in its own id, so the masked last four tell keys apart.
 fn secret(id: &str) -> String {
-    format!("demo-{id}-not-a-real-key")
+    format!("demo-not-a-real-key-{id}")
+}
+
+/// Every demo key's secret: what the pages and logs must never show.
+pub fn secrets() -> Vec<String> {
+    KEYS.iter().map(|demo| secret(demo.id)).collect()
+}
+
+/// The demo's admin account.
+pub const ADMIN_USERNAME: &str = "demo-admin";
+
+/// Creates (or resets) the demo admin with a fresh random password and
+/// prints it once, as a banner on the terminal: it is a demo credential,
+/// and a log record would keep it.
+#[allow(clippy::print_stdout, reason = "the demo's credential is for the person at the terminal")]
+pub async fn create_admin(store: &store::Store, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let password = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    auth_conversation::accounts::ensure_admin(store, ADMIN_USERNAME, &password).await?;
+    let rule = "=".repeat(72);
+    println!("{rule}\n  AlgoAgent demo: the key-pool dashboard is at http://{addr}/admin\n  username: {ADMIN_USERNAME}\n  password: {password}   (new at every start)\n{rule}");
+    Ok(())
+}
+
+/// Light synthetic traffic, so the dashboard moves at once: a chat-sized
+/// call every few seconds from a handful of demo users, now and then a
+/// heavy one. Runs until the server stops.
+pub async fn drive_traffic(gemini: std::sync::Arc<gemini_client::Executor>) {
+    use rand::Rng as _;
+    let prompts = ["What is an EMA?", "Explain RSI divergence.", "Backtest idea: SMA crossover", "Why use ATR stops?"];
+    loop {
+        let (pause, user, prompt, heavy) = {
+            let mut rng = rand::rng();
+            (
+                std::time::Duration::from_millis(rng.random_range(1_500..4_000)),
+                rng.random_range(1..=4),
+                prompts[rng.random_range(0..prompts.len())],
+                rng.random_bool(0.2),
+            )
+        };
+        tokio::time::sleep(pause).await;
+        let workload = if heavy { Workload::Heavy } else { Workload::Light };
+        let body = serde_json::json!({ "contents": [{ "role": "user", "parts": [{ "text": prompt }] }] });
+        let spec = gemini_client::CallSpec::for_user(format!("demo-user-{user}"), workload, body);
+        if let Err(err) = gemini.generate(&spec).await {
+            tracing::debug!(error = %err, "demo traffic: a call failed");
+        }
+    }
 }
 
 /// Starts the simulator and returns it with the matching pool.

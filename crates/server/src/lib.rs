@@ -4,7 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-mod demo;
+pub mod demo;
 pub mod keys;
 pub mod maintenance;
 pub mod reload;

@@ -147,6 +147,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn(extra, false).await.0
+}
+
+/// `serve --demo` without its traffic: the built-in pool behind an
+/// in-process gemini-sim, whose base URL (for its control API) comes back
+/// with the app.
+pub async fn spawn_demo_app() -> (TestApp, String) {
+    let (app, sim) = spawn(&[], true).await;
+    (app, sim.expect("demo mode runs a simulator"))
+}
+
+async fn spawn(extra: &[(&str, &str)], demo: bool) -> (TestApp, Option<String>) {
     let data_dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&data_dir).await;
     let jwt_secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
@@ -157,7 +169,8 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     }
     let config = server::config::load(&ConfigSources { file: ConfigFile::Skip, env, flags: vec![] })
         .expect("test configuration is valid");
-    let app = App::build(&config).await.expect("app builds");
+    let app = App::build_with(&config, demo).await.expect("app builds");
+    let sim_url = app.demo_sim_url();
     let addr = app.local_addr().unwrap();
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -167,7 +180,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         .await
         .unwrap();
     });
-    TestApp {
+    let app = TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
         jwt_secret,
@@ -176,7 +189,8 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         shutdown: Some(shutdown),
         server: Some(server),
         _database: database,
-    }
+    };
+    (app, sim_url)
 }
 
 impl TestApp {

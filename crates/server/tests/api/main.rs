@@ -15,6 +15,7 @@ mod chat_stream;
 mod cli;
 mod code_generation;
 mod contexts;
+mod dashboard_browser;
 mod demo;
 mod detached_work;
 mod helpers;
