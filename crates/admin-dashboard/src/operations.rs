@@ -30,6 +30,24 @@ impl Actor {
     }
 }
 
+/// `03:49:15 UTC`: the pages' clock time (the JSON keeps ISO 8601).
+pub fn clock(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .map_or_else(String::new, |at| at.format("%H:%M:%S UTC").to_string())
+}
+
+/// `1h 02m`, `4m 05s`, `12s`.
+pub fn span(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
 pub fn iso(ms: u64) -> Option<String> {
     let ms = i64::try_from(ms).ok()?;
     Utc.timestamp_millis_opt(ms).single().map(|at| api_core::time::iso8601(&at))
@@ -56,6 +74,12 @@ pub struct KeyRow {
     pub hour: KeyActivity,
     pub day: KeyActivity,
     pub last_used: Option<String>,
+    /// For the page: `until 03:49:15 UTC (1m 59s left)`.
+    #[serde(skip)]
+    pub cooldown_display: Option<String>,
+    /// For the page: `12s ago`.
+    #[serde(skip)]
+    pub last_used_display: Option<String>,
 }
 
 /// A bucket's use of one limit.
@@ -70,6 +94,9 @@ pub struct LimitUse {
     /// When the used part is back: the end of the sliding window for `rpm`
     /// and `tpm`, Pacific midnight for `rpd`.
     pub resets_at: Option<String>,
+    /// For the page: `in 42s`.
+    #[serde(skip)]
+    pub resets_in: Option<String>,
 }
 
 /// A (project, model) bucket as the buckets page and `usage/` show it.
@@ -82,22 +109,32 @@ pub struct BucketRow {
 }
 
 fn bucket_row(bucket: &BucketView, window_ms: u64, now: u64) -> BucketRow {
-    let window_end = iso(now + window_ms);
+    let window_end = Some((now + window_ms, now));
     let mut limits = vec![
-        limit_use("rpm", u64::from(bucket.requests_in_window), u64::from(bucket.rpm), window_end.clone()),
+        limit_use("rpm", u64::from(bucket.requests_in_window), u64::from(bucket.rpm), window_end),
         limit_use("tpm", bucket.tokens_in_window, bucket.tpm, window_end),
     ];
     if let Some(rpd) = bucket.rpd {
         let (_, day_end) = key_rotation::pacific::day_bounds_ms(now);
-        limits.push(limit_use("rpd", u64::from(bucket.requests_today), u64::from(rpd), iso(day_end)));
+        limits.push(limit_use("rpd", u64::from(bucket.requests_today), u64::from(rpd), Some((day_end, now))));
     }
     BucketRow { project: bucket.project.clone(), model: bucket.model.clone(), warning: bucket.warning, limits }
 }
 
-fn limit_use(limit: &'static str, used: u64, of: u64, resets_at: Option<String>) -> LimitUse {
+/// `resets`: when the used part is back, and now (ms); nothing to reset
+/// when nothing is used.
+fn limit_use(limit: &'static str, used: u64, of: u64, resets: Option<(u64, u64)>) -> LimitUse {
     let utilization = if of == 0 { 1.0 } else { (used as f64 / of as f64).min(1.0) };
-    let resets_at = if used == 0 { None } else { resets_at };
-    LimitUse { limit, used, of, utilization, remaining: of.saturating_sub(used), resets_at }
+    let resets = resets.filter(|_| used > 0);
+    LimitUse {
+        limit,
+        used,
+        of,
+        utilization,
+        remaining: of.saturating_sub(used),
+        resets_at: resets.and_then(|(at, _)| iso(at)),
+        resets_in: resets.map(|(at, now)| format!("in {}", span(at.saturating_sub(now)))),
+    }
 }
 
 /// One model's keys and capacity, for the overview.
@@ -161,6 +198,14 @@ impl Reading {
                     hour: activity.hour,
                     day: activity.day,
                     last_used: self.activity.last_used_ms.get(&spec.key_id).copied().and_then(iso),
+                    cooldown_display: health.cooldown_until_ms.map(|until| {
+                        format!("until {} ({} left)", clock(until), span(until.saturating_sub(self.now_ms)))
+                    }),
+                    last_used_display: self
+                        .activity
+                        .last_used_ms
+                        .get(&spec.key_id)
+                        .map(|&at| format!("{} ago", span(self.now_ms.saturating_sub(at)))),
                 }
             })
             .collect()
