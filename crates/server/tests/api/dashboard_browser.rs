@@ -46,6 +46,7 @@ struct Browser {
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium, or says why it cannot.
+    #[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
     async fn start() -> Option<Browser> {
         let setting = std::env::var("ALGOAGENT_BROWSER_TESTS").unwrap_or_default();
         if setting == "0" {
