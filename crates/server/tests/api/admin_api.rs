@@ -178,3 +178,29 @@ async fn reload_asks_every_replica_and_is_recorded() {
             .await;
     assert_eq!(history["results"][0]["actor"], "admin:reloading-admin", "{history}");
 }
+
+#[tokio::test]
+async fn the_history_is_kept_for_the_retention_period() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let admin = app.register_admin("archivist").await;
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    let now = chrono::Utc::now();
+    let event = |days: i64, kind: &str| store::operators::NewRotationEvent {
+        at: now - chrono::Duration::days(days),
+        kind: kind.into(),
+        key_id: Some("default".into()),
+        project: Some("default".into()),
+        model: Some("gemini-2.5-flash".into()),
+        detail: "seeded".into(),
+        actor: "pool".into(),
+    };
+    store.insert_rotation_events(&[event(31, "old_cooldown"), event(29, "recent_cooldown")]).await.unwrap();
+    let retention = std::time::Duration::from_secs(30 * 86_400);
+    let purged = server::maintenance::purge(&store, now, retention).await.unwrap();
+    assert_eq!(purged.rotation_events, 1);
+    let history = expect_status(app.get("/api/admin/history/", Some(&admin.access)).await, StatusCode::OK).await;
+    let kinds: Vec<&str> = history["results"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["recent_cooldown"], "{history}");
+    store.close().await;
+}

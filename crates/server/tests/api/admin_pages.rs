@@ -214,3 +214,25 @@ async fn admin_dashboard_false_removes_the_pages_but_not_the_api() {
     let metrics = app.get("/metrics", None).await;
     assert_eq!(metrics.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_session_ends_after_thirty_idle_minutes_or_twelve_hours() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let admin = app.register_admin("idle-admin").await;
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    let now = chrono::Utc::now();
+    for (column, at) in
+        [("last_seen_at", now - chrono::Duration::minutes(31)), ("expires_at", now - chrono::Duration::seconds(1))]
+    {
+        let mut browser = Browser::new(&app);
+        assert_eq!(browser.log_in(&admin.username, &admin.password).await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(browser.get("/admin").await.status(), StatusCode::OK);
+        let sql = format!("UPDATE admin_sessions SET {column} = $1");
+        store::on_pool!(store, pool => sqlx::query(&sql).bind(at).execute(pool).await.map(|_| ()).unwrap());
+        let expired = browser.get("/admin").await;
+        assert_eq!(expired.status(), StatusCode::SEE_OTHER, "{column}");
+        assert_eq!(expired.headers()[LOCATION], "/admin/login");
+    }
+    store.close().await;
+}

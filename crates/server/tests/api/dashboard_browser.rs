@@ -171,6 +171,20 @@ impl Browser {
         }
     }
 
+    /// Waits until a navigation (a click's form post) lands on a URL
+    /// that satisfies `done`.
+    async fn wait_for_url(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + LIVE_WITHIN;
+        loop {
+            let url = self.url().await;
+            if done(&url) {
+                return url;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still at {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn screenshot(&self) -> Vec<u8> {
         let encoded = self.call(reqwest::Method::GET, "/screenshot", None).await;
         base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap()).unwrap()
@@ -213,7 +227,7 @@ async fn an_admin_watches_a_key_cool_down_and_resets_it_in_a_real_browser() {
 
     // 1. Logs in as an admin.
     browser.log_in(&app, &admin.username, &admin.password).await;
-    assert!(browser.url().await.ends_with("/admin"), "landed on {}", browser.url().await);
+    browser.wait_for_url(|url| url.ends_with("/admin")).await;
 
     // 2. Sees the demo keys, told apart by their last four characters.
     browser.goto(&app.url("/admin/keys")).await;
@@ -241,10 +255,11 @@ async fn an_admin_watches_a_key_cool_down_and_resets_it_in_a_real_browser() {
 
     // 4. Resets it (confirmed), watches it turn active, finds it in the history.
     browser.click(&format!("#key-{key_id} button.reset")).await;
+    browser.wait_for_url(|url| url.ends_with("/admin/actions/reset")).await;
     let confirm = browser.text(".question").await.unwrap_or_default();
     assert!(confirm.contains("Lift the cooldown"), "{confirm}");
     browser.click("#confirm").await;
-    assert!(browser.url().await.contains("/admin/keys?notice="), "{}", browser.url().await);
+    browser.wait_for_url(|url| url.contains("/admin/keys?notice=")).await;
     browser.wait_for_text(&row, |t| t == "active").await;
     browser.goto(&app.url("/admin/history?kind=reset")).await;
     let history = browser.source().await;
@@ -265,10 +280,12 @@ async fn an_admin_watches_a_key_cool_down_and_resets_it_in_a_real_browser() {
     // A non-admin is refused.
     browser.goto(&app.url("/admin")).await;
     browser.click(".logout button").await;
-    assert!(browser.url().await.ends_with("/admin/login"));
+    browser.wait_for_url(|url| url.ends_with("/admin/login")).await;
     browser.log_in(&app, &user.username, &user.password).await;
-    assert!(browser.source().await.contains("403"), "a non-admin got in");
+    browser.wait_for_url(|url| url.ends_with("/admin/login")).await;
+    browser.wait_for_text("h1", |t| t == "403").await;
     browser.goto(&app.url("/admin/keys")).await;
-    assert!(browser.url().await.ends_with("/admin/login"), "no session was started for them");
+    browser.wait_for_url(|url| url.ends_with("/admin/login")).await;
+    assert!(browser.source().await.contains("Sign in"), "no session was started for them");
     browser.close().await;
 }

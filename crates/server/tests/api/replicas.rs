@@ -35,3 +35,38 @@ async fn two_replicas_share_one_users_token_allowance() {
     assert_eq!(answer["code"], "user_rate_limited", "{answer}");
     assert_eq!(sim.sim.requests().len(), 2);
 }
+
+/// Behind a load balancer every replica's dashboard shows the same
+/// numbers: the hour and day counts live in Redis, not in a replica.
+#[tokio::test]
+async fn every_replica_shows_the_calls_of_all() {
+    if redis_url().is_none() {
+        eprintln!("skipped: replicas share state only through Redis (set TEST_REDIS_URL)");
+        return;
+    }
+    let sim = start_sim().await;
+    let prefix = format!("replicas-{}", uuid::Uuid::new_v4().simple());
+    let settings = [("REDIS_KEY_PREFIX", prefix.as_str())];
+    let first = spawn_app_with_sim_and(&sim, &settings).await;
+    let second = spawn_app_with_sim_and(&sim, &settings).await;
+    let caller = first.register("caller").await;
+    let admin = second.register_admin("watcher").await;
+    let body = json!({"message": "hello"});
+    expect_status(first.post("/api/auth/chat/", Some(&caller.access), &body).await, StatusCode::OK).await;
+    expect_status(first.post("/api/auth/chat/", Some(&caller.access), &body).await, StatusCode::OK).await;
+
+    // The first replica flushes its batch within a second.
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..50 {
+        let keys = expect_status(second.get("/api/admin/keys/", Some(&admin.access)).await, StatusCode::OK).await;
+        seen = keys[0]["hour"]["successes"].clone();
+        if seen == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 2, "the second replica sees the first's calls");
+    let usage = expect_status(second.get("/api/admin/usage/", Some(&admin.access)).await, StatusCode::OK).await;
+    let rpm = &usage["buckets"][0]["limits"][0];
+    assert_eq!((rpm["limit"].as_str(), rpm["used"].as_u64()), (Some("rpm"), Some(2)), "{usage}");
+}
