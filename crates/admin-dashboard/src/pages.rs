@@ -10,10 +10,12 @@
 
 use std::net::SocketAddr;
 
+use api_core::pagination::encode;
 use api_core::{ApiError, AppState, ClientIp};
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Form, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -159,20 +161,33 @@ pub struct Layout {
     pub poll_seconds: u32,
 }
 
-/// The signed-in admin, or why not: anonymous visitors are sent to the
-/// login page, other users refused.
-enum Gate {
-    Admin(AdminSession),
-    Login,
-}
+/// The signed-in admin of a page. Anonymous visitors are sent to the login
+/// page, other users refused. `PAGE_VIEW`: whether the request counts as
+/// activity for the idle timeout (a page does, a poll does not).
+struct SignedIn<const PAGE_VIEW: bool>(AdminSession);
 
-async fn gate(state: &AppState, headers: &HeaderMap, page_view: bool) -> Result<Gate, PageError> {
-    match session::current(state, headers, page_view).await? {
-        None => Ok(Gate::Login),
-        Some(session) if session.is_admin => Ok(Gate::Admin(session)),
-        Some(_) => Err(ApiError::Forbidden.into()),
+impl<const PAGE_VIEW: bool> FromRequestParts<AppState> for SignedIn<PAGE_VIEW> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match session::current(state, &parts.headers, PAGE_VIEW).await {
+            Ok(Some(session)) if session.is_admin => Ok(SignedIn(session)),
+            Ok(Some(_)) => Err(PageError(ApiError::Forbidden).into_response()),
+            Ok(None) if PAGE_VIEW => Err(Redirect::to("/admin/login").into_response()),
+            Ok(None) => {
+                // htmx would follow a redirect into the fragment's box; it
+                // loads the login page instead when told so.
+                let mut response = StatusCode::UNAUTHORIZED.into_response();
+                response.headers_mut().insert("hx-redirect", HeaderValue::from_static("/admin/login"));
+                Err(response)
+            }
+            Err(err) => Err(PageError(err).into_response()),
+        }
     }
 }
+
+type PageView = SignedIn<true>;
+type Poll = SignedIn<false>;
 
 fn to_login() -> Response {
     Redirect::to("/admin/login").into_response()
@@ -275,22 +290,11 @@ impl HistoryPage {
     }
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn overview(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(session): PageView,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let Gate::Admin(session) = gate(&state, &headers, true).await? else { return Ok(to_login()) };
     let reading = operations::read(&state).await?;
     let overview = reading.overview(&state);
     Ok(render(&OverviewPage { layout: layout(&session, "overview", query.notice), overview }))
@@ -298,20 +302,18 @@ async fn overview(
 
 async fn keys(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(session): PageView,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let Gate::Admin(session) = gate(&state, &headers, true).await? else { return Ok(to_login()) };
     let keys = operations::read(&state).await?.keys();
     Ok(render(&KeysPage { layout: layout(&session, "keys", query.notice), keys }))
 }
 
 async fn buckets(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(session): PageView,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let Gate::Admin(session) = gate(&state, &headers, true).await? else { return Ok(to_login()) };
     let reading = operations::read(&state).await?;
     Ok(render(&BucketsPage {
         layout: layout(&session, "buckets", query.notice),
@@ -322,10 +324,9 @@ async fn buckets(
 
 async fn users(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(session): PageView,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
-    let Gate::Admin(session) = gate(&state, &headers, true).await? else { return Ok(to_login()) };
     let activity = state.pool.activity().report().await.map_err(ApiError::from)?;
     let users = operations::heaviest_users(&state, &activity).await?;
     Ok(render(&UsersPage { layout: layout(&session, "users", query.notice), users }))
@@ -339,11 +340,10 @@ struct HistoryPageQuery {
 
 async fn history(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(session): PageView,
     Query(query): Query<HistoryPageQuery>,
     filters: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let Gate::Admin(session) = gate(&state, &headers, true).await? else { return Ok(to_login()) };
     let page = match query.page.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         None => 1,
         Some(page) => page
@@ -371,16 +371,9 @@ async fn history(
 /// activity for the idle timeout.
 async fn fragment(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    SignedIn(session): Poll,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    let Gate::Admin(session) = gate(&state, &headers, false).await? else {
-        // htmx follows a redirect into the fragment's box; tell it to load
-        // the login page instead.
-        let mut response = StatusCode::UNAUTHORIZED.into_response();
-        response.headers_mut().insert("hx-redirect", HeaderValue::from_static("/admin/login"));
-        return Ok(response);
-    };
     match name.as_str() {
         "overview" => {
             let reading = operations::read(&state).await?;
@@ -415,7 +408,7 @@ async fn login_form(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    if let Gate::Admin(_) = gate(&state, &headers, true).await? {
+    if session::current(&state, &headers, true).await?.is_some_and(|session| session.is_admin) {
         return Ok(Redirect::to("/admin").into_response());
     }
     let token = session::random_token();

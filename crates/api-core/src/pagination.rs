@@ -62,7 +62,8 @@ impl PageRequest {
     }
 }
 
-fn encode(component: &str) -> String {
+/// Percent-encodes a query component (RFC 3986 unreserved characters kept).
+pub fn encode(component: &str) -> String {
     component
         .bytes()
         .map(|b| match b {

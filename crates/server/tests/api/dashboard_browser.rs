@@ -40,7 +40,7 @@ fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
 struct Browser {
     http: reqwest::Client,
     session: String,
-    _driver: Child,
+    driver: Child,
     _profile: tempfile::TempDir,
 }
 
@@ -65,7 +65,11 @@ impl Browser {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
+        // Its own process group: dropping the browser kills chromedriver and
+        // the Chromium it started, even when a failed assertion skips the
+        // session's clean end.
         let driver = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,7 +112,7 @@ impl Browser {
         let created: Value =
             http.post(format!("{base}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
         let session = created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}"));
-        Some(Browser { http, session: format!("{base}/session/{session}"), _driver: driver, _profile: profile })
+        Some(Browser { http, session: format!("{base}/session/{session}"), driver, _profile: profile })
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -199,6 +203,15 @@ impl Browser {
 
     async fn close(self) {
         self.call(reqwest::Method::DELETE, "", None).await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = self.driver.id().and_then(|id| rustix::process::Pid::from_raw(i32::try_from(id).ok()?));
+        if let Some(group) = group {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
 }
 
