@@ -452,3 +452,43 @@ async fn keys_reset_needs_the_shared_state_and_lifts_a_projects_cooldown() {
         assert!(String::from_utf8_lossy(&output.stderr).contains("REDIS_URL"));
     }
 }
+
+/// `serve --demo` prints its admin's fresh password once, in a banner on
+/// standard output, never in a log record; the password logs in.
+#[tokio::test]
+async fn serve_demo_prints_a_fresh_admin_password_that_logs_in() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let env = base_env(&dir, &database.url, "a-jwt-secret-that-is-long-enough-for-hs256");
+    let mut command = algoagent(&env);
+    command.args(["serve", "--demo", "--bind", "127.0.0.1:0"]);
+    let mut child = command.spawn().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut address, mut password) = (None, None);
+    let read = async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if let Some(url) = line.trim().strip_prefix("AlgoAgent demo: the key-pool dashboard is at ") {
+                address = Some(url.trim_end_matches("/admin").to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("password: ") {
+                password = rest.split_whitespace().next().map(str::to_string);
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("the banner within 30 s");
+    let (address, password) = (address.expect("the address"), password.expect("the password"));
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{address}/api/auth/login/"))
+        .json(&json!({"username": "demo-admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(!logs.contains(&password), "the demo password reached the logs");
+}
