@@ -70,6 +70,72 @@ pub fn check(schema: Schema, field: &str, value: &Value) -> Result<(), FieldErro
     }
 }
 
+/// The executable JSON in its one internal form, from any shape the schema
+/// accepts (the old Django app's included): indicators as an object of
+/// name → `{type, period, …}` with `moving_average` as `sma`;
+/// `position_sizing` as a number; a rule in plain words as
+/// `{type: "description", description}`. Run once at the boundary, after
+/// [`check`]; the only error left is a name given twice.
+pub fn normalize_executable(field: &str, mut strategy: Value) -> Result<Value, FieldErrors> {
+    fn canonical_type(kind: &Value) -> Value {
+        match kind.as_str() {
+            Some("moving_average") => Value::from("sma"),
+            _ => kind.clone(),
+        }
+    }
+    let indicators = match strategy["indicators"].take() {
+        Value::Array(listed) => {
+            let mut named = serde_json::Map::new();
+            for (index, item) in listed.into_iter().enumerate() {
+                let name = item["name"].as_str().unwrap_or_default().to_string();
+                let mut spec = serde_json::Map::new();
+                spec.insert("type".into(), canonical_type(&item["type"]));
+                if let Some(params) = item["params"].as_object() {
+                    for (key, value) in params {
+                        let key = if key == "timeperiod" { "period" } else { key.as_str() };
+                        spec.entry(key.to_string()).or_insert_with(|| value.clone());
+                    }
+                }
+                if named.insert(name, Value::Object(spec)).is_some() {
+                    return Err(FieldErrors::single(
+                        format!("{field}.indicators[{index}].name"),
+                        "Another indicator already has this name.",
+                    ));
+                }
+            }
+            named
+        }
+        Value::Object(mut named) => {
+            for spec in named.values_mut() {
+                spec["type"] = canonical_type(&spec["type"]);
+            }
+            named
+        }
+        _ => serde_json::Map::new(),
+    };
+    strategy["indicators"] = Value::Object(indicators);
+    if let Some(risk) = strategy.get_mut("risk_management").and_then(Value::as_object_mut) {
+        if let Some(sizing) = risk.get_mut("position_sizing") {
+            if let Some(value) = sizing.get("value").cloned() {
+                *sizing = value;
+            }
+        }
+    }
+    for rules in ["entry_rules", "exit_rules"] {
+        let lists: Vec<&mut Value> = match strategy.get_mut(rules) {
+            Some(Value::Object(sides)) => sides.values_mut().collect(),
+            Some(list @ Value::Array(_)) => vec![list],
+            _ => Vec::new(),
+        };
+        for list in lists.into_iter().filter_map(Value::as_array_mut) {
+            for rule in list.iter_mut().filter(|rule| rule.is_string()) {
+                *rule = json!({ "type": "description", "description": rule.take() });
+            }
+        }
+    }
+    Ok(strategy)
+}
+
 /// Which form a `canonical_json` is: the validator's (it has `steps`) or the
 /// executable one.
 pub fn form_of(value: &Value) -> Schema {
@@ -151,5 +217,32 @@ mod tests {
         });
         assert_eq!(check(Schema::Executable, "canonical_json", &good), Ok(()));
         assert_eq!(form_of(&good), Schema::Executable);
+    }
+
+    #[test]
+    fn the_old_apps_shapes_normalise_to_one_form() {
+        let old = json!({
+            "strategy_name": "x",
+            "entry_rules": ["Buy on strength", { "type": "crossover", "indicator1": "a", "indicator2": "b" }],
+            "exit_rules": { "long": ["Sell on weakness"] },
+            "indicators": [
+                { "name": "a", "type": "moving_average", "params": { "timeperiod": 5 } },
+                { "name": "b", "type": "ema", "params": { "period": 9 } },
+            ],
+            "risk_management": { "position_sizing": { "type": "fixed_percent", "value": 0.95 } },
+        });
+        assert_eq!(check(Schema::Executable, "c", &old), Ok(()));
+        let normal = normalize_executable("c", old).unwrap();
+        assert_eq!(
+            normal["indicators"],
+            json!({ "a": { "type": "sma", "period": 5 }, "b": { "type": "ema", "period": 9 } })
+        );
+        assert_eq!(normal["risk_management"]["position_sizing"], json!(0.95));
+        assert_eq!(normal["entry_rules"][0], json!({ "type": "description", "description": "Buy on strength" }));
+        assert_eq!(normal["exit_rules"]["long"][0]["type"], "description");
+
+        let twice = json!({ "indicators": [{ "name": "a", "type": "sma" }, { "name": "a", "type": "ema" }] });
+        let errors = normalize_executable("c", twice).unwrap_err();
+        assert!(errors.messages("c.indicators[1].name").is_some(), "{errors:?}");
     }
 }

@@ -46,6 +46,10 @@ fn indicator_line(name: &str, spec: &Value) -> String {
 }
 
 fn rule_line(rule: &Value) -> String {
+    if rule["type"] == "description" {
+        // A rule in the client's words: into the prompt as written.
+        return rule["description"].as_str().unwrap_or_default().trim().to_string();
+    }
     let direction = match rule["type"].as_str() {
         Some("crossunder") => "crosses below",
         _ => "crosses above",

@@ -34,7 +34,7 @@ use store::strategies::StrategyRow;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::canonical::{check, form_of, Schema};
+use crate::canonical::{check, form_of, normalize_executable, Schema};
 use crate::code_prompt;
 use crate::python_checks::{self, error_type, extract_python, Report};
 
@@ -453,6 +453,10 @@ fn canonical_prompt(request: &ExecutableRequest) -> ApiResult<(String, String)> 
     }
     let form = form_of(&strategy);
     check(form, "canonical_json", &strategy).map_err(ApiError::Validation)?;
+    let strategy = match form {
+        Schema::Executable => normalize_executable("canonical_json", strategy).map_err(ApiError::Validation)?,
+        Schema::Canonical => strategy,
+    };
     let given_name = request.strategy_name.trim();
     let name = if given_name.is_empty() || given_name == DEFAULT_STRATEGY_NAME {
         strategy["strategy_name"].as_str().or(strategy["title"].as_str()).unwrap_or(DEFAULT_STRATEGY_NAME)

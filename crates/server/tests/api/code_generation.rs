@@ -579,3 +579,77 @@ async fn validations_and_performance_are_read_only_records() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     expect_status(app.get(VALIDATIONS, None).await, StatusCode::UNAUTHORIZED).await;
 }
+
+/// Issue 13: the shapes of the executable JSON the old Django app accepted,
+/// sent by its clients, work here too: indicators as a list with `params`,
+/// `moving_average`, sizing as `{type: fixed_percent, value}`, and rules
+/// given as plain text.
+#[tokio::test]
+async fn the_old_apps_executable_json_shapes_are_accepted() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("old-client").await;
+    let token = Some(user.access.as_str());
+    let old = json!({"strategy_name": "SMA Cross", "timeframe": "1d",
+     "entry_rules": [{"type": "crossover", "indicator1": "sma_10", "indicator2": "sma_20", "description": "SMA10 crosses above SMA20"}],
+     "exit_rules": [{"type": "crossunder", "indicator1": "sma_10", "indicator2": "sma_20"}],
+     "indicators": [{"name": "sma_10", "type": "sma", "params": {"period": 10}}, {"name": "sma_20", "type": "sma", "params": {"period": 20}}],
+     "risk_management": {"stop_loss": 0.02, "take_profit": 0.06, "position_sizing": {"type": "fixed_percent", "value": 0.95}}});
+    let answer =
+        expect_status(app.post(EXECUTABLE, token, &json!({"canonical_json": old})).await, StatusCode::OK).await;
+    assert_eq!(answer["success"], true, "{answer}");
+    let prompt = sim.sim.requests()[0].prompt.clone();
+    for expected in [
+        "SMA(10) as `sma_10`",
+        "SMA(20) as `sma_20`",
+        "`sma_10` crosses above `sma_20` — SMA10 crosses above SMA20",
+        "Position size: 0.95 of equity",
+        "Take profit: 6%",
+    ] {
+        assert!(prompt.contains(expected), "the prompt lacks {expected:?}:\n{prompt}");
+    }
+
+    // `moving_average` is an SMA, `timeperiod` a period, a bare number a
+    // size; a rule in words goes into the prompt as written.
+    let variants = json!({"strategy_name": "Words", "timeframe": "1h",
+     "entry_rules": ["Buy when the close is above the 50-day average and volume rises"],
+     "exit_rules": [{"type": "crossunder", "indicator1": "fast", "indicator2": "slow"}],
+     "indicators": [{"name": "fast", "type": "moving_average", "params": {"timeperiod": 5}},
+                    {"name": "slow", "type": "ema", "params": {"period": 30}}],
+     "risk_management": {"position_sizing": 0.5}});
+    let answer =
+        expect_status(app.post(AUTO_FIX, token, &json!({"canonical_json": variants})).await, StatusCode::OK).await;
+    assert_eq!(answer["success"], true, "{answer}");
+    let prompt = sim.sim.requests()[1].prompt.clone();
+    for expected in [
+        "SMA(5) as `fast`",
+        "EMA(30) as `slow`",
+        "- Buy when the close is above the 50-day average and volume rises",
+        "Position size: 0.5 of equity",
+    ] {
+        assert!(prompt.contains(expected), "the prompt lacks {expected:?}:\n{prompt}");
+    }
+
+    // Still wrong shapes are 400s naming the path.
+    for (bad, path) in [
+        (json!([{"type": "sma", "params": {"period": 10}}]), "canonical_json.indicators"),
+        (json!([{"name": "x", "type": "sma", "params": {"period": 0}}]), "canonical_json.indicators"),
+        (json!([{"name": "x", "type": "wavelet", "params": {}}]), "canonical_json.indicators"),
+    ] {
+        let mut strategy = old.clone();
+        strategy["indicators"] = bad;
+        let error = expect_status(
+            app.post(EXECUTABLE, token, &json!({"canonical_json": strategy})).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(error.as_object().unwrap().keys().any(|k| k.starts_with(path)), "{error}");
+    }
+    let mut sizing = old.clone();
+    sizing["risk_management"]["position_sizing"] = json!({"type": "fixed_percent", "value": 95});
+    let error =
+        expect_status(app.post(EXECUTABLE, token, &json!({"canonical_json": sizing})).await, StatusCode::BAD_REQUEST)
+            .await;
+    assert!(error.to_string().contains("position_sizing"), "{error}");
+    assert_eq!(sim.sim.requests().len(), 2, "no malformed request reached Gemini");
+}
