@@ -197,7 +197,26 @@ struct RawKey {
     workload_type: Option<String>,
     project: Option<String>,
     active: Option<bool>,
-    tags: Option<Vec<String>>,
+    /// A list of strings, or (the old app's shape) an object whose
+    /// `workload` entry names the workload.
+    tags: Option<Value>,
+    /// The old app's bookkeeping; accepted and unused.
+    created_at: Option<Value>,
+    updated_at: Option<Value>,
+}
+
+/// Fields the old app's keys.json files carry that we accept without using,
+/// and what an operator is told about each (once per load).
+const OLD_FIELDS: [(&str, &str); 3] = [
+    ("created_at", "the old app's bookkeeping; ignored"),
+    ("updated_at", "the old app's bookkeeping; ignored"),
+    ("tags", "an object (the old app's shape): its entries become \"name=value\" tags, and its workload entry is the workload when workload_type is absent"),
+];
+
+/// Models Google has retired: such a key loads (nothing is rewritten
+/// silently), and the operator is told which.
+fn is_retired(model: &str) -> bool {
+    ["gemini-1.0-", "gemini-1.5-", "gemini-pro"].iter().any(|prefix| model.starts_with(prefix))
 }
 
 const POOL_FIELDS: [&str; 7] = [
@@ -306,6 +325,7 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
     };
     let mut keys = Vec::with_capacity(raw_keys.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut old_fields = std::collections::BTreeSet::new();
     for (index, mut raw) in raw_keys.into_iter().enumerate() {
         let label = raw.get("key_id").and_then(Value::as_str).map_or_else(|| format!("#{index}"), str::to_string);
         if let Some(object) = raw.as_object_mut() {
@@ -323,9 +343,21 @@ pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, 
         if seen.insert(raw.key_id.clone(), index).is_some() {
             return Err(key_error(&raw.key_id, "key_id", "duplicate id"));
         }
+        if raw.created_at.is_some() {
+            old_fields.insert("created_at");
+        }
+        if raw.updated_at.is_some() {
+            old_fields.insert("updated_at");
+        }
+        if raw.tags.as_ref().is_some_and(Value::is_object) {
+            old_fields.insert("tags");
+        }
         if let Some(spec) = validate_key(raw, secrets)? {
             keys.push(spec);
         }
+    }
+    for (field, what) in OLD_FIELDS.iter().filter(|(field, _)| old_fields.contains(field)) {
+        tracing::warn!(field, "keys.json field from the old app accepted: {what}");
     }
     if keys.is_empty() && !seen.is_empty() {
         // One line an operator will see, not just one warning per key.
@@ -387,11 +419,20 @@ fn validate_key(raw: RawKey, secrets: &dyn SecretSource) -> Result<Option<KeySpe
     if raw.provider != "gemini" {
         return Err(key_error(id, "provider", format!("unsupported provider {:?} (expected gemini)", raw.provider)));
     }
+    let (tags, tagged_workload) = tags(id, raw.tags.as_ref())?;
     let workload = match raw.workload_type.as_deref() {
-        None => Workload::for_model(&raw.model_name),
+        None => tagged_workload.unwrap_or_else(|| Workload::for_model(&raw.model_name)),
         Some(name) => Workload::parse(name)
             .ok_or_else(|| key_error(id, "workload_type", format!("expected light or heavy, got {name:?}")))?,
     };
+    if is_retired(&raw.model_name) {
+        tracing::warn!(
+            key_id = id,
+            model = %raw.model_name,
+            "this key names a model Google has retired; it is loaded as written, but its calls will fail until \
+             keys.json names a current model"
+        );
+    }
     let project = match raw.project {
         Some(project) if project.trim().is_empty() => return Err(key_error(id, "project", "must not be empty")),
         Some(project) => project,
@@ -411,9 +452,39 @@ fn validate_key(raw: RawKey, secrets: &dyn SecretSource) -> Result<Option<KeySpe
         priority: raw.priority.unwrap_or(0),
         workload,
         active: raw.active.unwrap_or(true),
-        tags: raw.tags.unwrap_or_default(),
+        tags,
         secret,
     }))
+}
+
+/// A key's tags, and the workload an object of tags names.
+fn tags(id: &str, tags: Option<&Value>) -> Result<(Vec<String>, Option<Workload>), PoolConfigError> {
+    match tags {
+        None | Some(Value::Null) => Ok((Vec::new(), None)),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|tag| tag.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(|list| (list, None))
+            .ok_or_else(|| key_error(id, "tags", "expected a list of strings or an object")),
+        Some(Value::Object(entries)) => {
+            let workload = match entries.get("workload") {
+                None => None,
+                Some(value) => Some(value.as_str().and_then(Workload::parse).ok_or_else(|| {
+                    key_error(id, "tags", format!("tags.workload: expected light or heavy, got {value}"))
+                })?),
+            };
+            let list = entries
+                .iter()
+                .map(|(name, value)| match value {
+                    Value::String(text) => format!("{name}={text}"),
+                    other => format!("{name}={other}"),
+                })
+                .collect();
+            Ok((list, workload))
+        }
+        Some(_) => Err(key_error(id, "tags", "expected a list of strings or an object")),
+    }
 }
 
 /// Google counts per project and model, so every key of a project must
@@ -555,5 +626,51 @@ mod tests {
         let debug = format!("{loaded:?}");
         assert!(!debug.contains("secret-a-xyz1"), "{debug}");
         assert!(debug.contains("…xyz1"));
+    }
+
+    /// Issue 13: the old deployment's keys.json files load as they are.
+    #[test]
+    fn the_old_apps_keys_files_load_as_they_are() {
+        let example = parse_pool(include_str!("../../../fixtures/legacy-config/keys_example.json"), &all_secrets())
+            .expect("keys_example.json loads");
+        assert_eq!(example.keys.len(), 3);
+        let pro = example.keys.iter().find(|k| k.key_id == "pro_01").unwrap();
+        assert_eq!(pro.workload, Workload::Heavy, "tags.workload names the workload");
+        assert!(pro.tags.contains(&"region=us-east".to_string()), "{:?}", pro.tags);
+        assert!(pro.tags.contains(&"tier=premium".to_string()), "{:?}", pro.tags);
+
+        let report = parse_pool(include_str!("../../../fixtures/legacy-config/keys.report.json"), &all_secrets())
+            .expect("keys.report.json loads, retired models and all");
+        assert_eq!(report.keys.len(), 8);
+        assert_eq!(report.keys[0].model, "gemini-1.5-flash", "nothing is rewritten silently");
+        assert_eq!(report.keys[0].limits.burst, 5);
+    }
+
+    #[test]
+    fn old_fields_are_accepted_and_a_field_nobody_wrote_is_still_an_error() {
+        let tags_object =
+            pool(&[key("a", r#", "tags": {"workload": "heavy", "tier": "x"}, "workload_type": "light""#)], "");
+        let loaded = parse_pool(&tags_object, &all_secrets()).unwrap();
+        assert_eq!(loaded.keys[0].workload, Workload::Light, "workload_type wins over tags.workload");
+        let dated =
+            pool(&[key("a", r#", "created_at": "2024-01-01T00:00:00", "updated_at": "2024-01-02T00:00:00""#)], "");
+        assert!(parse_pool(&dated, &all_secrets()).is_ok());
+        let message = error(&pool(&[key("a", r#", "created_by": "me""#)], ""));
+        assert!(message.contains("key a field created_by"), "{message}");
+        let message = error(&pool(&[key("a", r#", "tags": {"workload": "medium"}"#)], ""));
+        assert!(message.contains("key a field tags"), "{message}");
+        let message = error(&pool(&[key("a", r#", "tags": 7"#)], ""));
+        assert!(message.contains("key a field tags"), "{message}");
+    }
+
+    #[test]
+    fn the_old_apps_list_keys_are_named_key_01_or_key_1() {
+        let secrets =
+            EnvSecrets::new([("GEMINI_API_KEYS".to_string(), "first-aaaa, second-bbbb".to_string())]).unwrap();
+        let text = pool(&[key("key_01", ""), key("key_2", "")], "");
+        let loaded = parse_pool(&text, &secrets).unwrap();
+        assert_eq!(loaded.keys.len(), 2);
+        assert_eq!(loaded.keys[0].secret.masked(), "…aaaa");
+        assert_eq!(loaded.keys[1].secret.masked(), "…bbbb");
     }
 }

@@ -72,6 +72,9 @@ impl App {
         } else {
             (crate::keys::build(config, history.clone())?, None)
         };
+        if let (Some(redis), Some(wait)) = (&keys.redis, config.redis_connect_timeout) {
+            wait_for_redis(redis, wait).await;
+        }
         let state = AppState::new(AppStateInner {
             hashing: api_core::HashingGate::for_this_machine(),
             sessions: api_core::sessions::SessionCheck::new(),
@@ -177,6 +180,23 @@ impl App {
         self.state.store.close().await;
         tracing::info!("shut down");
         Ok(())
+    }
+}
+
+/// `REDIS_TIMEOUT`: gives Redis up to `wait` to answer before serving. The
+/// server serves either way (degraded while Redis is away); this only
+/// spares the first requests a Redis that is still starting.
+async fn wait_for_redis(redis: &key_rotation::redis_conn::RedisHandle, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match redis.ping().await {
+            Ok(()) => return,
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(error = %err, waited_secs = wait.as_secs_f64(), "Redis did not answer in REDIS_TIMEOUT; serving degraded until it does");
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 

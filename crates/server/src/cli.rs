@@ -23,6 +23,11 @@ pub struct Cli {
     /// Do not apply migrations at start-up.
     #[arg(long, global = true)]
     pub no_migrate: bool,
+    /// A dotenv file of settings (the old deployment's `.env` works as it
+    /// is). Default: `.env` in the working directory, if there is one. The
+    /// process environment wins over the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -62,7 +67,7 @@ pub enum KeysCommand {
 }
 
 impl Cli {
-    pub fn config_sources(&self) -> ConfigSources {
+    pub fn config_sources(&self) -> anyhow::Result<ConfigSources> {
         let mut flags = Vec::new();
         if let Some(bind) = &self.bind {
             flags.push(("BIND_ADDR", bind.clone()));
@@ -71,14 +76,47 @@ impl Cli {
             flags.push(("RUN_MIGRATIONS", "false".to_string()));
         }
         let file = self.config.clone().map_or(ConfigFile::Discover, ConfigFile::Explicit);
-        ConfigSources::from_process(file, flags)
+        let mut sources = ConfigSources::from_process(file, flags);
+        let dotenv = match &self.env_file {
+            Some(path) => Some((path.clone(), true)),
+            None => Some((PathBuf::from(".env"), false)),
+        };
+        if let Some((path, required)) = dotenv {
+            sources.env.extend(dotenv_entries(&path, required, &sources.env)?);
+        }
+        Ok(sources)
     }
+}
+
+/// The settings of a dotenv file that the process environment does not
+/// already set (the environment wins). A missing default `.env` is no
+/// error; a named one must exist.
+fn dotenv_entries(
+    path: &std::path::Path,
+    required: bool,
+    environment: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let entries = match dotenvy::from_path_iter(path) {
+        Ok(entries) => entries,
+        Err(dotenvy::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Vec::new())
+        }
+        Err(err) => return Err(anyhow::anyhow!("env file {}: {err}", path.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let (name, value) = entry.map_err(|err| anyhow::anyhow!("env file {}: {err}", path.display()))?;
+        if !environment.iter().any(|(set, _)| *set == name) {
+            found.push((name, value));
+        }
+    }
+    Ok(found)
 }
 
 /// Parses arguments, loads configuration and runs the chosen command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = config::load(&cli.config_sources())?;
-    crate::telemetry::init(config.log_format);
+    let config = config::load(&cli.config_sources()?)?;
+    crate::telemetry::init(&config)?;
     match cli.command.unwrap_or(Command::Serve { demo: false }) {
         Command::Serve { demo } => serve(&config, demo).await,
         Command::Migrate => migrate(&config).await,

@@ -71,6 +71,34 @@ pub const SETTINGS: &[Setting] = &[
     setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env` or `file`."),
     setting("KEY_SECRETS_FILE", Some("keys.secrets.json"), "With `SECRET_STORE_TYPE=file`: a JSON object of key id to secret (mode 0600)."),
     setting("LOG_FORMAT", Some("text"), "`text` or `json` (one JSON object per line). Filter with `RUST_LOG`."),
+    setting("LOG_LEVEL", None, "The old `.env`'s level (`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`): the log filter when `RUST_LOG` is unset. Default `INFO`."),
+    setting("LOG_FILE", None, "Append the log to this file (its folder is created) instead of standard error."),
+    setting("REDIS_TIMEOUT", None, "The old `.env`'s Redis connect timeout, in seconds: at start-up the server waits up to this long for Redis to answer before it serves (degraded if Redis is still away). Never changes the per-call deadline `REDIS_TIMEOUT_MS`."),
+    setting("ENABLE_KEY_ROTATION", None, "Accepted from the old `.env` (`true` or `false`); it never shrinks the pool: rotation and exact limits are always on."),
+    setting("BACKTEST_CASH", Some("10000"), "Starting cash of a backtest that names none."),
+    setting("BACKTEST_COMMISSION", Some("0.002"), "Commission of a backtest that names none, as a fraction (0.002 = 0.2%)."),
+];
+
+/// Variables of the old Django app's `.env` that have no meaning here: each
+/// present one is named in a warning at start-up, with the reason.
+pub const IGNORED_LEGACY: &[(&str, &str)] = &[
+    ("DEBUG", "there is no debug mode; errors never show internals to clients"),
+    ("ALLOWED_HOSTS", "the server answers on BIND_ADDR; filter host names at your proxy"),
+    ("DATA_SOURCE", "market data is not part of this server yet"),
+    ("ENABLE_CONVERSATION_MEMORY", "conversations always carry their history (CHAT_HISTORY_TOKENS)"),
+    ("ENABLE_STRATEGY_VALIDATION", "strategy validation is always on"),
+    ("ENABLE_LIVE_TRADING", "there is no live trading"),
+    ("VAULT_ADDR", "read by SECRET_STORE_TYPE=vault, which this build does not support yet"),
+    ("VAULT_TOKEN", "read by SECRET_STORE_TYPE=vault, which this build does not support yet"),
+    ("VAULT_SECRET_PATH", "read by SECRET_STORE_TYPE=vault, which this build does not support yet"),
+    ("AWS_REGION", "read by SECRET_STORE_TYPE=aws, which this build does not support yet"),
+    ("AWS_SECRET_PREFIX", "read by SECRET_STORE_TYPE=aws, which this build does not support yet"),
+    ("AWS_ACCESS_KEY_ID", "a credential of SECRET_STORE_TYPE=aws, which this build does not support yet"),
+    ("AWS_SECRET_ACCESS_KEY", "a credential of SECRET_STORE_TYPE=aws, which this build does not support yet"),
+    ("AZURE_VAULT_URL", "read by SECRET_STORE_TYPE=azure, which this build does not support yet"),
+    ("AZURE_CLIENT_ID", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
+    ("AZURE_CLIENT_SECRET", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
+    ("AZURE_TENANT_ID", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
 ];
 
 /// Where a setting's value came from, for error messages.
@@ -282,6 +310,16 @@ pub struct Config {
     pub key_secrets_file: PathBuf,
     pub key_env: KeyEnv,
     pub log_format: LogFormat,
+    /// `LOG_LEVEL`, as a `RUST_LOG`-style directive (`debug`, `info`, …).
+    pub log_level: Option<String>,
+    pub log_file: Option<PathBuf>,
+    /// `REDIS_TIMEOUT`: how long start-up waits for Redis.
+    pub redis_connect_timeout: Option<Duration>,
+    pub backtest_cash: f64,
+    pub backtest_commission: f64,
+    /// What the operator is told at start-up about the old `.env`'s
+    /// variables: accepted without effect, or ignored, and why.
+    pub legacy_notices: Vec<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/algoagent.db";
@@ -523,6 +561,49 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         Some(_) => return Err(layers.invalid("ALERT_WEBHOOK_URL", "expected an http:// or https:// URL")),
         None => None,
     };
+    let log_level = match layers.string("LOG_LEVEL").map(|level| level.to_ascii_uppercase()) {
+        None => None,
+        Some(level) => Some(
+            match level.as_str() {
+                "DEBUG" => "debug",
+                "INFO" => "info",
+                "WARNING" | "WARN" => "warn",
+                "ERROR" | "CRITICAL" => "error",
+                _ => return Err(layers.invalid("LOG_LEVEL", "expected DEBUG, INFO, WARNING, ERROR or CRITICAL")),
+            }
+            .to_string(),
+        ),
+    };
+    let redis_connect_timeout = match layers.string("REDIS_TIMEOUT") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<f64>()
+                .ok()
+                .filter(|secs| secs.is_finite() && *secs > 0.0 && *secs <= 600.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| layers.invalid("REDIS_TIMEOUT", "expected seconds, more than 0 and at most 600"))?,
+        ),
+    };
+    let backtest_cash: f64 = layers.parse("BACKTEST_CASH", "a number")?;
+    if !(backtest_cash.is_finite() && backtest_cash > 0.0) {
+        return Err(layers.invalid("BACKTEST_CASH", "must be more than zero"));
+    }
+    let backtest_commission: f64 = layers.parse("BACKTEST_COMMISSION", "a fraction, e.g. 0.002")?;
+    if !(backtest_commission.is_finite() && (0.0..1.0).contains(&backtest_commission)) {
+        return Err(layers.invalid("BACKTEST_COMMISSION", "must be a fraction from 0 up to 1"));
+    }
+    let mut legacy_notices = Vec::new();
+    if layers.string("ENABLE_KEY_ROTATION").is_some() {
+        let enabled = layers.bool("ENABLE_KEY_ROTATION")?;
+        legacy_notices.push(format!(
+            "ENABLE_KEY_ROTATION={enabled} is accepted: rotation and exact limits are always on, and every configured \
+             key is used"
+        ));
+    }
+    let given = |name: &str| sources.env.iter().any(|(k, v)| k == name && !v.trim().is_empty());
+    for (name, reason) in IGNORED_LEGACY.iter().filter(|(name, _)| given(name)) {
+        legacy_notices.push(format!("{name} is ignored: {reason}"));
+    }
     let redis_key_prefix = layers.string("REDIS_KEY_PREFIX").unwrap_or_default();
     if redis_key_prefix.is_empty() || redis_key_prefix.contains(['{', '}', ' ']) {
         return Err(layers.invalid("REDIS_KEY_PREFIX", "must be non-empty, without spaces or braces"));
@@ -581,6 +662,12 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         key_env: KeyEnv::capture(&sources.env),
         secret_store_type,
         log_format,
+        log_level,
+        log_file: layers.string("LOG_FILE").map(PathBuf::from),
+        redis_connect_timeout,
+        backtest_cash,
+        backtest_commission,
+        legacy_notices,
     })
 }
 
@@ -760,5 +847,47 @@ mod tests {
         assert!(!debug.contains("AIzaSyTHISISAKEY") && debug.contains("GEMINI_KEY_FLASH_01"), "{debug}");
         assert!(!debug.contains("topsecretpw") && !debug.contains("redispw") && !debug.contains(&secret), "{debug}");
         assert!(debug.contains("postgres://app:***@db:5432/algo"), "{debug}");
+    }
+
+    /// Issue 13: every variable of the old app's env.example, commented-out
+    /// ones included, is a setting here, a key secret, or named as ignored.
+    #[test]
+    fn every_variable_of_the_old_env_example_is_honoured_or_named() {
+        let example = include_str!("../../../fixtures/legacy-config/env.example");
+        let names = example.lines().filter_map(|line| {
+            let line = line.trim_start_matches('#').trim();
+            let (name, _) = line.split_once('=')?;
+            (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(name)
+        });
+        for name in names {
+            let known = find_setting(name).is_some()
+                || IGNORED_LEGACY.iter().any(|(ignored, _)| *ignored == name)
+                || name.starts_with("GEMINI_KEY_")
+                || name == "GEMINI_API_KEY";
+            assert!(known, "{name} from env.example is neither honoured nor named as ignored");
+        }
+    }
+
+    #[test]
+    fn the_old_logging_and_backtest_settings_are_read() {
+        let config = load_env(&[
+            ("LOG_LEVEL", "WARNING"),
+            ("REDIS_TIMEOUT", "5"),
+            ("BACKTEST_CASH", "25000"),
+            ("BACKTEST_COMMISSION", "0.001"),
+            ("ENABLE_KEY_ROTATION", "false"),
+            ("DEBUG", "True"),
+        ])
+        .unwrap();
+        assert_eq!(config.log_level.as_deref(), Some("warn"));
+        assert_eq!(config.redis_connect_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(config.redis_timeout, Duration::from_millis(50), "the per-call deadline is untouched");
+        assert_eq!((config.backtest_cash, config.backtest_commission), (25_000.0, 0.001));
+        assert!(config.legacy_notices.iter().any(|n| n.starts_with("ENABLE_KEY_ROTATION=false is accepted")));
+        assert!(config.legacy_notices.iter().any(|n| n.starts_with("DEBUG is ignored")));
+        for (name, value) in [("LOG_LEVEL", "LOUD"), ("REDIS_TIMEOUT", "0"), ("BACKTEST_COMMISSION", "1.5")] {
+            let message = load_env(&[(name, value)]).unwrap_err().to_string();
+            assert!(message.contains(name), "{message}");
+        }
     }
 }

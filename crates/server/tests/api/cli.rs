@@ -492,3 +492,71 @@ async fn serve_demo_prints_a_fresh_admin_password_that_logs_in() {
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(!logs.contains(&password), "the demo password reached the logs");
 }
+
+/// Issue 13: the old deployment's `.env` (env.example filled in with the old
+/// 8-key pool) and its keys.json files work as they are, read from the
+/// working directory; every key shows in `keys status`.
+#[tokio::test]
+async fn the_old_env_and_keys_files_give_a_working_pool() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/legacy-config");
+    let example = std::fs::read_to_string(format!("{fixtures}/env.example")).unwrap();
+    let filled = example
+        .replace(
+            "SECRET_KEY=your-django-secret-key-here",
+            "SECRET_KEY=k3y-of-the-old-django-app-with-fifty-characters-x",
+        )
+        .replace("SECRET_STORE_TYPE=env", "SECRET_STORE_TYPE=env  # Options: env, vault, aws, azure")
+        + "GEMINI_KEY_pro_03=AIzaSyPQR678_third_pro\nGEMINI_KEY_pro_04=AIzaSySTU901_fourth_pro\n\
+           GEMINI_KEY_pro_05=AIzaSyVWX234_fifth_pro\n";
+    for (keys_file, ids) in [
+        (
+            "keys.report.json",
+            &["flash_01", "flash_02", "flash_03", "pro_01", "pro_02", "pro_03", "pro_04", "pro_05"][..],
+        ),
+        ("keys_example.json", &["flash_01", "flash_02", "pro_01"][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), &filled).unwrap();
+        std::fs::copy(format!("{fixtures}/{keys_file}"), dir.path().join("keys.json")).unwrap();
+        // The environment wins over the file: no Redis for this command.
+        let mut command = algoagent(&[("REDIS_URL".into(), String::new())]);
+        command.current_dir(dir.path()).args(["keys", "status"]);
+        let output = run_with_stdin(command, "").await;
+        assert!(output.status.success(), "{keys_file}: {}", String::from_utf8_lossy(&output.stderr));
+        let table = String::from_utf8_lossy(&output.stdout);
+        for id in ids {
+            assert!(table.lines().any(|line| line.starts_with(&format!("{id} "))), "{keys_file}: no {id} in\n{table}");
+        }
+        assert!(!table.contains("AIzaSy"), "a secret in the status table");
+        // LOG_FILE is honoured: the notices are in the old app's log file.
+        let log = std::fs::read_to_string(dir.path().join("logs/algoagent.log")).unwrap();
+        assert!(log.contains("ENABLE_KEY_ROTATION=false is accepted"), "{log}");
+        for ignored in ["DEBUG is ignored", "ALLOWED_HOSTS is ignored", "ENABLE_LIVE_TRADING is ignored"] {
+            assert!(log.contains(ignored), "{ignored} not in {log}");
+        }
+        if keys_file == "keys.report.json" {
+            assert!(log.contains("retired") && log.contains("flash_01"), "{log}");
+        } else {
+            assert!(log.contains("created_at"), "{log}");
+        }
+        assert!(!log.contains("AIzaSy"), "a secret in the log");
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_env_file_must_exist_and_a_bad_line_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = algoagent(&command_env(&dir));
+    command.args(["--env-file", "/nonexistent/.env", "keys", "status"]);
+    let output = run_with_stdin(command, "").await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/.env"));
+
+    let bad = dir.path().join("bad.env");
+    std::fs::write(&bad, "USER_RPM_DEFAULT=10 20\n").unwrap();
+    let mut command = algoagent(&command_env(&dir));
+    command.arg("--env-file").arg(&bad).args(["keys", "status"]);
+    let output = run_with_stdin(command, "").await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("bad.env"), "{}", String::from_utf8_lossy(&output.stderr));
+}
