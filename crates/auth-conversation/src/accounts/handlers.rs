@@ -153,6 +153,9 @@ pub async fn check_password(
         Some(user) => user.password_hash.clone(),
         None => password::timing_decoy_hash().await.map_err(ApiError::Internal)?,
     };
+    // A hash moved in from the old Django app is replaced with ours once
+    // the password is known to be right.
+    let to_rehash = user.as_ref().filter(|u| password::needs_rehash(&u.password_hash)).map(|_| password.clone());
     let matches = password::verify_password(password, hash, permit).await.map_err(ApiError::Internal)?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
@@ -163,7 +166,24 @@ pub async fn check_password(
     };
     failures.refund(state).await;
     state.store.record_login(user.id, chrono::Utc::now()).await?;
+    if let Some(password) = to_rehash {
+        rehash(state, user.id, password).await;
+    }
     Ok(user)
+}
+
+/// Stores an argon2id hash of a password that just verified against an
+/// older kind of hash. A failure (or a busy hashing gate) leaves the old
+/// hash, which still verifies, for the next login.
+async fn rehash(state: &AppState, user_id: i64, password: String) {
+    let Ok(permit) = state.hashing.admit().await else { return };
+    match password::hash_password(password, permit).await {
+        Ok(hash) => match state.store.set_password_hash(user_id, &hash).await {
+            Ok(()) => tracing::info!(user_id, "password re-hashed with argon2id at its first login here"),
+            Err(err) => tracing::warn!(user_id, error = %err, "could not store the re-hashed password"),
+        },
+        Err(err) => tracing::warn!(user_id, error = %err, "could not re-hash the password"),
+    }
 }
 
 pub async fn login(

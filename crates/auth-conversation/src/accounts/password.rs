@@ -136,9 +136,58 @@ fn hash_now(password: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
-/// Checks `password` against a stored argon2 hash (any of its variants and
-/// parameters); anything malformed never matches.
+/// The most PBKDF2 iterations a stored Django hash may ask for: Django
+/// writes 600,000 to 1,000,000; more is a corrupt or hostile row.
+const MAX_PBKDF2_ITERATIONS: u32 = 5_000_000;
+
+/// Checks `password` against a stored hash: ours (argon2id), or one moved in
+/// from the old Django app (`pbkdf2_sha256$…`, `argon2$…`,
+/// `bcrypt_sha256$…`); Django's unusable passwords (`!…`) and anything
+/// malformed never match.
 fn verify_now(password: &str, hash: &str) -> bool {
+    if let Some(django) = hash.strip_prefix("pbkdf2_sha256$") {
+        return verify_django_pbkdf2(password, django);
+    }
+    if let Some(phc) = hash.strip_prefix("argon2$") {
+        return verify_phc(password, &format!("${phc}"));
+    }
+    if let Some(bcrypt_hash) = hash.strip_prefix("bcrypt_sha256$") {
+        use sha2::Digest as _;
+        let digest: String = sha2::Sha256::digest(password.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        return bcrypt::verify(digest, bcrypt_hash).unwrap_or(false);
+    }
+    verify_phc(password, hash)
+}
+
+/// Whether a stored hash is one to replace with ours at the next successful
+/// login: everything that is not argon2id as we write it.
+pub fn needs_rehash(hash: &str) -> bool {
+    !hash.starts_with("$argon2id$")
+}
+
+/// `<iterations>$<salt>$<base64 of PBKDF2-HMAC-SHA256, 32 bytes>`.
+fn verify_django_pbkdf2(password: &str, encoded: &str) -> bool {
+    use base64::Engine as _;
+    let mut parts = encoded.splitn(3, '$');
+    let (Some(iterations), Some(salt), Some(expected)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some(iterations) = iterations.parse::<u32>().ok().filter(|n| (1..=MAX_PBKDF2_ITERATIONS).contains(n)) else {
+        return false;
+    };
+    let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(expected.trim()) else { return false };
+    if expected.len() != 32 {
+        return false;
+    }
+    let mut computed = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt.as_bytes(), iterations, &mut computed);
+    // `Output` compares in constant time.
+    matches!((Output::new(&computed), Output::new(&expected)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Checks `password` against a PHC-format argon2 hash (any of its variants
+/// and parameters); anything malformed never matches.
+fn verify_phc(password: &str, hash: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else { return false };
     let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) =
         (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed), parsed.salt, parsed.hash)
@@ -233,5 +282,27 @@ mod tests {
         let stored = Argon2::default().hash_password(b"older horse", &salt).unwrap().to_string();
         assert!(verify_password("older horse".into(), stored.clone(), HashingPermit::unbounded()).await.unwrap());
         assert!(!verify_password("other horse".into(), stored, HashingPermit::unbounded()).await.unwrap());
+    }
+
+    /// Hashes the old Django app wrote (FACTS.json of the fixture, and
+    /// Django's own hasher test vectors) verify; unusable ones never do.
+    #[test]
+    fn django_hashes_verify() {
+        let alice = "pbkdf2_sha256$600000$xVlYlGSV6fOyQ2Qy35IO9V$ABF5YgJgKtZ9Q4+X4tgaXYayOUPf2Bzo99i44wPHJcQ=";
+        assert!(verify_now("Alice-pass-2024!", alice));
+        assert!(!verify_now("Alice-pass-2024?", alice));
+        assert!(needs_rehash(alice));
+        // Django's test vector for its Argon2PasswordHasher.
+        let argon = "argon2$argon2id$v=19$m=102400,t=2,p=8$Y041dExhNkljRUUy$TMa6A8fPJhCAUXRhJXCXdw";
+        assert!(verify_now("secret", argon));
+        assert!(!verify_now("secreT", argon));
+        // As Django's BCryptSHA256PasswordHasher writes it (Python's bcrypt
+        // over the hex SHA-256 of "secret", 4 rounds to keep the test quick).
+        let bcrypt = "bcrypt_sha256$$2b$04$qmDw6UjituxU1Ny1jRL77OsE3d7rLc0279WVaOFl0mCKuVaXgrd..";
+        assert!(verify_now("secret", bcrypt));
+        assert!(!verify_now("Secret", bcrypt));
+        assert!(!verify_now("", "!PQqo0SIwdduC9kna8qdUy8tc11b2JJX87g3cx8AL"), "unusable");
+        assert!(!verify_now("x", "pbkdf2_sha256$999999999$salt$AAAA"), "absurd iterations are refused");
+        assert!(!verify_now("x", "pbkdf2_sha256$600000$salt"), "malformed");
     }
 }
