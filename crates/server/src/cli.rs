@@ -48,6 +48,27 @@ pub enum Command {
         #[arg(long)]
         username: String,
     },
+    /// Import an old Django deployment's database (users, conversations,
+    /// strategies), in one transaction. Old JWTs do not come across: users
+    /// log in again, with their old passwords.
+    ImportDjango {
+        /// The old database: a SQLite file (or sqlite://…) or a postgres:// URL.
+        #[arg(long, value_name = "DATABASE")]
+        from: String,
+        /// Print what would be imported, per table, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import into a database that already has users: every id is
+        /// renumbered past ours, and the old → new map written to --map-file.
+        #[arg(long)]
+        merge: bool,
+        /// The owner of strategies whose created_by is empty.
+        #[arg(long, value_name = "USERNAME")]
+        orphans_to: Option<String>,
+        /// With --merge: where the old → new id map is written (JSON).
+        #[arg(long, value_name = "FILE", default_value = "import-id-map.json")]
+        map_file: PathBuf,
+    },
     /// Inspect and manage the Gemini key pool.
     Keys {
         #[command(subcommand)]
@@ -122,6 +143,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate(&config).await,
         Command::CreateAdmin { username } => create_admin(&config, &username).await,
         Command::Keys { action } => keys(&config, action).await,
+        Command::ImportDjango { from, dry_run, merge, orphans_to, map_file } => {
+            let options =
+                crate::import_django::ImportOptions { from, dry_run, merge, orphans_to, map_file: Some(map_file) };
+            import_django(&config, &options).await
+        }
     }
 }
 
@@ -235,6 +261,36 @@ async fn serve(config: &Config, demo: bool) -> anyhow::Result<()> {
         tokio::spawn(crate::demo::drive_traffic(app.state().gemini.clone()));
     }
     app.serve(app::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the import's summary is for the operator's terminal")]
+async fn import_django(config: &Config, options: &crate::import_django::ImportOptions) -> anyhow::Result<()> {
+    use crate::import_django::Outcome;
+    let store = app::connect_store(config).await?;
+    if config.run_migrations {
+        store.migrate().await.context("applying database migrations")?;
+    }
+    let outcome = crate::import_django::import(&store, options).await;
+    store.close().await;
+    match outcome? {
+        Outcome::AlreadyImported { at } => {
+            println!("already imported (at {}): nothing changed", api_core::time::iso8601(&at));
+        }
+        Outcome::DryRun(summary) => {
+            println!("dry run: nothing was written. It would import:\n");
+            print!("{}", summary.render());
+        }
+        Outcome::Imported(summary) => {
+            print!("{}", summary.render());
+            if options.merge {
+                if let Some(path) = &options.map_file {
+                    println!("\nold → new ids written to {}", path.display());
+                }
+            }
+            println!("\nimported. Users log in with their old passwords; old tokens are not valid here.");
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod import_django;
 pub mod keys;
 pub mod maintenance;
 pub mod reload;

@@ -9,6 +9,8 @@ pub mod accounts;
 pub mod conversations;
 pub mod generated;
 pub mod idempotency;
+pub mod import;
+pub mod legacy;
 pub mod operators;
 pub mod strategies;
 pub mod strategy_chat;

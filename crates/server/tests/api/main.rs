@@ -21,6 +21,7 @@ mod detached_work;
 mod helpers;
 mod hostile_code;
 mod http;
+mod import_django;
 mod metrics;
 mod ownership;
 mod profiles;
