@@ -219,3 +219,31 @@ async fn a_database_that_is_not_the_old_apps_is_refused_by_name() {
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(count(&app, "users").await, 0);
 }
+
+#[tokio::test]
+async fn strategies_without_an_owner_stop_the_import_until_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = old_database(&dir);
+    // The old app did not require an owner: make one such strategy.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{from}")).await.unwrap();
+    sqlx::query("UPDATE strategy_api_strategy SET created_by_id = NULL WHERE id = 3").execute(&pool).await.unwrap();
+    pool.close().await;
+
+    let app = spawn_app().await;
+    let refused = import(&app, &["--from", &from]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(message.contains("#3") && message.contains("--orphans-to"), "{message}");
+    assert_eq!(count(&app, "users").await, 0, "nothing written");
+
+    let unknown = import(&app, &["--from", &from, "--orphans-to", "nobody"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+
+    let done = import(&app, &["--from", &from, "--orphans-to", "carol"]).await;
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("given to carol"));
+    let carol = expect_status(login(&app, "carol", "Carol-admin-2024!").await, StatusCode::OK).await;
+    let token = carol["tokens"]["access"].as_str().unwrap();
+    let strategy = expect_status(app.get("/api/strategies/strategies/3/", Some(token)).await, StatusCode::OK).await;
+    assert_eq!(strategy["name"], "Bob Breakout");
+}
