@@ -274,6 +274,17 @@ fn pool_from_discovered(secrets: &dyn SecretSource) -> PoolConfig {
     pool
 }
 
+/// The key ids a keys.json names, to ask a secret store for (the file is
+/// validated in full by [`parse_pool`]).
+pub fn key_ids(text: &str) -> Result<Vec<String>, PoolConfigError> {
+    let root: Value = serde_json::from_str(text)
+        .map_err(|err| PoolConfigError::File { path: String::new(), reason: format!("not valid JSON: {err}") })?;
+    Ok(root["keys"]
+        .as_array()
+        .map(|keys| keys.iter().filter_map(|key| key["key_id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default())
+}
+
 /// Parses the text of a keys.json.
 pub fn parse_pool(text: &str, secrets: &dyn SecretSource) -> Result<PoolConfig, PoolConfigError> {
     let mut root: Value = serde_json::from_str(text)

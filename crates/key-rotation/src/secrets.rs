@@ -38,6 +38,109 @@ impl fmt::Debug for ApiKeySecret {
     }
 }
 
+/// Why a secret store could not be read. Never holds a secret: the store,
+/// its address and the cause, for an operator to act on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{store}: {cause}")]
+pub struct StoreFailure {
+    /// The store and where it is, e.g. `vault at http://127.0.0.1:8200`.
+    pub store: String,
+    pub cause: String,
+    /// The store answered, and refused our credentials.
+    pub denied: bool,
+}
+
+/// The secrets a store held at one moment, as a [`SecretSource`] for the
+/// keys.json loader.
+#[derive(Clone, Default)]
+pub struct SecretSnapshot {
+    found: BTreeMap<String, ApiKeySecret>,
+    /// Where each key's secret was looked for, for the warning an operator
+    /// reads when it was not there.
+    places: BTreeMap<String, String>,
+}
+
+impl SecretSnapshot {
+    pub fn new(found: BTreeMap<String, ApiKeySecret>, places: BTreeMap<String, String>) -> Self {
+        Self { found, places }
+    }
+
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Ids and masks only.
+        f.debug_map().entries(self.found.iter().map(|(id, secret)| (id, secret.masked()))).finish()
+    }
+}
+
+impl SecretSource for SecretSnapshot {
+    fn secret_for(&self, key_id: &str) -> Option<ApiKeySecret> {
+        self.found.get(key_id).cloned()
+    }
+
+    fn discover(&self) -> Vec<(String, ApiKeySecret)> {
+        self.found.iter().map(|(id, secret)| (id.clone(), secret.clone())).collect()
+    }
+
+    fn looked_in(&self, key_id: &str) -> String {
+        self.places.get(key_id).cloned().unwrap_or_else(|| "the secret store".to_string())
+    }
+}
+
+/// Where key secrets live: read at start-up, and again at every refresh, so
+/// a rotated secret is picked up without a restart.
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The store and its address, for logs and errors (never a credential).
+    fn describe(&self) -> String;
+
+    /// The secrets of `key_ids` as the store holds them now; a key it does
+    /// not hold is absent from the snapshot (and so retired). `None`: every
+    /// key the store can list, for a deployment without keys.json. An error
+    /// means the store could not be read, and nothing should change.
+    async fn fetch(&self, key_ids: Option<&[String]>) -> Result<SecretSnapshot, StoreFailure>;
+}
+
+/// The secrets of a local source (environment, file), as a snapshot.
+fn local_snapshot(source: &dyn SecretSource, key_ids: Option<&[String]>) -> SecretSnapshot {
+    let Some(ids) = key_ids else {
+        return SecretSnapshot::new(source.discover().into_iter().collect(), BTreeMap::new());
+    };
+    let found = ids.iter().filter_map(|id| Some((id.clone(), source.secret_for(id)?))).collect();
+    let places = ids.iter().map(|id| (id.clone(), source.looked_in(id))).collect();
+    SecretSnapshot::new(found, places)
+}
+
+#[async_trait::async_trait]
+impl SecretStore for EnvSecrets {
+    fn describe(&self) -> String {
+        "the environment".to_string()
+    }
+
+    async fn fetch(&self, key_ids: Option<&[String]>) -> Result<SecretSnapshot, StoreFailure> {
+        Ok(local_snapshot(self, key_ids))
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for FileSecrets {
+    fn describe(&self) -> String {
+        "KEY_SECRETS_FILE".to_string()
+    }
+
+    async fn fetch(&self, key_ids: Option<&[String]>) -> Result<SecretSnapshot, StoreFailure> {
+        Ok(local_snapshot(self, key_ids))
+    }
+}
+
 pub trait SecretSource: Send + Sync {
     /// The secret of the key `key_id` named in keys.json.
     fn secret_for(&self, key_id: &str) -> Option<ApiKeySecret>;

@@ -68,9 +68,18 @@ impl App {
                 gemini = %sim.base_url(),
                 "demo mode: an in-process gemini-sim with built-in keys; KEYS_FILE and real keys are ignored"
             );
-            (crate::keys::build_with(config, pool, &sim.base_url(), history.clone())?, Some(sim))
+            (
+                crate::keys::build_with(
+                    config,
+                    pool,
+                    Arc::new(key_rotation::secrets::EnvSecrets::default()),
+                    &sim.base_url(),
+                    history.clone(),
+                )?,
+                Some(sim),
+            )
         } else {
-            (crate::keys::build(config, history.clone())?, None)
+            (crate::keys::build(config, history.clone()).await?, None)
         };
         if let (Some(redis), Some(wait)) = (&keys.redis, config.redis_connect_timeout) {
             wait_for_redis(redis, wait).await;
@@ -141,7 +150,20 @@ impl App {
             background.spawn(failover.clone().follow_restrictions());
         }
         background.spawn(crate::keys::probe_disabled_keys(self.keys.pool.clone(), self.keys.probe.clone()));
-        background.spawn(crate::reload::listen(self.keys.pool.clone(), self.config.clone(), self.keys.redis.clone()));
+        background.spawn(crate::reload::listen(
+            self.keys.pool.clone(),
+            self.config.clone(),
+            self.keys.redis.clone(),
+            self.keys.secrets.clone(),
+        ));
+        if self.demo_sim.is_none() {
+            // The demo's keys are built in; nothing to read again.
+            background.spawn(crate::keys::refresh_secrets(
+                self.keys.pool.clone(),
+                self.config.clone(),
+                self.keys.secrets.clone(),
+            ));
+        }
         background.spawn(crate::maintenance::run(self.state.store.clone(), self.config.history_retention));
         background.spawn(self.keys.pool.activity().clone().flush_forever());
         background.spawn(self.state.history.clone().write_forever());

@@ -175,7 +175,7 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
     match action {
         KeysCommand::Status => {
             let (history, _) = history_log(config).await;
-            let services = crate::keys::build(config, history)?;
+            let services = crate::keys::build(config, history).await?;
             let pool = &services.pool;
             if services.redis.is_none() {
                 println!("note: without REDIS_URL the quota state lives inside the running server; this shows the configuration only.");
@@ -226,7 +226,7 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Reset { project, model } => {
             let (history, database) = history_log(config).await;
-            let services = crate::keys::build(config, history)?;
+            let services = crate::keys::build(config, history).await?;
             anyhow::ensure!(
                 services.redis.is_some(),
                 "without REDIS_URL the quota state lives inside the running server; restart it to reset"
@@ -243,7 +243,8 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::Reload => {
-            let pool = crate::keys::load_pool_config(config)?;
+            let store = crate::keys::secret_store(config)?;
+            let pool = crate::keys::load_pool_config(config, store.as_ref()).await?;
             println!("{} is valid: {} key(s)", config.keys_file.display(), pool.keys.len());
             match crate::reload::request(config).await? {
                 crate::reload::Delivered::Replicas(count) => println!("asked {count} replica(s) to reload"),

@@ -68,7 +68,17 @@ pub const SETTINGS: &[Setting] = &[
     setting("STREAM_IDLE_TIMEOUT_SECS", Some("30"), "A streamed answer ends with an `error` event when upstream sends nothing for this long. Streams are exempt from `REQUEST_TIMEOUT_SECS` once their first event is out."),
     setting("GEMINI_BASE_URL", Some("https://generativelanguage.googleapis.com"), "Gemini API base URL."),
     setting("KEYS_FILE", Some("keys.json"), "Key pool metadata file (limits, models, projects)."),
-    setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env` or `file`."),
+    setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env`, `file` or `vault` (HashiCorp Vault or OpenBao)."),
+    setting("SECRET_REFRESH_SECS", Some("300"), "How often key secrets (and keys.json) are read again, so a rotated secret is used without a restart. `algoagent keys reload` and the dashboard's reload do it at once."),
+    setting("VAULT_ADDR", None, "With `SECRET_STORE_TYPE=vault`: the server, e.g. `https://vault.example.com:8200`."),
+    secret("VAULT_TOKEN", "Vault auth by token."),
+    setting("VAULT_TOKEN_FILE", None, "Vault auth by a token file, read again at every refresh (a Vault agent may rotate it)."),
+    setting("VAULT_ROLE_ID", None, "Vault AppRole auth: the role id (with `VAULT_SECRET_ID`); the token is renewed before it expires."),
+    secret("VAULT_SECRET_ID", "Vault AppRole auth: the secret id."),
+    setting("VAULT_MOUNT", Some("secret"), "The KV version 2 mount."),
+    setting("VAULT_SECRET_PATH", Some("secret/algoagent"), "Where the secrets are under the mount: one secret per key at `<path>/<key_id>`, field `value` (the old app's layout, so the API path is `secret/data/secret/algoagent/<key_id>`)."),
+    setting("VAULT_SECRET_LAYOUT", Some("per_key"), "`per_key`, or `single`: one secret at `VAULT_SECRET_PATH` whose fields are key ids."),
+    setting("VAULT_CACERT", None, "A PEM file of a private CA that signed Vault's certificate."),
     setting("KEY_SECRETS_FILE", Some("keys.secrets.json"), "With `SECRET_STORE_TYPE=file`: a JSON object of key id to secret (mode 0600)."),
     setting("LOG_FORMAT", Some("text"), "`text` or `json` (one JSON object per line). Filter with `RUST_LOG`."),
     setting("LOG_LEVEL", None, "The old `.env`'s level (`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`): the log filter when `RUST_LOG` is unset. Default `INFO`."),
@@ -88,9 +98,6 @@ pub const IGNORED_LEGACY: &[(&str, &str)] = &[
     ("ENABLE_CONVERSATION_MEMORY", "conversations always carry their history (CHAT_HISTORY_TOKENS)"),
     ("ENABLE_STRATEGY_VALIDATION", "strategy validation is always on"),
     ("ENABLE_LIVE_TRADING", "there is no live trading"),
-    ("VAULT_ADDR", "read by SECRET_STORE_TYPE=vault, which this build does not support yet"),
-    ("VAULT_TOKEN", "read by SECRET_STORE_TYPE=vault, which this build does not support yet"),
-    ("VAULT_SECRET_PATH", "read by SECRET_STORE_TYPE=vault, which this build does not support yet"),
     ("AWS_REGION", "read by SECRET_STORE_TYPE=aws, which this build does not support yet"),
     ("AWS_SECRET_PREFIX", "read by SECRET_STORE_TYPE=aws, which this build does not support yet"),
     ("AWS_ACCESS_KEY_ID", "a credential of SECRET_STORE_TYPE=aws, which this build does not support yet"),
@@ -258,6 +265,35 @@ pub enum LogFormat {
 pub enum SecretStoreType {
     Env,
     File,
+    Vault,
+}
+
+/// How to reach Vault (`VAULT_*`). `Debug` never shows a credential.
+#[derive(Clone)]
+pub struct VaultConfig {
+    pub addr: String,
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub role_id: Option<String>,
+    pub secret_id: Option<SecretString>,
+    pub mount: String,
+    pub path: String,
+    pub single_layout: bool,
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl fmt::Debug for VaultConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("role_id", &self.role_id)
+            .field("mount", &self.mount)
+            .field("path", &self.path)
+            .field("single_layout", &self.single_layout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// CORS policy.
@@ -308,6 +344,10 @@ pub struct Config {
     pub keys_file: PathBuf,
     pub secret_store_type: SecretStoreType,
     pub key_secrets_file: PathBuf,
+    /// `SECRET_STORE_TYPE=vault`: how to reach it.
+    pub vault: Option<VaultConfig>,
+    /// `SECRET_REFRESH_SECS`.
+    pub secret_refresh: Duration,
     pub key_env: KeyEnv,
     pub log_format: LogFormat,
     /// `LOG_LEVEL`, as a `RUST_LOG`-style directive (`debug`, `info`, …).
@@ -476,6 +516,55 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
     Ok(())
 }
 
+fn vault_config(layers: &Layers) -> Result<VaultConfig, ConfigError> {
+    let addr = layers.string("VAULT_ADDR").ok_or_else(|| ConfigError::Missing {
+        setting: "VAULT_ADDR",
+        reason: "SECRET_STORE_TYPE=vault needs the server's address".into(),
+    })?;
+    if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+        return Err(layers.invalid("VAULT_ADDR", "expected an http:// or https:// URL"));
+    }
+    let token = layers.string("VAULT_TOKEN").map(SecretString::from);
+    let token_file = layers.string("VAULT_TOKEN_FILE").map(PathBuf::from);
+    let role_id = layers.string("VAULT_ROLE_ID");
+    let secret_id = layers.string("VAULT_SECRET_ID").map(SecretString::from);
+    let ways = [token.is_some(), token_file.is_some(), role_id.is_some() || secret_id.is_some()];
+    match ways.iter().filter(|given| **given).count() {
+        0 => {
+            return Err(ConfigError::Missing {
+                setting: "VAULT_TOKEN",
+                reason: "Vault needs VAULT_TOKEN, VAULT_TOKEN_FILE, or VAULT_ROLE_ID with VAULT_SECRET_ID".into(),
+            })
+        }
+        1 => {}
+        _ => {
+            return Err(layers.invalid(
+                "VAULT_TOKEN",
+                "give one way to authenticate: VAULT_TOKEN, VAULT_TOKEN_FILE, or VAULT_ROLE_ID with VAULT_SECRET_ID",
+            ))
+        }
+    }
+    if role_id.is_some() != secret_id.is_some() {
+        return Err(layers.invalid("VAULT_ROLE_ID", "AppRole needs both VAULT_ROLE_ID and VAULT_SECRET_ID"));
+    }
+    let single_layout = match layers.string("VAULT_SECRET_LAYOUT").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "per_key" | "per-key" => false,
+        "single" => true,
+        _ => return Err(layers.invalid("VAULT_SECRET_LAYOUT", "expected per_key or single")),
+    };
+    Ok(VaultConfig {
+        addr,
+        token,
+        token_file,
+        role_id,
+        secret_id,
+        mount: layers.string("VAULT_MOUNT").unwrap_or_default(),
+        path: layers.string("VAULT_SECRET_PATH").unwrap_or_default(),
+        single_layout,
+        ca_cert: layers.string("VAULT_CACERT").map(PathBuf::from),
+    })
+}
+
 fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError> {
     let bind_addr = layers.parse("BIND_ADDR", "host:port, e.g. 127.0.0.1:8000")?;
 
@@ -545,10 +634,15 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
     let secret_store_type = match layers.string("SECRET_STORE_TYPE").unwrap_or_default().to_ascii_lowercase().as_str() {
         "env" => SecretStoreType::Env,
         "file" => SecretStoreType::File,
-        "vault" | "aws" | "azure" => {
-            return Err(layers.invalid("SECRET_STORE_TYPE", "not supported yet (use env or file)"))
+        "vault" => SecretStoreType::Vault,
+        "aws" | "azure" => {
+            return Err(layers.invalid("SECRET_STORE_TYPE", "not supported yet (use env, file or vault)"))
         }
-        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env or file")),
+        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env, file or vault")),
+    };
+    let vault = match secret_store_type {
+        SecretStoreType::Vault => Some(vault_config(layers)?),
+        _ => None,
     };
     let log_format = match layers.string("LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
         "text" => LogFormat::Text,
@@ -659,6 +753,8 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         gemini_base_url: gemini_base_url.trim_end_matches('/').to_string(),
         keys_file: PathBuf::from(layers.string("KEYS_FILE").unwrap_or_default()),
         key_secrets_file: PathBuf::from(layers.string("KEY_SECRETS_FILE").unwrap_or_default()),
+        vault,
+        secret_refresh: Duration::from_secs(layers.positive("SECRET_REFRESH_SECS")?),
         key_env: KeyEnv::capture(&sources.env),
         secret_store_type,
         log_format,
@@ -734,8 +830,24 @@ mod tests {
             (&[("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
             (&[("USER_RPM_DEFAULT", "-3")], "USER_RPM_DEFAULT"),
             (&[("AI_DEADLINE_SECS", "90")], "REQUEST_TIMEOUT_SECS"),
-            (&[("SECRET_STORE_TYPE", "vault")], "SECRET_STORE_TYPE"),
+            (&[("SECRET_STORE_TYPE", "aws")], "SECRET_STORE_TYPE"),
             (&[("SECRET_STORE_TYPE", "floppy")], "SECRET_STORE_TYPE"),
+            (&[("SECRET_STORE_TYPE", "vault")], "VAULT_ADDR"),
+            (&[("SECRET_STORE_TYPE", "vault"), ("VAULT_ADDR", "vault:8200")], "VAULT_ADDR"),
+            (&[("SECRET_STORE_TYPE", "vault"), ("VAULT_ADDR", "http://v:8200")], "VAULT_TOKEN"),
+            (
+                &[("SECRET_STORE_TYPE", "vault"), ("VAULT_ADDR", "http://v:8200"), ("VAULT_ROLE_ID", "r")],
+                "VAULT_ROLE_ID",
+            ),
+            (
+                &[
+                    ("SECRET_STORE_TYPE", "vault"),
+                    ("VAULT_ADDR", "http://v:8200"),
+                    ("VAULT_TOKEN", "t"),
+                    ("VAULT_SECRET_LAYOUT", "flat"),
+                ],
+                "VAULT_SECRET_LAYOUT",
+            ),
             (&[("LOG_FORMAT", "xml")], "LOG_FORMAT"),
             (&[("GEMINI_BASE_URL", "ftp://x")], "GEMINI_BASE_URL"),
             (&[("RUN_MIGRATIONS", "maybe")], "RUN_MIGRATIONS"),
@@ -746,7 +858,7 @@ mod tests {
             let text = error_text(env);
             assert!(text.contains(name), "error for {env:?} should name {name}: {text}");
         }
-        assert!(error_text(&[("SECRET_STORE_TYPE", "vault")]).contains("not supported yet"));
+        assert!(error_text(&[("SECRET_STORE_TYPE", "azure")]).contains("not supported yet"));
     }
 
     #[test]

@@ -17,8 +17,9 @@ use key_rotation::limiter::Limiter;
 use key_rotation::pool::{KeyPool, PoolOptions};
 use key_rotation::redis_conn::RedisHandle;
 use key_rotation::replicas::ReplicaRegistry;
-use key_rotation::secrets::{EnvSecrets, FileSecrets, SecretSource};
+use key_rotation::secrets::{EnvSecrets, FileSecrets, SecretStore};
 use key_rotation::throttle::{MemoryThrottle, RedisThrottle, Throttle};
+use secret_stores::vault::{Layout, VaultAuth, VaultSettings, VaultStore};
 
 use crate::config::{Config, SecretStoreType};
 
@@ -28,6 +29,8 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 
 pub struct KeyServices {
     pub pool: Arc<KeyPool>,
+    /// Where the keys' secrets are read from, at start-up and every refresh.
+    pub secrets: Arc<dyn SecretStore>,
     pub executor: Arc<Executor>,
     pub probe: Arc<ModelProbe>,
     pub fair_use: Arc<dyn FairUse>,
@@ -45,30 +48,71 @@ pub fn user_limits(config: &Config) -> UserLimits {
     }
 }
 
-fn secret_source(config: &Config) -> anyhow::Result<Box<dyn SecretSource>> {
+/// The secret store `SECRET_STORE_TYPE` names.
+pub fn secret_store(config: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
     Ok(match config.secret_store_type {
-        SecretStoreType::Env => Box::new(EnvSecrets::new(config.key_env.vars()).context("key secrets")?),
-        SecretStoreType::File => Box::new(FileSecrets::load(&config.key_secrets_file).context("KEY_SECRETS_FILE")?),
+        SecretStoreType::Env => Arc::new(EnvSecrets::new(config.key_env.vars()).context("key secrets")?),
+        SecretStoreType::File => Arc::new(FileSecrets::load(&config.key_secrets_file).context("KEY_SECRETS_FILE")?),
+        SecretStoreType::Vault => {
+            let vault = config.vault.as_ref().context("SECRET_STORE_TYPE=vault without its settings")?;
+            let auth = match (&vault.token, &vault.token_file, &vault.role_id, &vault.secret_id) {
+                (Some(token), _, _, _) => VaultAuth::Token(token.clone()),
+                (None, Some(file), _, _) => VaultAuth::TokenFile(file.clone()),
+                (None, None, Some(role_id), Some(secret_id)) => {
+                    VaultAuth::AppRole { role_id: role_id.clone(), secret_id: secret_id.clone() }
+                }
+                _ => anyhow::bail!("Vault needs VAULT_TOKEN, VAULT_TOKEN_FILE, or VAULT_ROLE_ID with VAULT_SECRET_ID"),
+            };
+            let ca_cert = vault
+                .ca_cert
+                .as_ref()
+                .map(|path| std::fs::read(path).with_context(|| format!("VAULT_CACERT {}", path.display())))
+                .transpose()?;
+            let settings = VaultSettings {
+                addr: vault.addr.clone(),
+                auth,
+                mount: vault.mount.clone(),
+                path: vault.path.clone(),
+                layout: if vault.single_layout { Layout::Single } else { Layout::PerKey },
+                ca_cert,
+            };
+            Arc::new(VaultStore::new(settings)?)
+        }
     })
 }
 
-/// Reads `KEYS_FILE` with the configured secrets. Errors name the key and field.
-pub fn load_pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
-    let secrets = secret_source(config)?;
-    load_pool(&config.keys_file, secrets.as_ref()).with_context(|| format!("KEYS_FILE {}", config.keys_file.display()))
+/// Reads `KEYS_FILE` and the secrets of the keys it names from `store`.
+/// Errors name the key and field, or the store, its address and the cause.
+pub async fn load_pool_config(config: &Config, store: &dyn SecretStore) -> anyhow::Result<PoolConfig> {
+    let path = &config.keys_file;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(anyhow::anyhow!("KEYS_FILE {}: {err}", path.display())),
+    };
+    let ids = text
+        .as_deref()
+        .map(key_rotation::config::key_ids)
+        .transpose()
+        .with_context(|| format!("KEYS_FILE {}", path.display()))?;
+    let snapshot = store.fetch(ids.as_deref()).await.context("reading the key secrets")?;
+    load_pool(path, &snapshot).with_context(|| format!("KEYS_FILE {}", path.display()))
 }
 
 /// The pool, fair use and throttles (shared through Redis when configured,
-/// in this process otherwise) and the executor over them, from `KEYS_FILE`;
-/// the pool's history goes to `events`.
-pub fn build(config: &Config, events: Arc<dyn EventLog>) -> anyhow::Result<KeyServices> {
-    build_with(config, load_pool_config(config)?, &config.gemini_base_url, events)
+/// in this process otherwise) and the executor over them, from `KEYS_FILE`
+/// and the secret store; the pool's history goes to `events`.
+pub async fn build(config: &Config, events: Arc<dyn EventLog>) -> anyhow::Result<KeyServices> {
+    let secrets = secret_store(config)?;
+    let pool = load_pool_config(config, secrets.as_ref()).await?;
+    build_with(config, pool, secrets, &config.gemini_base_url, events)
 }
 
 /// As [`build`], with a given pool and Gemini base URL (the demo's).
 pub fn build_with(
     config: &Config,
     pool_config: PoolConfig,
+    secrets: Arc<dyn SecretStore>,
     gemini_base_url: &str,
     events: Arc<dyn EventLog>,
 ) -> anyhow::Result<KeyServices> {
@@ -90,6 +134,7 @@ pub fn build_with(
         let fair_use: Arc<dyn FairUse> = Arc::new(MemoryFairUse::default());
         let pool = Arc::new(pool);
         return Ok(KeyServices {
+            secrets,
             executor: executor(config, &client, &pool, &fair_use),
             probe: Arc::new(ModelProbe::new(client)),
             pool,
@@ -108,6 +153,7 @@ pub fn build_with(
     let pool = Arc::new(KeyPool::new(pool_config, limiter, events, clock, options).with_activity(activity));
     let fair_use: Arc<dyn FairUse> = Arc::new(RedisFairUse::new(handle.clone(), prefix));
     Ok(KeyServices {
+        secrets,
         executor: executor(config, &client, &pool, &fair_use),
         probe: Arc::new(ModelProbe::new(client)),
         pool,
@@ -132,6 +178,60 @@ pub async fn probe_disabled_keys(pool: Arc<KeyPool>, probe: Arc<ModelProbe>) {
             tracing::warn!(error = %err, "probing disabled keys failed");
         }
     }
+}
+
+/// Reads keys.json and the secrets again every `SECRET_REFRESH_SECS` and
+/// swaps the pool when they changed: a rotated secret is used by new calls
+/// after the next refresh (calls in flight keep the one they were given), a
+/// key whose secret left the store is retired, a key added to both joins.
+/// A store that fails changes nothing: the last secrets stay in use, and
+/// the failure is logged once per spell.
+pub async fn refresh_secrets(pool: Arc<KeyPool>, config: Config, store: Arc<dyn SecretStore>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(config.secret_refresh).await;
+        match load_pool_config(&config, store.as_ref()).await {
+            Ok(fresh) => {
+                if failing {
+                    tracing::info!(store = %store.describe(), "the secret store answers again");
+                    failing = false;
+                }
+                if fingerprint(&fresh) != fingerprint(&pool.config()) {
+                    describe(&fresh);
+                    pool.reload(fresh).await;
+                    tracing::info!("key secrets or keys.json changed; the pool now uses them");
+                }
+            }
+            Err(err) => {
+                if !failing {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "refreshing the key secrets failed; the last ones stay in use until the store answers"
+                    );
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// What a refresh compares: each key's id, secret and settings. Only this
+/// process ever sees it.
+fn fingerprint(pool: &PoolConfig) -> Vec<String> {
+    pool.keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{}",
+                k.key_id,
+                k.secret.expose(),
+                k.model,
+                k.project,
+                k.limits,
+                k.active
+            )
+        })
+        .collect()
 }
 
 /// Logs the pool's shape (never a secret).

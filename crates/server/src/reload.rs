@@ -77,27 +77,34 @@ impl api_core::ReloadBroadcast for Broadcast {
 }
 
 /// Reloads on SIGHUP, and on every broadcast request when Redis is configured.
-pub async fn listen(pool: Arc<KeyPool>, config: Config, redis: Option<Arc<RedisHandle>>) {
+pub async fn listen(
+    pool: Arc<KeyPool>,
+    config: Config,
+    redis: Option<Arc<RedisHandle>>,
+    secrets: Arc<dyn key_rotation::secrets::SecretStore>,
+) {
     let by_signal = async {
         let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; key reload by signal is unavailable");
             return std::future::pending().await;
         };
         while hangups.recv().await.is_some() {
-            reload(&pool, &config).await;
+            reload(&pool, &config, secrets.as_ref()).await;
         }
     };
     let by_broadcast = async {
         match &redis {
-            Some(redis) => redis.follow(&channel(&config.redis_key_prefix), |_| reload(&pool, &config)).await,
+            Some(redis) => {
+                redis.follow(&channel(&config.redis_key_prefix), |_| reload(&pool, &config, secrets.as_ref())).await
+            }
             None => std::future::pending().await,
         }
     };
     tokio::join!(by_signal, by_broadcast);
 }
 
-async fn reload(pool: &KeyPool, config: &Config) {
-    match crate::keys::load_pool_config(config) {
+async fn reload(pool: &KeyPool, config: &Config, secrets: &dyn key_rotation::secrets::SecretStore) {
+    match crate::keys::load_pool_config(config, secrets).await {
         Ok(new_config) => {
             crate::keys::describe(&new_config);
             pool.reload(new_config).await;
