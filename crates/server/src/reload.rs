@@ -95,7 +95,7 @@ pub async fn listen(
     let by_broadcast = async {
         match &redis {
             Some(redis) => {
-                redis.follow(&channel(&config.redis_key_prefix), |_| reload(&pool, &config, secrets.as_ref())).await
+                redis.follow(&channel(&config.redis_key_prefix), |_| reload(&pool, &config, secrets.as_ref())).await;
             }
             None => std::future::pending().await,
         }
