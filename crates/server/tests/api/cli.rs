@@ -16,7 +16,7 @@ fn command_env(dir: &tempfile::TempDir) -> Vec<(String, String)> {
     base_env(dir, &format!("sqlite://{}/unused.db", dir.path().display()), "a-jwt-secret-that-is-long-enough-for-hs256")
 }
 
-fn algoagent(env: &[(String, String)]) -> Command {
+pub(crate) fn algoagent(env: &[(String, String)]) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -28,7 +28,7 @@ fn algoagent(env: &[(String, String)]) -> Command {
     command
 }
 
-async fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
+pub(crate) async fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
     let mut child = command.spawn().unwrap();
     let mut pipe = child.stdin.take().unwrap();
     pipe.write_all(stdin.as_bytes()).await.unwrap();
@@ -122,13 +122,13 @@ async fn a_bad_setting_stops_start_up_naming_it() {
 }
 
 /// An `algoagent serve` process on a free port.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: tokio::process::Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl ServerProcess {
-    async fn start(mut env: Vec<(String, String)>) -> ServerProcess {
+    pub(crate) async fn start(mut env: Vec<(String, String)>) -> ServerProcess {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -151,7 +151,7 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for the exit, returning the status and stderr.
-    async fn terminate(self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn terminate(self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());

@@ -31,3 +31,4 @@ mod strategies;
 mod strategy_chat;
 mod strategy_validation;
 mod throttling;
+mod vault;
