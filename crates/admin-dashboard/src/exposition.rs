@@ -64,6 +64,15 @@ async fn pool_wide(state: &AppState, registry: &mut Registry) {
         gauge.set(i64::from(degraded));
         registry.register("limiter_degraded", "1 while this replica admits alone, Redis out of reach", gauge);
     }
+    if state.secret_store.describe() != "the environment" {
+        let up = Gauge::<i64>::default();
+        up.set(i64::from(state.secret_store.failing_since_ms().is_none()));
+        registry.register(
+            "secret_store_up",
+            "1 when the key secrets' store answered this replica's last refresh (the last secrets stay in use while it is 0)",
+            up,
+        );
+    }
     if let Some(redis) = &state.redis {
         let up = Gauge::<i64>::default();
         up.set(i64::from(redis.ping().await.is_ok()));
@@ -196,6 +205,14 @@ fn this_replica(state: &AppState, registry: &mut Registry) {
         admissions.get_or_create(&AdmissionLabels { result }).inc_by(count.load(Ordering::Relaxed));
     }
     registry.register("admissions", "Admission attempts by result (this replica)", admissions);
+
+    let refresh_failures = Counter::<u64>::default();
+    refresh_failures.inc_by(state.secret_store.failures());
+    registry.register(
+        "secret_refresh_failures",
+        "Refreshes of the key secrets that failed, the last secrets kept (this replica)",
+        refresh_failures,
+    );
 
     let throttled = Counter::<u64>::default();
     throttled.inc_by(state.counters.too_many_requests());

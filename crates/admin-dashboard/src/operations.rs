@@ -161,6 +161,8 @@ pub struct Overview {
     pub upstream_errors: u64,
     pub successes: u64,
     pub warning_threshold: f64,
+    /// When the key secrets' store is failing: which store, and since when.
+    pub secret_store_failing: Option<String>,
 }
 
 /// Everything one refresh of the pages reads: the pool's state (one
@@ -251,6 +253,10 @@ impl Reading {
             successes: hour(|a| a.successes),
             user_429s: self.activity.users.values().map(|u| u.hour.rate_limited).sum(),
             warning_threshold: self.config.quota_warning_threshold,
+            secret_store_failing: state
+                .secret_store
+                .failing_since_ms()
+                .map(|since| format!("{} has not answered since {}", state.secret_store.describe(), clock(since))),
         }
     }
 

@@ -34,6 +34,48 @@ impl OperatorCounters {
     }
 }
 
+/// How this replica's secret store answered its last refresh: the
+/// dashboard's banner and the metrics read it.
+#[derive(Debug, Default)]
+pub struct SecretStoreStatus {
+    /// The store and its address (never a credential); empty for the
+    /// environment, which cannot fail.
+    describe: std::sync::Mutex<String>,
+    /// Since when (ms since the epoch) it has failed, or 0.
+    failing_since_ms: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl SecretStoreStatus {
+    pub fn new(describe: impl Into<String>) -> Self {
+        Self { describe: std::sync::Mutex::new(describe.into()), ..Self::default() }
+    }
+
+    pub fn describe(&self) -> String {
+        self.describe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A refresh failed at `now_ms`.
+    pub fn failed(&self, now_ms: u64) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let _ = self.failing_since_ms.compare_exchange(0, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    pub fn answered(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Since when the store has not answered, if it is failing now.
+    pub fn failing_since_ms(&self) -> Option<u64> {
+        Some(self.failing_since_ms.load(Ordering::Relaxed)).filter(|since| *since > 0)
+    }
+
+    /// Refreshes that failed since start-up.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
 /// Middleware: counts every response by the status operators watch.
 pub async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;

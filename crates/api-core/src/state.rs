@@ -49,6 +49,8 @@ pub struct AppStateInner {
     pub metrics_token: Option<secrecy::SecretString>,
     /// What this replica answered clients, counted for the metrics.
     pub counters: crate::counters::OperatorCounters,
+    /// How the key secrets' store answered its last refresh.
+    pub secret_store: Arc<crate::counters::SecretStoreStatus>,
     /// The heartbeat registry of replicas sharing Redis, when configured.
     pub replicas: Option<Arc<key_rotation::replicas::ReplicaRegistry>>,
     /// The rotation history every replica writes, in the database.

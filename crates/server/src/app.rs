@@ -107,6 +107,7 @@ impl App {
             request_timeout: config.request_timeout,
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
+            secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(keys.secrets.describe())),
             history,
             replicas: keys.registry.clone(),
             probe: keys.probe.clone(),
@@ -162,6 +163,7 @@ impl App {
                 self.keys.pool.clone(),
                 self.config.clone(),
                 self.keys.secrets.clone(),
+                self.state.secret_store.clone(),
             ));
         }
         background.spawn(crate::maintenance::run(self.state.store.clone(), self.config.history_retention));

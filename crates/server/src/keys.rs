@@ -186,12 +186,18 @@ pub async fn probe_disabled_keys(pool: Arc<KeyPool>, probe: Arc<ModelProbe>) {
 /// key whose secret left the store is retired, a key added to both joins.
 /// A store that fails changes nothing: the last secrets stay in use, and
 /// the failure is logged once per spell.
-pub async fn refresh_secrets(pool: Arc<KeyPool>, config: Config, store: Arc<dyn SecretStore>) {
+pub async fn refresh_secrets(
+    pool: Arc<KeyPool>,
+    config: Config,
+    store: Arc<dyn SecretStore>,
+    status: Arc<api_core::counters::SecretStoreStatus>,
+) {
     let mut failing = false;
     loop {
         tokio::time::sleep(config.secret_refresh).await;
         match load_pool_config(&config, store.as_ref()).await {
             Ok(fresh) => {
+                status.answered();
                 if failing {
                     tracing::info!(store = %store.describe(), "the secret store answers again");
                     failing = false;
@@ -203,6 +209,7 @@ pub async fn refresh_secrets(pool: Arc<KeyPool>, config: Config, store: Arc<dyn 
                 }
             }
             Err(err) => {
+                status.failed(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default());
                 if !failing {
                     tracing::warn!(
                         error = format!("{err:#}"),

@@ -202,11 +202,21 @@ async fn vault_secrets_rotate_without_a_restart_and_outlive_the_store() {
     assert_eq!(chat(&client, &server.base, &access).await, StatusCode::OK);
     assert_eq!(used(&sim), ["old", "old", "new"], "new calls use the rotated secret after a refresh");
 
-    // The store goes away: the last secrets stay in use.
+    let metrics = |client: reqwest::Client, base: String| async move {
+        client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap()
+    };
+    let text = metrics(client.clone(), server.base.clone()).await;
+    assert!(text.lines().any(|l| l == "algoagent_secret_store_up 1"), "{text}");
+
+    // The store goes away: the last secrets stay in use, and it shows.
     bao.stop().await;
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert_eq!(chat(&client, &server.base, &access).await, StatusCode::OK);
     assert_eq!(used(&sim).last().map(String::as_str), Some("new"));
+    let text = metrics(client.clone(), server.base.clone()).await;
+    assert!(text.lines().any(|l| l == "algoagent_secret_store_up 0"), "{text}");
+    let failures = text.lines().find(|l| l.starts_with("algoagent_secret_refresh_failures_total ")).unwrap();
+    assert_ne!(failures, "algoagent_secret_refresh_failures_total 0", "{text}");
 
     let (status, logs) = server.terminate().await;
     assert!(status.success(), "{logs}");
