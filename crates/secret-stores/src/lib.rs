@@ -7,4 +7,5 @@
 //! reqwest (rustls) client the server already has: a store's own SDK would
 //! add a second HTTP stack to the build for the two or three calls made.
 
+pub mod aws;
 pub mod vault;

@@ -79,6 +79,15 @@ pub const SETTINGS: &[Setting] = &[
     setting("VAULT_SECRET_PATH", Some("secret/algoagent"), "Where the secrets are under the mount: one secret per key at `<path>/<key_id>`, field `value` (the old app's layout, so the API path is `secret/data/secret/algoagent/<key_id>`)."),
     setting("VAULT_SECRET_LAYOUT", Some("per_key"), "`per_key`, or `single`: one secret at `VAULT_SECRET_PATH` whose fields are key ids."),
     setting("VAULT_CACERT", None, "A PEM file of a private CA that signed Vault's certificate."),
+    setting("AWS_REGION", Some("us-east-1"), "With `SECRET_STORE_TYPE=aws`: the Secrets Manager region (`AWS_DEFAULT_REGION` also read)."),
+    setting("AWS_ENDPOINT_URL", None, "An endpoint instead of the region's public one (`AWS_ENDPOINT_URL_SECRETS_MANAGER` wins over it), as the AWS SDKs read it."),
+    setting("AWS_SECRET_PREFIX", Some("algoagent/"), "The old app's layout: one secret per key named `<prefix><key_id>`, its `SecretString` the secret."),
+    setting("AWS_SECRET_ID", None, "Instead: one secret whose `SecretString` is a JSON object of key id to secret."),
+    setting("AWS_ACCESS_KEY_ID", None, "AWS credentials from the environment (with `AWS_SECRET_ACCESS_KEY`, optionally `AWS_SESSION_TOKEN`); else the shared credentials profile."),
+    secret("AWS_SECRET_ACCESS_KEY", "AWS credentials from the environment."),
+    secret("AWS_SESSION_TOKEN", "AWS credentials from the environment: a session token."),
+    setting("AWS_PROFILE", Some("default"), "The shared credentials file's profile."),
+    setting("AWS_SHARED_CREDENTIALS_FILE", None, "The shared credentials file; default `~/.aws/credentials`, read again at every refresh."),
     setting("KEY_SECRETS_FILE", Some("keys.secrets.json"), "With `SECRET_STORE_TYPE=file`: a JSON object of key id to secret (mode 0600)."),
     setting("LOG_FORMAT", Some("text"), "`text` or `json` (one JSON object per line). Filter with `RUST_LOG`."),
     setting("LOG_LEVEL", None, "The old `.env`'s level (`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`): the log filter when `RUST_LOG` is unset. Default `INFO`."),
@@ -98,10 +107,6 @@ pub const IGNORED_LEGACY: &[(&str, &str)] = &[
     ("ENABLE_CONVERSATION_MEMORY", "conversations always carry their history (CHAT_HISTORY_TOKENS)"),
     ("ENABLE_STRATEGY_VALIDATION", "strategy validation is always on"),
     ("ENABLE_LIVE_TRADING", "there is no live trading"),
-    ("AWS_REGION", "read by SECRET_STORE_TYPE=aws, which this build does not support yet"),
-    ("AWS_SECRET_PREFIX", "read by SECRET_STORE_TYPE=aws, which this build does not support yet"),
-    ("AWS_ACCESS_KEY_ID", "a credential of SECRET_STORE_TYPE=aws, which this build does not support yet"),
-    ("AWS_SECRET_ACCESS_KEY", "a credential of SECRET_STORE_TYPE=aws, which this build does not support yet"),
     ("AZURE_VAULT_URL", "read by SECRET_STORE_TYPE=azure, which this build does not support yet"),
     ("AZURE_CLIENT_ID", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
     ("AZURE_CLIENT_SECRET", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
@@ -266,6 +271,34 @@ pub enum SecretStoreType {
     Env,
     File,
     Vault,
+    Aws,
+}
+
+/// How to reach AWS Secrets Manager (`AWS_*`). `Debug` never shows a credential.
+#[derive(Clone)]
+pub struct AwsConfig {
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub prefix: String,
+    pub secret_id: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+    pub profile: String,
+    pub shared_credentials_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsConfig")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .field("secret_id", &self.secret_id)
+            .field("access_key_id", &self.access_key_id)
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How to reach Vault (`VAULT_*`). `Debug` never shows a credential.
@@ -346,6 +379,8 @@ pub struct Config {
     pub key_secrets_file: PathBuf,
     /// `SECRET_STORE_TYPE=vault`: how to reach it.
     pub vault: Option<VaultConfig>,
+    /// `SECRET_STORE_TYPE=aws`: how to reach it.
+    pub aws: Option<AwsConfig>,
     /// `SECRET_REFRESH_SECS`.
     pub secret_refresh: Duration,
     pub key_env: KeyEnv,
@@ -516,6 +551,24 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
     Ok(())
 }
 
+fn aws_config(layers: &Layers, sources: &ConfigSources) -> AwsConfig {
+    let env = |name: &str| {
+        sources.env.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
+    };
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| layers.string("AWS_REGION"));
+    AwsConfig {
+        region: region.unwrap_or_else(|| "us-east-1".to_string()),
+        endpoint: env("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|| layers.string("AWS_ENDPOINT_URL")),
+        prefix: layers.string("AWS_SECRET_PREFIX").unwrap_or_default(),
+        secret_id: layers.string("AWS_SECRET_ID"),
+        access_key_id: layers.string("AWS_ACCESS_KEY_ID"),
+        secret_access_key: layers.string("AWS_SECRET_ACCESS_KEY").map(SecretString::from),
+        session_token: layers.string("AWS_SESSION_TOKEN").map(SecretString::from),
+        profile: layers.string("AWS_PROFILE").unwrap_or_else(|| "default".to_string()),
+        shared_credentials_file: layers.string("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
+    }
+}
+
 fn vault_config(layers: &Layers) -> Result<VaultConfig, ConfigError> {
     let addr = layers.string("VAULT_ADDR").ok_or_else(|| ConfigError::Missing {
         setting: "VAULT_ADDR",
@@ -635,13 +688,16 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         "env" => SecretStoreType::Env,
         "file" => SecretStoreType::File,
         "vault" => SecretStoreType::Vault,
-        "aws" | "azure" => {
-            return Err(layers.invalid("SECRET_STORE_TYPE", "not supported yet (use env, file or vault)"))
-        }
-        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env, file or vault")),
+        "aws" => SecretStoreType::Aws,
+        "azure" => return Err(layers.invalid("SECRET_STORE_TYPE", "not supported yet (use env, file, vault or aws)")),
+        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env, file, vault or aws")),
     };
     let vault = match secret_store_type {
         SecretStoreType::Vault => Some(vault_config(layers)?),
+        _ => None,
+    };
+    let aws = match secret_store_type {
+        SecretStoreType::Aws => Some(aws_config(layers, sources)),
         _ => None,
     };
     let log_format = match layers.string("LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
@@ -754,6 +810,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         keys_file: PathBuf::from(layers.string("KEYS_FILE").unwrap_or_default()),
         key_secrets_file: PathBuf::from(layers.string("KEY_SECRETS_FILE").unwrap_or_default()),
         vault,
+        aws,
         secret_refresh: Duration::from_secs(layers.positive("SECRET_REFRESH_SECS")?),
         key_env: KeyEnv::capture(&sources.env),
         secret_store_type,
@@ -830,7 +887,6 @@ mod tests {
             (&[("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
             (&[("USER_RPM_DEFAULT", "-3")], "USER_RPM_DEFAULT"),
             (&[("AI_DEADLINE_SECS", "90")], "REQUEST_TIMEOUT_SECS"),
-            (&[("SECRET_STORE_TYPE", "aws")], "SECRET_STORE_TYPE"),
             (&[("SECRET_STORE_TYPE", "floppy")], "SECRET_STORE_TYPE"),
             (&[("SECRET_STORE_TYPE", "vault")], "VAULT_ADDR"),
             (&[("SECRET_STORE_TYPE", "vault"), ("VAULT_ADDR", "vault:8200")], "VAULT_ADDR"),

@@ -19,6 +19,7 @@ use key_rotation::redis_conn::RedisHandle;
 use key_rotation::replicas::ReplicaRegistry;
 use key_rotation::secrets::{EnvSecrets, FileSecrets, SecretStore};
 use key_rotation::throttle::{MemoryThrottle, RedisThrottle, Throttle};
+use secret_stores::aws::{AwsCredentialsSource, AwsSettings, AwsStore};
 use secret_stores::vault::{Layout, VaultAuth, VaultSettings, VaultStore};
 
 use crate::config::{Config, SecretStoreType};
@@ -77,6 +78,22 @@ pub fn secret_store(config: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
                 ca_cert,
             };
             Arc::new(VaultStore::new(settings)?)
+        }
+        SecretStoreType::Aws => {
+            let aws = config.aws.as_ref().context("SECRET_STORE_TYPE=aws without its settings")?;
+            Arc::new(AwsStore::new(AwsSettings {
+                region: aws.region.clone(),
+                endpoint: aws.endpoint.clone(),
+                prefix: aws.prefix.clone(),
+                secret_id: aws.secret_id.clone(),
+                credentials: AwsCredentialsSource {
+                    access_key_id: aws.access_key_id.clone(),
+                    secret_access_key: aws.secret_access_key.clone(),
+                    session_token: aws.session_token.clone(),
+                    profile: aws.profile.clone(),
+                    shared_credentials_file: aws.shared_credentials_file.clone(),
+                },
+            })?)
         }
     })
 }

@@ -9,6 +9,7 @@ mod accounts;
 mod admin_api;
 mod admin_pages;
 mod alerts;
+mod aws_secrets;
 mod bounds;
 mod chat;
 mod chat_stream;

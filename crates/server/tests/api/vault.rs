@@ -96,7 +96,7 @@ impl Bao {
 
 /// A simulator that takes both the old and the rotated secret of
 /// `flash_01`, under ids that tell them apart in its request log.
-async fn sim(latency_ms: u64) -> gemini_sim::SimServer {
+pub(crate) async fn sim(latency_ms: u64) -> gemini_sim::SimServer {
     let key = |secret: &str, id: &str| gemini_sim::SimKey {
         key: secret.into(),
         id: id.into(),
@@ -112,11 +112,11 @@ async fn sim(latency_ms: u64) -> gemini_sim::SimServer {
     .unwrap()
 }
 
-const OLD_SECRET: &str = "vault-held-gemini-secret-OLD1";
-const NEW_SECRET: &str = "vault-held-gemini-secret-NEW2";
-const SECOND_SECRET: &str = "vault-held-gemini-secret-TWO3";
+pub(crate) const OLD_SECRET: &str = "vault-held-gemini-secret-OLD1";
+pub(crate) const NEW_SECRET: &str = "vault-held-gemini-secret-NEW2";
+pub(crate) const SECOND_SECRET: &str = "vault-held-gemini-secret-TWO3";
 
-fn keys_json(dir: &tempfile::TempDir, ids: &[&str]) -> String {
+pub(crate) fn keys_json(dir: &tempfile::TempDir, ids: &[&str]) -> String {
     let entries: Vec<String> = ids
         .iter()
         .map(|id| {
@@ -145,7 +145,7 @@ fn vault_env(dir: &tempfile::TempDir, database: &str, bao: &Bao, keys_file: &str
     env
 }
 
-async fn chat(client: &reqwest::Client, base: &str, access: &str) -> StatusCode {
+pub(crate) async fn chat(client: &reqwest::Client, base: &str, access: &str) -> StatusCode {
     client
         .post(format!("{base}/api/auth/chat/"))
         .bearer_auth(access)
@@ -156,7 +156,7 @@ async fn chat(client: &reqwest::Client, base: &str, access: &str) -> StatusCode 
         .status()
 }
 
-async fn register(client: &reqwest::Client, base: &str) -> String {
+pub(crate) async fn register(client: &reqwest::Client, base: &str) -> String {
     let password = "quartz-Lantern-88-river";
     let response = client
         .post(format!("{base}/api/auth/register/"))
@@ -167,7 +167,7 @@ async fn register(client: &reqwest::Client, base: &str) -> String {
     expect_status(response, StatusCode::CREATED).await["tokens"]["access"].as_str().unwrap().to_string()
 }
 
-fn used(sim: &gemini_sim::SimServer) -> Vec<String> {
+pub(crate) fn used(sim: &gemini_sim::SimServer) -> Vec<String> {
     sim.sim.requests().iter().filter_map(|r| r.key_id.clone()).collect()
 }
 
