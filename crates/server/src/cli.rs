@@ -122,16 +122,38 @@ fn dotenv_entries(
         Err(dotenvy::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound && !required => {
             return Ok(Vec::new())
         }
-        Err(err) => return Err(anyhow::anyhow!("env file {}: {err}", path.display())),
+        Err(err) => return Err(dotenv_error(path, &err)),
     };
     let mut found = Vec::new();
     for entry in entries {
-        let (name, value) = entry.map_err(|err| anyhow::anyhow!("env file {}: {err}", path.display()))?;
+        let (name, value) = entry.map_err(|err| dotenv_error(path, &err))?;
         if !environment.iter().any(|(set, _)| *set == name) {
             found.push((name, value));
         }
     }
     Ok(found)
+}
+
+/// A dotenv error without the line's value: dotenvy quotes the text it
+/// could not parse, and a `.env` value is often a secret. The line is named
+/// by its number and variable instead.
+fn dotenv_error(path: &std::path::Path, err: &dotenvy::Error) -> anyhow::Error {
+    match err {
+        dotenvy::Error::LineParse(text, _) => {
+            let lines = std::fs::read_to_string(path).unwrap_or_default();
+            let place = lines
+                .lines()
+                .enumerate()
+                .find(|(_, line)| !text.is_empty() && line.contains(text.as_str()))
+                .map(|(number, line)| {
+                    let name = line.split_once('=').map_or("", |(name, _)| name.trim());
+                    format!("line {} ({name})", number + 1)
+                })
+                .unwrap_or_else(|| "a line".to_string());
+            anyhow::anyhow!("env file {}: {place} is not NAME=value (its value is not shown)", path.display())
+        }
+        other => anyhow::anyhow!("env file {}: {other}", path.display()),
+    }
 }
 
 /// Parses arguments, loads configuration and runs the chosen command.
@@ -331,4 +353,19 @@ fn read_password() -> anyhow::Result<String> {
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_env_line_is_named_without_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "GEMINI_KEY_A=AIzaSy secret with spaces\n").unwrap();
+        let message = format!("{:#}", dotenv_entries(&path, true, &[]).unwrap_err());
+        assert!(message.contains("GEMINI_KEY_A"), "{message}");
+        assert!(!message.contains("AIzaSy"), "{message}");
+    }
 }
