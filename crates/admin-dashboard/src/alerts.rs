@@ -235,8 +235,7 @@ pub fn signature(secret: &str, body: &str) -> String {
         unreachable!("HMAC takes a key of any length")
     };
     mac.update(body.as_bytes());
-    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", api_core::bytes::hex(&mac.finalize().into_bytes()))
 }
 
 async fn deliver(client: &reqwest::Client, settings: &AlertWebhook, alert: &Alert, replica: &str) -> bool {

@@ -84,16 +84,11 @@ fn admit(token: Option<&[u8]>, peer: IpAddr, headers: &HeaderMap) -> Result<(), 
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, presented)| presented.trim().as_bytes())
         .ok_or(ApiError::NotAuthenticated)?;
-    if constant_time_eq(presented, token) {
+    if api_core::bytes::same_secret(presented, token) {
         Ok(())
     } else {
         Err(ApiError::TokenNotValid)
     }
-}
-
-/// Compares without an early exit, so timing reveals nothing of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]

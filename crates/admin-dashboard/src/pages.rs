@@ -173,7 +173,7 @@ impl<const PAGE_VIEW: bool> FromRequestParts<AppState> for SignedIn<PAGE_VIEW> {
         match session::current(state, &parts.headers, PAGE_VIEW).await {
             Ok(Some(session)) if session.is_admin => Ok(SignedIn(session)),
             Ok(Some(_)) => Err(PageError(ApiError::Forbidden).into_response()),
-            Ok(None) if PAGE_VIEW => Err(Redirect::to("/admin/login").into_response()),
+            Ok(None) if PAGE_VIEW => Err(to_login()),
             Ok(None) => {
                 // htmx would follow a redirect into the fragment's box; it
                 // loads the login page instead when told so.

@@ -42,15 +42,11 @@ pub struct AdminSession {
 /// A fresh random token: 32 bytes, hex.
 pub fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
-    hex(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    api_core::bytes::hex(&bytes)
 }
 
 fn hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    api_core::bytes::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// The value of cookie `name`, if the request carries it.
@@ -125,11 +121,6 @@ pub async fn current(state: &AppState, headers: &HeaderMap, activity: bool) -> A
     }))
 }
 
-/// Compares without an early exit.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
-}
-
 /// Refuses a state-changing request from another origin: `Sec-Fetch-Site`
 /// must be `same-origin` when sent, and `Origin` must name this host.
 pub fn same_origin(headers: &HeaderMap) -> ApiResult<()> {
@@ -153,7 +144,11 @@ pub fn same_origin(headers: &HeaderMap) -> ApiResult<()> {
 pub fn check_post(headers: &HeaderMap, presented: Option<&str>, expected: &str) -> ApiResult<()> {
     same_origin(headers)?;
     match presented {
-        Some(presented) if !expected.is_empty() && same_secret(presented, expected) => Ok(()),
+        Some(presented)
+            if !expected.is_empty() && api_core::bytes::same_secret(presented.as_bytes(), expected.as_bytes()) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::Forbidden),
     }
 }

@@ -22,7 +22,7 @@ pub fn secret_from_legacy_key(secret_key: &str) -> String {
         unreachable!("HMAC takes a key of any length")
     };
     mac.update(LEGACY_DERIVATION);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    crate::bytes::hex(&mac.finalize().into_bytes())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

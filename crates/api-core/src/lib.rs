@@ -4,6 +4,7 @@
 //! answers errors in one shape, authenticates one way and reads one state.
 
 pub mod auth;
+pub mod bytes;
 pub mod client_ip;
 pub mod counters;
 pub mod error;

@@ -1363,7 +1363,7 @@ async fn fingerprint(source: &LegacySource, present: &BTreeSet<String>, users: &
             hasher.update([0]);
         }
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(api_core::bytes::hex(&hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ fn load_or_create(path: &Path) -> anyhow::Result<SecretString> {
     }
     let mut bytes = [0u8; 48];
     rand::rng().fill_bytes(&mut bytes);
-    let generated: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let generated = api_core::bytes::hex(&bytes);
     let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     match created {
         Ok(mut file) => {

@@ -153,7 +153,7 @@ fn verify_now(password: &str, hash: &str) -> bool {
     }
     if let Some(bcrypt_hash) = hash.strip_prefix("bcrypt_sha256$") {
         use sha2::Digest as _;
-        let digest: String = sha2::Sha256::digest(password.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let digest = api_core::bytes::hex(&sha2::Sha256::digest(password.as_bytes()));
         return bcrypt::verify(digest, bcrypt_hash).unwrap_or(false);
     }
     verify_phc(password, hash)
