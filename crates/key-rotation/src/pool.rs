@@ -631,16 +631,7 @@ impl KeyPool {
             }
             Outcome::KeyInvalid | Outcome::KeyBlocked | Outcome::KeyLeaked => {
                 self.limiter.release(ticket).await?;
-                let reason = match outcome {
-                    Outcome::KeyLeaked => LEAKED,
-                    Outcome::KeyBlocked => "key blocked for this API (API_KEY_SERVICE_BLOCKED)",
-                    _ => "key invalid (API_KEY_INVALID)",
-                };
-                // A leak is for good: only an operator brings the key back.
-                let lasting = match outcome {
-                    Outcome::KeyLeaked => Lasting::UntilOperator,
-                    _ => Lasting::Ms(duration_ms(self.options.disable_ttl)),
-                };
+                let (lasting, reason) = self.dead_key(outcome);
                 self.limiter.disable(&key.model, &key.key_id, lasting, reason).await?;
                 self.record("disabled", Some(key), reason.to_string()).await;
             }
@@ -663,6 +654,22 @@ impl KeyPool {
         Ok(())
     }
 
+    /// A key back in rotation starts its probe backoff afresh.
+    fn clear_probe_backoff(&self, key_id: &str) {
+        self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(key_id);
+    }
+
+    /// How long a key Google refused stays out, and why. A leak is for
+    /// good: only an operator brings the key back.
+    fn dead_key(&self, outcome: &Outcome) -> (Lasting, &'static str) {
+        let disabled = Lasting::Ms(duration_ms(self.options.disable_ttl));
+        match outcome {
+            Outcome::KeyLeaked => (Lasting::UntilOperator, LEAKED),
+            Outcome::KeyBlocked => (disabled, "key blocked for this API (API_KEY_SERVICE_BLOCKED)"),
+            _ => (disabled, "key invalid (API_KEY_INVALID)"),
+        }
+    }
+
     /// Lifts cooldowns and disables of a project (optionally one model):
     /// the operator's answer to `limit: 0` or a replaced key.
     pub async fn reset(&self, project: &str, model: Option<&str>, actor: &str) -> Result<usize, LimiterError> {
@@ -672,7 +679,7 @@ impl KeyPool {
         for key in &keys {
             self.limiter.clear_cooldown(&key.model, &key.project).await?;
             self.limiter.enable(&key.model, &key.key_id).await?;
-            self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+            self.clear_probe_backoff(&key.key_id);
             self.record_as(actor, "reset", Some(key), "cooldown and disable lifted by an operator".into()).await;
         }
         Ok(keys.len())
@@ -697,7 +704,7 @@ impl KeyPool {
     /// the operator has replaced or cleared it).
     pub async fn enable_by_operator(&self, key: &KeySpec, actor: &str) -> Result<(), LimiterError> {
         self.limiter.enable(&key.model, &key.key_id).await?;
-        self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+        self.clear_probe_backoff(&key.key_id);
         self.record_as(actor, "enabled", Some(key), "enabled by an operator".into()).await;
         Ok(())
     }
@@ -718,20 +725,13 @@ impl KeyPool {
                 Some(r) if r.needs_operator => "healthy; left disabled (only an operator enables it)".to_string(),
                 Some(_) => {
                     self.limiter.enable(&key.model, &key.key_id).await?;
-                    self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+                    self.clear_probe_backoff(&key.key_id);
                     "healthy; enabled".to_string()
                 }
                 None => "healthy".to_string(),
             },
             ProbeResult::Dead(outcome) => {
-                let (lasting, reason) = match outcome {
-                    Outcome::KeyLeaked => (Lasting::UntilOperator, LEAKED),
-                    Outcome::KeyBlocked => (
-                        Lasting::Ms(duration_ms(self.options.disable_ttl)),
-                        "key blocked for this API (API_KEY_SERVICE_BLOCKED)",
-                    ),
-                    _ => (Lasting::Ms(duration_ms(self.options.disable_ttl)), "key invalid (API_KEY_INVALID)"),
-                };
+                let (lasting, reason) = self.dead_key(outcome);
                 self.limiter.disable(&key.model, &key.key_id, lasting, reason).await?;
                 format!("dead: {reason}")
             }
@@ -750,7 +750,7 @@ impl KeyPool {
         let base = duration_ms(config.health_check_interval);
         for key in config.keys.iter().filter(|k| k.active) {
             let Some(restriction) = self.limiter.disabled(&key.model, &key.key_id).await? else {
-                self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+                self.clear_probe_backoff(&key.key_id);
                 continue;
             };
             if restriction.needs_operator {
@@ -773,7 +773,7 @@ impl KeyPool {
             match result {
                 ProbeResult::Healthy => {
                     self.limiter.enable(&key.model, &key.key_id).await?;
-                    self.probes.lock().unwrap_or_else(PoisonError::into_inner).remove(&key.key_id);
+                    self.clear_probe_backoff(&key.key_id);
                     self.record("enabled", Some(key), "probe succeeded".into()).await;
                 }
                 ProbeResult::Dead(_) | ProbeResult::Inconclusive => {
