@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use key_rotation::secrets::{ApiKeySecret, SecretSnapshot, SecretStore, StoreFailure};
+use key_rotation::secrets::{SecretSnapshot, SecretStore, StoreFailure};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -138,16 +138,7 @@ impl AwsStore {
         for (name, value) in headers.iter().copied().chain(instructions.headers()) {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|err| {
-            let cause = if err.is_timeout() {
-                "timed out".to_string()
-            } else if err.is_connect() {
-                "unreachable (connection refused or no route)".to_string()
-            } else {
-                format!("request failed: {}", err.without_url())
-            };
-            self.failure(cause, false)
-        })?;
+        let response = request.send().await.map_err(|err| self.failure(crate::transport_cause(err), false))?;
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
@@ -224,9 +215,8 @@ impl SecretStore for AwsStore {
                     })?;
                     for (key_id, value) in entries {
                         let wanted = key_ids.is_none_or(|ids| ids.contains(&key_id));
-                        if let (true, Some(secret)) = (wanted, value.as_str().map(str::trim).filter(|s| !s.is_empty()))
-                        {
-                            found.insert(key_id, ApiKeySecret::new(secret));
+                        if let (true, Some(secret)) = (wanted, crate::secret(value.as_str())) {
+                            found.insert(key_id, secret);
                         }
                     }
                 }
@@ -241,8 +231,8 @@ impl SecretStore for AwsStore {
                     async move { (id, self.get(keys, &name).await) }
                 });
                 for (id, read) in futures::future::join_all(reads).await {
-                    if let Some(secret) = read?.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
-                        found.insert(id.clone(), ApiKeySecret::new(secret));
+                    if let Some(secret) = crate::secret(read?.as_deref()) {
+                        found.insert(id.clone(), secret);
                     }
                 }
             }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use key_rotation::secrets::{ApiKeySecret, SecretSnapshot, SecretStore, StoreFailure};
+use key_rotation::secrets::{SecretSnapshot, SecretStore, StoreFailure};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -87,14 +87,7 @@ impl VaultStore {
 
     /// Why a request failed, never with the request (it carries the token).
     fn transport(&self, err: reqwest::Error) -> StoreFailure {
-        let cause = if err.is_timeout() {
-            "timed out".to_string()
-        } else if err.is_connect() {
-            "unreachable (connection refused or no route)".to_string()
-        } else {
-            format!("request failed: {}", err.without_url())
-        };
-        self.failure(cause, false)
+        self.failure(crate::transport_cause(err), false)
     }
 
     /// The token to use now: the configured one, the file's, or AppRole's
@@ -219,10 +212,6 @@ fn describe(settings: &VaultSettings) -> String {
     format!("vault at {}", settings.addr)
 }
 
-fn secret_text(value: &Value) -> Option<ApiKeySecret> {
-    value.as_str().map(str::trim).filter(|s| !s.is_empty()).map(ApiKeySecret::new)
-}
-
 #[async_trait::async_trait]
 impl SecretStore for VaultStore {
     fn describe(&self) -> String {
@@ -237,7 +226,7 @@ impl SecretStore for VaultStore {
                 let fields = self.read(&token, &self.settings.path).await?.unwrap_or_default();
                 for (key_id, value) in &fields {
                     let wanted = key_ids.is_none_or(|ids| ids.contains(key_id));
-                    if let (true, Some(secret)) = (wanted, secret_text(value)) {
+                    if let (true, Some(secret)) = (wanted, crate::secret(value.as_str())) {
                         found.insert(key_id.clone(), secret);
                     }
                 }
@@ -255,7 +244,9 @@ impl SecretStore for VaultStore {
                 for (id, read) in futures::future::join_all(reads).await {
                     // A failed read fails the whole fetch: a half-read store
                     // must not retire the keys it could not read.
-                    if let Some(secret) = read?.and_then(|fields| fields.get("value").and_then(secret_text)) {
+                    if let Some(secret) =
+                        read?.and_then(|fields| crate::secret(fields.get("value").and_then(Value::as_str)))
+                    {
                         found.insert(id.clone(), secret);
                     }
                 }
