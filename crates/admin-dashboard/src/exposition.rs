@@ -64,7 +64,7 @@ async fn pool_wide(state: &AppState, registry: &mut Registry) {
         gauge.set(i64::from(degraded));
         registry.register("limiter_degraded", "1 while this replica admits alone, Redis out of reach", gauge);
     }
-    if state.secret_store.describe() != "the environment" {
+    if state.secret_store.store().is_some() {
         let up = Gauge::<i64>::default();
         up.set(i64::from(state.secret_store.failing_since_ms().is_none()));
         registry.register(

@@ -253,10 +253,9 @@ impl Reading {
             successes: hour(|a| a.successes),
             user_429s: self.activity.users.values().map(|u| u.hour.rate_limited).sum(),
             warning_threshold: self.config.quota_warning_threshold,
-            secret_store_failing: state
-                .secret_store
-                .failing_since_ms()
-                .map(|since| format!("{} has not answered since {}", state.secret_store.describe(), clock(since))),
+            secret_store_failing: state.secret_store.failing_since_ms().map(|since| {
+                format!("{} has not answered since {}", state.secret_store.store().unwrap_or_default(), clock(since))
+            }),
         }
     }
 

@@ -38,21 +38,22 @@ impl OperatorCounters {
 /// dashboard's banner and the metrics read it.
 #[derive(Debug, Default)]
 pub struct SecretStoreStatus {
-    /// The store and its address (never a credential); empty for the
-    /// environment, which cannot fail.
-    describe: std::sync::Mutex<String>,
+    /// The store and its address (never a credential); `None` for a local
+    /// source (the environment, a file), which a refresh cannot fail to read.
+    store: Option<String>,
     /// Since when (ms since the epoch) it has failed, or 0.
     failing_since_ms: AtomicU64,
     failures: AtomicU64,
 }
 
 impl SecretStoreStatus {
-    pub fn new(describe: impl Into<String>) -> Self {
-        Self { describe: std::sync::Mutex::new(describe.into()), ..Self::default() }
+    pub fn new(store: Option<String>) -> Self {
+        Self { store, ..Self::default() }
     }
 
-    pub fn describe(&self) -> String {
-        self.describe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    /// The store a refresh reads, when it is one that can fail.
+    pub fn store(&self) -> Option<&str> {
+        self.store.as_deref()
     }
 
     /// A refresh failed at `now_ms`.

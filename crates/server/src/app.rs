@@ -25,7 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::{Config, CorsOrigins};
+use crate::config::{Config, CorsOrigins, SecretStoreType};
 use crate::keys::KeyServices;
 use crate::routes;
 
@@ -107,7 +107,10 @@ impl App {
             request_timeout: config.request_timeout,
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
-            secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(keys.secrets.describe())),
+            secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(
+                matches!(config.secret_store_type, SecretStoreType::Vault | SecretStoreType::Aws)
+                    .then(|| keys.secrets.describe()),
+            )),
             history,
             replicas: keys.registry.clone(),
             probe: keys.probe.clone(),
