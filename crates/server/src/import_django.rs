@@ -240,23 +240,14 @@ impl Row<'_> {
         self.time(column)?.ok_or_else(|| self.bad(column, "is empty"))
     }
 
-    /// A JSON column, as JSON text (`default` when empty).
-    fn json(&self, column: &'static str, default: &str) -> Result<String, ImportError> {
-        match self.raw(column) {
-            None => Ok(default.to_string()),
-            Some(text) => serde_json::from_str::<Value>(text)
-                .map(|value| value.to_string())
-                .map_err(|err| self.bad(column, format!("not JSON: {err}"))),
-        }
-    }
-
-    /// A JSON column as a value (`default`, itself JSON, when empty).
+    /// A JSON column as a value; `default` (itself JSON) when empty.
     fn json_or(&self, column: &'static str, default: &str) -> Result<Value, ImportError> {
-        Ok(serde_json::from_str(&self.json(column, default)?).unwrap_or(Value::Null))
+        let text = self.raw(column).unwrap_or(default);
+        serde_json::from_str(text).map_err(|err| self.bad(column, format!("not JSON: {err}")))
     }
 
     fn json_value(&self, column: &'static str) -> Result<Value, ImportError> {
-        Ok(serde_json::from_str(&self.json(column, "null")?).unwrap_or(Value::Null))
+        self.json_or(column, "null")
     }
 }
 
