@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::process::{Child, Command};
 
-use crate::cli::{algoagent, run_with_stdin, ServerProcess};
+use crate::cli::{algoagent, keys_status, run_with_stdin, ServerProcess};
 use crate::helpers::{base_env, TestDatabase};
 use crate::vault::{chat, keys_json, register, sim, used, NEW_SECRET, OLD_SECRET, SECOND_SECRET};
 
@@ -181,18 +181,13 @@ async fn one_json_secret_holds_every_key_and_a_missing_one_is_retired() {
     let database = format!("sqlite://{}/unused.db", dir.path().display());
     let mut env = aws_env(&dir, &database, &moto, &keys_file, "http://127.0.0.1:9");
     env.push(("AWS_SECRET_ID".into(), "team/gemini".into()));
-    let status = |env: &[(String, String)]| {
-        let mut command = algoagent(env);
-        command.args(["keys", "status"]);
-        run_with_stdin(command, "")
-    };
-    let output = status(&env).await;
+    let output = keys_status(&env).await;
     let table = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(table.contains("flash_01 …OLD1") && table.contains("flash_02 …TWO3"), "{table}");
 
     moto.put("team/gemini", &format!(r#"{{"flash_01": "{OLD_SECRET}"}}"#)).await;
-    let output = status(&env).await;
+    let output = keys_status(&env).await;
     let table = String::from_utf8_lossy(&output.stdout).to_string();
     let logs = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(table.contains("flash_01") && !table.contains("flash_02"), "{table}");
@@ -216,9 +211,7 @@ async fn signed_requests_pass_iam_checks_and_denied_credentials_stop_start_up() 
     env.retain(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY");
     env.push(("AWS_ACCESS_KEY_ID".into(), key_id));
     env.push(("AWS_SECRET_ACCESS_KEY".into(), secret_key.clone()));
-    let mut command = algoagent(&env);
-    command.args(["keys", "status"]);
-    let output = run_with_stdin(command, "").await;
+    let output = keys_status(&env).await;
     let table = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(table.contains("flash_01 …OLD1"), "{table}");

@@ -28,6 +28,13 @@ pub(crate) fn algoagent(env: &[(String, String)]) -> Command {
     command
 }
 
+/// `algoagent keys status` with `env`.
+pub(crate) async fn keys_status(env: &[(String, String)]) -> std::process::Output {
+    let mut command = algoagent(env);
+    command.args(["keys", "status"]);
+    run_with_stdin(command, "").await
+}
+
 pub(crate) async fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
     let mut child = command.spawn().unwrap();
     let mut pipe = child.stdin.take().unwrap();

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::cli::{algoagent, run_with_stdin, ServerProcess};
+use crate::cli::{algoagent, keys_status, run_with_stdin, ServerProcess};
 use crate::helpers::{base_env, expect_status, TestDatabase};
 
 const ROOT_TOKEN: &str = "bao-root-token-of-the-test";
@@ -262,19 +262,14 @@ async fn approle_reads_a_single_secret_and_a_missing_field_retires_its_key() {
         ("VAULT_SECRET_LAYOUT".to_string(), "single".to_string()),
         ("VAULT_SECRET_PATH".to_string(), "team/gemini".to_string()),
     ]);
-    let status = |env: &[(String, String)]| {
-        let mut command = algoagent(env);
-        command.args(["keys", "status"]);
-        run_with_stdin(command, "")
-    };
-    let output = status(&env).await;
+    let output = keys_status(&env).await;
     let table = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(table.contains("flash_01 …OLD1") && table.contains("flash_02 …TWO3"), "{table}");
 
     // flash_02's secret leaves the store: the key is retired, with a warning.
     bao.put("team/gemini", json!({ "flash_01": OLD_SECRET })).await;
-    let output = status(&env).await;
+    let output = keys_status(&env).await;
     let table = String::from_utf8_lossy(&output.stdout).to_string();
     let logs = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(table.contains("flash_01") && !table.contains("flash_02"), "{table}");
