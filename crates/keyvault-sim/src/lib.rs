@@ -435,9 +435,10 @@ fn forbidden(message: &str, inner: &str) -> Response {
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
-/// Key Vault's gate on every call: a supported `api-version`, then a valid
-/// bearer token, else the 401 challenge that tells a client where to get one.
-fn admit(shared: &Shared, headers: &HeaderMap, query: &BTreeMap<String, String>) -> Result<(), Response> {
+/// Key Vault's gate on every call: a valid bearer token (without one, the
+/// 401 challenge that tells a client where to get one), a known
+/// `api-version`, and the read permission. `Some` is the refusal.
+fn refusal(shared: &Shared, headers: &HeaderMap, query: &BTreeMap<String, String>) -> Option<Response> {
     let challenge = || {
         let value = format!(
             "Bearer authorization=\"{}/{}\", resource=\"{VAULT_RESOURCE}\"",
@@ -450,13 +451,13 @@ fn admit(shared: &Shared, headers: &HeaderMap, query: &BTreeMap<String, String>)
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(token) = token else { return Err(challenge()) };
+    let Some(token) = token else { return Some(challenge()) };
     let mut vault = shared.vault();
     match vault.tokens.get(token) {
         Some(expires) if *expires > Instant::now() => {}
         Some(_) => {
             drop(vault);
-            return Err(vault_error(
+            return Some(vault_error(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "AKV10022: Invalid token: the token has expired.",
@@ -464,15 +465,15 @@ fn admit(shared: &Shared, headers: &HeaderMap, query: &BTreeMap<String, String>)
         }
         None => {
             drop(vault);
-            return Err(vault_error(StatusCode::UNAUTHORIZED, "Unauthorized", "AKV10032: Invalid issuer."));
+            return Some(vault_error(StatusCode::UNAUTHORIZED, "Unauthorized", "AKV10032: Invalid issuer."));
         }
     }
     match query.get("api-version").map(String::as_str) {
         None | Some("") => {
-            return Err(vault_error(StatusCode::BAD_REQUEST, "BadParameter", "The 'api-version' query parameter is missing."))
+            return Some(vault_error(StatusCode::BAD_REQUEST, "BadParameter", "The 'api-version' query parameter is missing."))
         }
         Some(version) if !known_api_version(version) => {
-            return Err(vault_error(
+            return Some(vault_error(
                 StatusCode::BAD_REQUEST,
                 "BadParameter",
                 &format!("The specified version ({version}) is not recognized. Consider using the latest supported version (2025-07-01)."),
@@ -482,13 +483,13 @@ fn admit(shared: &Shared, headers: &HeaderMap, query: &BTreeMap<String, String>)
     }
     if vault.deny_reads {
         drop(vault);
-        return Err(forbidden(
+        return Some(forbidden(
             "The user, group or application 'appid=sim' does not have secrets get permission on key vault 'sim'.",
             "AccessDenied",
         ));
     }
     vault.secret_reads += 1;
-    Ok(())
+    None
 }
 
 /// Key Vault's versions: `7.0` … `7.6`, then dated ones (`2025-07-01`).
@@ -559,7 +560,7 @@ async fn get_latest(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = admit(&shared, &headers, &query) {
+    if let Some(refused) = refusal(&shared, &headers, &query) {
         return refused;
     }
     read(&shared, &name, None)
@@ -571,7 +572,7 @@ async fn get_version(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = admit(&shared, &headers, &query) {
+    if let Some(refused) = refusal(&shared, &headers, &query) {
         return refused;
     }
     read(&shared, &name, Some(&version))
@@ -584,7 +585,7 @@ async fn set_secret(
     Query(query): Query<BTreeMap<String, String>>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(refused) = admit(&shared, &headers, &query) {
+    if let Some(refused) = refusal(&shared, &headers, &query) {
         return refused;
     }
     if !valid_name(&name) {
@@ -610,7 +611,7 @@ async fn list_secrets(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = admit(&shared, &headers, &query) {
+    if let Some(refused) = refusal(&shared, &headers, &query) {
         return refused;
     }
     let page = match query.get("maxresults").map(|text| text.parse::<usize>()) {
