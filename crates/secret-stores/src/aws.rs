@@ -14,13 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use key_rotation::secrets::{SecretSnapshot, SecretStore, StoreFailure};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where credentials come from.
 pub struct AwsCredentialsSource {
@@ -56,9 +54,9 @@ struct Keys {
 
 impl AwsStore {
     pub fn new(settings: AwsSettings) -> Result<Self, StoreFailure> {
-        let http = reqwest::Client::builder().timeout(CALL_TIMEOUT).build().map_err(|err| StoreFailure {
+        let http = crate::http_client(None, "").map_err(|cause| StoreFailure {
             store: describe(&settings),
-            cause: format!("cannot build an HTTP client: {err}"),
+            cause,
             denied: false,
         })?;
         Ok(Self { http, settings })

@@ -18,9 +18,6 @@ use key_rotation::secrets::{SecretSnapshot, SecretStore, StoreFailure};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-/// How long one call to Vault may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     PerKey,
@@ -60,18 +57,9 @@ pub struct VaultStore {
 
 impl VaultStore {
     pub fn new(settings: VaultSettings) -> Result<Self, StoreFailure> {
-        let mut builder = reqwest::Client::builder().timeout(CALL_TIMEOUT);
-        if let Some(pem) = &settings.ca_cert {
-            let certificate = reqwest::Certificate::from_pem(pem).map_err(|err| StoreFailure {
-                store: describe(&settings),
-                cause: format!("VAULT_CACERT is not a PEM certificate: {err}"),
-                denied: false,
-            })?;
-            builder = builder.add_root_certificate(certificate);
-        }
-        let http = builder.build().map_err(|err| StoreFailure {
+        let http = crate::http_client(settings.ca_cert.as_deref(), "VAULT_CACERT").map_err(|cause| StoreFailure {
             store: describe(&settings),
-            cause: format!("cannot build an HTTP client: {err}"),
+            cause,
             denied: false,
         })?;
         Ok(Self { http, settings, lease: tokio::sync::Mutex::new(None) })

@@ -108,7 +108,7 @@ impl App {
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
             secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(
-                matches!(config.secret_store_type, SecretStoreType::Vault | SecretStoreType::Aws)
+                (!matches!(config.secret_store_type, SecretStoreType::Env | SecretStoreType::File))
                     .then(|| keys.secrets.describe()),
             )),
             history,
@@ -167,6 +167,7 @@ impl App {
                 self.config.clone(),
                 self.keys.secrets.clone(),
                 self.state.secret_store.clone(),
+                self.keys.redis.clone(),
             ));
         }
         background.spawn(crate::maintenance::run(self.state.store.clone(), self.config.history_retention));

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use api_core::rotation_history::DatabaseEventLog;
 
 use crate::app::{self, App};
-use crate::config::{self, Config, ConfigFile, ConfigSources};
+use crate::config::{self, Config, ConfigFile, ConfigSources, SecretStoreType};
 
 #[derive(Debug, Parser)]
 #[command(name = "algoagent", version, about = "AlgoAgent API server")]
@@ -197,7 +197,19 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
     match action {
         KeysCommand::Status => {
             let (history, _) = history_log(config).await;
-            let services = crate::keys::build(config, history).await?;
+            let secrets = crate::keys::secret_store(config)?;
+            let pool_config = match crate::keys::load_pool_config(config, secrets.as_ref()).await {
+                Ok(pool_config) => pool_config,
+                // The quota state in Redis is still worth showing.
+                Err(err) if config.redis_url.is_some() => {
+                    println!("note: the secret store did not answer this command: {err:#}");
+                    println!("      keys are shown without their secrets (…????).\n");
+                    crate::keys::load_pool_config_unread(config)?
+                }
+                Err(err) => return Err(err),
+            };
+            let services =
+                crate::keys::build_with(config, pool_config, secrets.clone(), &config.gemini_base_url, history)?;
             let pool = &services.pool;
             if services.redis.is_none() {
                 println!("note: without REDIS_URL the quota state lives inside the running server; this shows the configuration only.");
@@ -230,6 +242,15 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
                     today,
                     if bucket.warning { "  near limit" } else { "" }
                 );
+            }
+            if let (Some(redis), false) =
+                (&services.redis, matches!(config.secret_store_type, SecretStoreType::Env | SecretStoreType::File))
+            {
+                print_shared_store_status(
+                    &crate::keys::SharedStoreStatus::new(redis.clone(), config),
+                    &secrets.describe(),
+                )
+                .await;
             }
             let history = pool.history(20).await;
             if !history.is_empty() {
@@ -273,6 +294,32 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
                 crate::reload::Delivered::Process(pid) => println!("asked the server (pid {pid}) to reload"),
             }
             Ok(())
+        }
+    }
+}
+
+/// What each live replica last saw of the secret store.
+#[allow(clippy::print_stdout, reason = "the keys commands report to the operator's terminal")]
+async fn print_shared_store_status(shared: &crate::keys::SharedStoreStatus, store: &str) {
+    println!();
+    match shared.read().await {
+        Err(err) => println!("secret store {store}: the replicas' view is unavailable ({err:#})"),
+        Ok(reports) if reports.is_empty() => println!("secret store {store}: no running replica has reported yet"),
+        Ok(reports) => {
+            for report in reports {
+                match report.failing_since_ms {
+                    None => println!("secret store {store}: answers replica {}", report.replica),
+                    Some(since) => println!(
+                        "secret store {store}: FAILING on replica {} since {} ({} failed refreshes): {}",
+                        report.replica,
+                        chrono::DateTime::from_timestamp_millis(i64::try_from(since).unwrap_or_default())
+                            .map(|at| api_core::time::iso8601(&at))
+                            .unwrap_or_default(),
+                        report.failures,
+                        report.cause.unwrap_or_default()
+                    ),
+                }
+            }
         }
     }
 }

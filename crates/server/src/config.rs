@@ -68,7 +68,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("STREAM_IDLE_TIMEOUT_SECS", Some("30"), "A streamed answer ends with an `error` event when upstream sends nothing for this long. Streams are exempt from `REQUEST_TIMEOUT_SECS` once their first event is out."),
     setting("GEMINI_BASE_URL", Some("https://generativelanguage.googleapis.com"), "Gemini API base URL."),
     setting("KEYS_FILE", Some("keys.json"), "Key pool metadata file (limits, models, projects)."),
-    setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env`, `file` or `vault` (HashiCorp Vault or OpenBao)."),
+    setting("SECRET_STORE_TYPE", Some("env"), "Where key secrets come from: `env`, `file`, `vault` (HashiCorp Vault or OpenBao), `aws` (Secrets Manager) or `azure` (Key Vault)."),
     setting("SECRET_REFRESH_SECS", Some("300"), "How often key secrets (and keys.json) are read again, so a rotated secret is used without a restart. `algoagent keys reload` and the dashboard's reload do it at once."),
     setting("VAULT_ADDR", None, "With `SECRET_STORE_TYPE=vault`: the server, e.g. `https://vault.example.com:8200`."),
     secret("VAULT_TOKEN", "Vault auth by token."),
@@ -88,6 +88,15 @@ pub const SETTINGS: &[Setting] = &[
     secret("AWS_SESSION_TOKEN", "AWS credentials from the environment: a session token."),
     setting("AWS_PROFILE", Some("default"), "The shared credentials file's profile."),
     setting("AWS_SHARED_CREDENTIALS_FILE", None, "The shared credentials file; default `~/.aws/credentials`, read again at every refresh."),
+    setting("AZURE_VAULT_URL", None, "With `SECRET_STORE_TYPE=azure`: the vault, e.g. `https://algoagent.vault.azure.net`. One secret per key named `<AZURE_SECRET_PREFIX><key_id>` with `_` mapped to `-`."),
+    setting("AZURE_SECRET_PREFIX", Some(""), "Put before each key id to name its secret (the old app used none)."),
+    setting("AZURE_TENANT_ID", None, "Key Vault auth by client credentials: the Entra tenant (with `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`)."),
+    setting("AZURE_CLIENT_ID", None, "The application's client id; with a managed identity, a user-assigned identity's client id."),
+    secret("AZURE_CLIENT_SECRET", "Key Vault auth by client credentials: the application's secret."),
+    setting("AZURE_AUTHORITY_HOST", Some("https://login.microsoftonline.com"), "The Entra authority (another cloud's, e.g. `https://login.chinacloudapi.cn`)."),
+    setting("AZURE_USE_MANAGED_IDENTITY", Some("false"), "`true`: Key Vault auth by the machine's managed identity instead of client credentials. Never tried unless asked for."),
+    setting("AZURE_MANAGED_IDENTITY_ENDPOINT", None, "The managed-identity token endpoint; default App Service's `IDENTITY_ENDPOINT` (with `IDENTITY_HEADER`) when set, else the instance metadata service's."),
+    setting("AZURE_CA_CERT", None, "A PEM file of a private CA to trust for Key Vault and the authority (a TLS-inspecting proxy)."),
     setting("KEY_SECRETS_FILE", Some("keys.secrets.json"), "With `SECRET_STORE_TYPE=file`: a JSON object of key id to secret (mode 0600)."),
     setting("LOG_FORMAT", Some("text"), "`text` or `json` (one JSON object per line). Filter with `RUST_LOG`."),
     setting("LOG_LEVEL", None, "The old `.env`'s level (`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`): the log filter when `RUST_LOG` is unset. Default `INFO`."),
@@ -107,10 +116,6 @@ pub const IGNORED_LEGACY: &[(&str, &str)] = &[
     ("ENABLE_CONVERSATION_MEMORY", "conversations always carry their history (CHAT_HISTORY_TOKENS)"),
     ("ENABLE_STRATEGY_VALIDATION", "strategy validation is always on"),
     ("ENABLE_LIVE_TRADING", "there is no live trading"),
-    ("AZURE_VAULT_URL", "read by SECRET_STORE_TYPE=azure, which this build does not support yet"),
-    ("AZURE_CLIENT_ID", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
-    ("AZURE_CLIENT_SECRET", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
-    ("AZURE_TENANT_ID", "a credential of SECRET_STORE_TYPE=azure, which this build does not support yet"),
 ];
 
 /// Where a setting's value came from, for error messages.
@@ -272,6 +277,7 @@ pub enum SecretStoreType {
     File,
     Vault,
     Aws,
+    Azure,
 }
 
 /// How to reach AWS Secrets Manager (`AWS_*`). `Debug` never shows a credential.
@@ -298,6 +304,39 @@ impl fmt::Debug for AwsConfig {
             .field("access_key_id", &self.access_key_id)
             .field("profile", &self.profile)
             .finish_non_exhaustive()
+    }
+}
+
+/// How Key Vault is authenticated to.
+#[derive(Clone)]
+pub enum AzureAuth {
+    ClientSecret { tenant_id: String, client_id: String, client_secret: SecretString, authority_host: String },
+    ManagedIdentity { endpoint: String, identity_header: Option<SecretString>, client_id: Option<String> },
+}
+
+/// How to reach Azure Key Vault (`AZURE_*`). `Debug` never shows a credential.
+#[derive(Clone)]
+pub struct AzureConfig {
+    pub vault_url: String,
+    pub prefix: String,
+    pub auth: AzureAuth,
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match &self.auth {
+            AzureAuth::ClientSecret { tenant_id, client_id, .. } => {
+                format!("client credentials of {client_id} in tenant {tenant_id}")
+            }
+            AzureAuth::ManagedIdentity { endpoint, .. } => format!("managed identity at {endpoint}"),
+        };
+        f.debug_struct("AzureConfig")
+            .field("vault_url", &self.vault_url)
+            .field("prefix", &self.prefix)
+            .field("auth", &auth)
+            .field("ca_cert", &self.ca_cert)
+            .finish()
     }
 }
 
@@ -381,6 +420,8 @@ pub struct Config {
     pub vault: Option<VaultConfig>,
     /// `SECRET_STORE_TYPE=aws`: how to reach it.
     pub aws: Option<AwsConfig>,
+    /// `SECRET_STORE_TYPE=azure`: how to reach it.
+    pub azure: Option<AzureConfig>,
     /// `SECRET_REFRESH_SECS`.
     pub secret_refresh: Duration,
     pub key_env: KeyEnv,
@@ -569,6 +610,61 @@ fn aws_config(layers: &Layers, sources: &ConfigSources) -> AwsConfig {
     }
 }
 
+/// The instance metadata service's managed-identity endpoint.
+const IMDS_TOKEN_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+fn azure_config(layers: &Layers, sources: &ConfigSources) -> Result<AzureConfig, ConfigError> {
+    let env = |name: &str| {
+        sources.env.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
+    };
+    let https = |name: &'static str, url: &str| {
+        if url.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(layers.invalid(name, "expected an https:// URL (the token it is sent is a bearer credential)"))
+        }
+    };
+    let vault_url = layers.string("AZURE_VAULT_URL").ok_or_else(|| ConfigError::Missing {
+        setting: "AZURE_VAULT_URL",
+        reason: "SECRET_STORE_TYPE=azure needs the vault's URL".into(),
+    })?;
+    https("AZURE_VAULT_URL", &vault_url)?;
+    let client_id = layers.string("AZURE_CLIENT_ID");
+    let auth = if layers.bool("AZURE_USE_MANAGED_IDENTITY")? {
+        // App Service (and Functions) say where their endpoint is, and its header.
+        let app_service = env("IDENTITY_ENDPOINT").zip(env("IDENTITY_HEADER"));
+        let endpoint = layers
+            .string("AZURE_MANAGED_IDENTITY_ENDPOINT")
+            .or_else(|| app_service.as_ref().map(|(endpoint, _)| endpoint.clone()))
+            .unwrap_or_else(|| IMDS_TOKEN_ENDPOINT.to_string());
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(layers.invalid("AZURE_MANAGED_IDENTITY_ENDPOINT", "expected an http:// or https:// URL"));
+        }
+        let identity_header = app_service
+            .filter(|(app_endpoint, _)| *app_endpoint == endpoint)
+            .map(|(_, header)| SecretString::from(header));
+        AzureAuth::ManagedIdentity { endpoint, identity_header, client_id }
+    } else {
+        let tenant_id = layers.string("AZURE_TENANT_ID");
+        let client_secret = layers.string("AZURE_CLIENT_SECRET").map(SecretString::from);
+        let (Some(tenant_id), Some(client_id), Some(client_secret)) = (tenant_id, client_id, client_secret) else {
+            return Err(ConfigError::Missing {
+                setting: "AZURE_CLIENT_SECRET",
+                reason: "Key Vault needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or AZURE_USE_MANAGED_IDENTITY=true".into(),
+            });
+        };
+        let authority_host = layers.string("AZURE_AUTHORITY_HOST").unwrap_or_default();
+        https("AZURE_AUTHORITY_HOST", &authority_host)?;
+        AzureAuth::ClientSecret { tenant_id, client_id, client_secret, authority_host }
+    };
+    Ok(AzureConfig {
+        vault_url,
+        prefix: layers.string("AZURE_SECRET_PREFIX").unwrap_or_default(),
+        auth,
+        ca_cert: layers.string("AZURE_CA_CERT").map(PathBuf::from),
+    })
+}
+
 fn vault_config(layers: &Layers) -> Result<VaultConfig, ConfigError> {
     let addr = layers.string("VAULT_ADDR").ok_or_else(|| ConfigError::Missing {
         setting: "VAULT_ADDR",
@@ -689,8 +785,8 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         "file" => SecretStoreType::File,
         "vault" => SecretStoreType::Vault,
         "aws" => SecretStoreType::Aws,
-        "azure" => return Err(layers.invalid("SECRET_STORE_TYPE", "not supported yet (use env, file, vault or aws)")),
-        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env, file, vault or aws")),
+        "azure" => SecretStoreType::Azure,
+        _ => return Err(layers.invalid("SECRET_STORE_TYPE", "expected env, file, vault, aws or azure")),
     };
     let vault = match secret_store_type {
         SecretStoreType::Vault => Some(vault_config(layers)?),
@@ -698,6 +794,10 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
     };
     let aws = match secret_store_type {
         SecretStoreType::Aws => Some(aws_config(layers, sources)),
+        _ => None,
+    };
+    let azure = match secret_store_type {
+        SecretStoreType::Azure => Some(azure_config(layers, sources)?),
         _ => None,
     };
     let log_format = match layers.string("LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
@@ -811,6 +911,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         key_secrets_file: PathBuf::from(layers.string("KEY_SECRETS_FILE").unwrap_or_default()),
         vault,
         aws,
+        azure,
         secret_refresh: Duration::from_secs(layers.positive("SECRET_REFRESH_SECS")?),
         key_env: KeyEnv::capture(&sources.env),
         secret_store_type,
@@ -914,7 +1015,52 @@ mod tests {
             let text = error_text(env);
             assert!(text.contains(name), "error for {env:?} should name {name}: {text}");
         }
-        assert!(error_text(&[("SECRET_STORE_TYPE", "azure")]).contains("not supported yet"));
+    }
+
+    #[test]
+    fn azure_needs_a_vault_and_one_way_to_authenticate() {
+        let text = error_text(&[("SECRET_STORE_TYPE", "azure")]);
+        assert!(text.contains("AZURE_VAULT_URL"), "{text}");
+        let vault = ("AZURE_VAULT_URL", "https://algo.vault.azure.net");
+        let text = error_text(&[("SECRET_STORE_TYPE", "azure"), vault, ("AZURE_TENANT_ID", "t")]);
+        assert!(text.contains("AZURE_CLIENT_SECRET") && text.contains("AZURE_USE_MANAGED_IDENTITY"), "{text}");
+        let text = error_text(&[("SECRET_STORE_TYPE", "azure"), ("AZURE_VAULT_URL", "http://algo.vault.azure.net")]);
+        assert!(text.contains("https://"), "{text}");
+
+        let config = load_env(&[
+            ("SECRET_STORE_TYPE", "azure"),
+            vault,
+            ("AZURE_TENANT_ID", "tenant"),
+            ("AZURE_CLIENT_ID", "client"),
+            ("AZURE_CLIENT_SECRET", "client-secret-value"),
+        ])
+        .unwrap();
+        let azure = config.azure.as_ref().unwrap();
+        assert!(matches!(&azure.auth, AzureAuth::ClientSecret { authority_host, .. }
+            if authority_host == "https://login.microsoftonline.com"));
+        assert_eq!(azure.prefix, "");
+        assert!(!format!("{config:?}").contains("client-secret-value"));
+
+        // A managed identity is used only when asked for, and then needs no secret.
+        let config =
+            load_env(&[("SECRET_STORE_TYPE", "azure"), vault, ("AZURE_USE_MANAGED_IDENTITY", "true")]).unwrap();
+        assert!(
+            matches!(&config.azure.as_ref().unwrap().auth, AzureAuth::ManagedIdentity { endpoint, identity_header: None, .. }
+            if endpoint == IMDS_TOKEN_ENDPOINT)
+        );
+        let config = load_env(&[
+            ("SECRET_STORE_TYPE", "azure"),
+            vault,
+            ("AZURE_USE_MANAGED_IDENTITY", "true"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41234/msi/token"),
+            ("IDENTITY_HEADER", "app-service-header"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(&config.azure.as_ref().unwrap().auth, AzureAuth::ManagedIdentity { endpoint, identity_header: Some(_), .. }
+            if endpoint == "http://127.0.0.1:41234/msi/token")
+        );
+        assert!(!format!("{config:?}").contains("app-service-header"));
     }
 
     #[test]

@@ -20,9 +20,10 @@ use key_rotation::replicas::ReplicaRegistry;
 use key_rotation::secrets::{EnvSecrets, FileSecrets, SecretStore};
 use key_rotation::throttle::{MemoryThrottle, RedisThrottle, Throttle};
 use secret_stores::aws::{AwsCredentialsSource, AwsSettings, AwsStore};
+use secret_stores::azure::{AzureCredential, AzureSettings, AzureStore};
 use secret_stores::vault::{Layout, VaultAuth, VaultSettings, VaultStore};
 
-use crate::config::{Config, SecretStoreType};
+use crate::config::{AzureAuth, Config, SecretStoreType};
 
 /// How long a replica counts as live after its last heartbeat.
 pub const REPLICA_TTL: Duration = Duration::from_secs(10);
@@ -64,11 +65,7 @@ pub fn secret_store(config: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
                 }
                 _ => anyhow::bail!("Vault needs VAULT_TOKEN, VAULT_TOKEN_FILE, or VAULT_ROLE_ID with VAULT_SECRET_ID"),
             };
-            let ca_cert = vault
-                .ca_cert
-                .as_ref()
-                .map(|path| std::fs::read(path).with_context(|| format!("VAULT_CACERT {}", path.display())))
-                .transpose()?;
+            let ca_cert = read_ca_cert(vault.ca_cert.as_deref(), "VAULT_CACERT")?;
             let settings = VaultSettings {
                 addr: vault.addr.clone(),
                 auth,
@@ -95,7 +92,38 @@ pub fn secret_store(config: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
                 },
             })?)
         }
+        SecretStoreType::Azure => {
+            let azure = config.azure.as_ref().context("SECRET_STORE_TYPE=azure without its settings")?;
+            let credential = match &azure.auth {
+                AzureAuth::ClientSecret { tenant_id, client_id, client_secret, authority_host } => {
+                    AzureCredential::ClientSecret {
+                        tenant_id: tenant_id.clone(),
+                        client_id: client_id.clone(),
+                        client_secret: client_secret.clone(),
+                        authority_host: authority_host.clone(),
+                    }
+                }
+                AzureAuth::ManagedIdentity { endpoint, identity_header, client_id } => {
+                    AzureCredential::ManagedIdentity {
+                        endpoint: endpoint.clone(),
+                        identity_header: identity_header.clone(),
+                        client_id: client_id.clone(),
+                    }
+                }
+            };
+            Arc::new(AzureStore::new(AzureSettings {
+                vault_url: azure.vault_url.clone(),
+                credential,
+                prefix: azure.prefix.clone(),
+                ca_cert: read_ca_cert(azure.ca_cert.as_deref(), "AZURE_CA_CERT")?,
+            })?)
+        }
     })
+}
+
+/// A private CA's PEM, named by `setting`.
+fn read_ca_cert(path: Option<&std::path::Path>, setting: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|path| std::fs::read(path).with_context(|| format!("{setting} {}", path.display()))).transpose()
 }
 
 /// Reads `KEYS_FILE` and the secrets of the keys it names from `store`.
@@ -114,6 +142,26 @@ pub async fn load_pool_config(config: &Config, store: &dyn SecretStore) -> anyho
         .with_context(|| format!("KEYS_FILE {}", path.display()))?;
     let snapshot = store.fetch(ids.as_deref()).await.context("reading the key secrets")?;
     load_pool(path, &snapshot).with_context(|| format!("KEYS_FILE {}", path.display()))
+}
+
+/// keys.json's keys without their secrets, each shown as `…????`: what
+/// `keys status` reads when the store does not answer it, so the shared
+/// quota state stays visible in the outage it helps diagnose. Never served.
+pub fn load_pool_config_unread(config: &Config) -> anyhow::Result<PoolConfig> {
+    struct Unread;
+    impl key_rotation::secrets::SecretSource for Unread {
+        fn secret_for(&self, _key_id: &str) -> Option<key_rotation::secrets::ApiKeySecret> {
+            Some(key_rotation::secrets::ApiKeySecret::new("????"))
+        }
+        fn discover(&self) -> Vec<(String, key_rotation::secrets::ApiKeySecret)> {
+            Vec::new()
+        }
+        fn looked_in(&self, _key_id: &str) -> String {
+            "nowhere (the store did not answer)".to_string()
+        }
+    }
+    let path = &config.keys_file;
+    load_pool(path, &Unread).with_context(|| format!("KEYS_FILE {}", path.display()))
 }
 
 /// The pool, fair use and throttles (shared through Redis when configured,
@@ -201,23 +249,29 @@ pub async fn probe_disabled_keys(pool: Arc<KeyPool>, probe: Arc<ModelProbe>) {
 /// swaps the pool when they changed: a rotated secret is used by new calls
 /// after the next refresh (calls in flight keep the one they were given), a
 /// key whose secret left the store is retired, a key added to both joins.
-/// A store that fails changes nothing: the last secrets stay in use, and
-/// the failure is logged once per spell.
+/// A store that fails changes nothing: the last secrets stay in use, the
+/// read is retried with backoff (from 5 s, doubling, never longer apart
+/// than the refresh interval), and the failure is logged once per spell.
+/// Each attempt's outcome is shared through Redis for `keys status`.
 pub async fn refresh_secrets(
     pool: Arc<KeyPool>,
     config: Config,
     store: Arc<dyn SecretStore>,
     status: Arc<api_core::counters::SecretStoreStatus>,
+    redis: Option<Arc<RedisHandle>>,
 ) {
-    let mut failing = false;
+    const FIRST_RETRY: Duration = Duration::from_secs(5);
+    let shared = redis.map(|redis| SharedStoreStatus::new(redis, &config));
+    let mut retry: Option<Duration> = None;
     loop {
-        tokio::time::sleep(config.secret_refresh).await;
-        match load_pool_config(&config, store.as_ref()).await {
+        tokio::time::sleep(retry.unwrap_or(config.secret_refresh)).await;
+        let outcome = load_pool_config(&config, store.as_ref()).await;
+        let cause = outcome.as_ref().err().map(|err| format!("{err:#}"));
+        match outcome {
             Ok(fresh) => {
                 status.answered();
-                if failing {
+                if retry.take().is_some() {
                     tracing::info!(store = %store.describe(), "the secret store answers again");
-                    failing = false;
                 }
                 if fingerprint(&fresh) != fingerprint(&pool.config()) {
                     describe(&fresh);
@@ -225,17 +279,89 @@ pub async fn refresh_secrets(
                     tracing::info!("key secrets or keys.json changed; the pool now uses them");
                 }
             }
-            Err(err) => {
+            Err(_) => {
                 status.failed(u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default());
-                if !failing {
+                if retry.is_none() {
                     tracing::warn!(
-                        error = format!("{err:#}"),
+                        error = cause.as_deref().unwrap_or_default(),
                         "refreshing the key secrets failed; the last ones stay in use until the store answers"
                     );
-                    failing = true;
                 }
+                let next = retry.map_or(FIRST_RETRY, |last| last * 2);
+                retry = Some(next.min(config.secret_refresh));
             }
         }
+        if let Some(shared) = &shared {
+            shared.publish(pool.replica().as_str(), &status, cause.as_deref()).await;
+        }
+    }
+}
+
+/// One replica's last word on the secret store, kept in Redis.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaStoreStatus {
+    #[serde(skip)]
+    pub replica: String,
+    pub at_ms: u64,
+    pub failing_since_ms: Option<u64>,
+    pub failures: u64,
+    /// Why the last read failed: the store, its address and the cause,
+    /// never a credential (a `StoreFailure` has none to give).
+    pub cause: Option<String>,
+}
+
+/// What every replica last saw of the secret store: one Redis hash, a
+/// field per replica, so `algoagent keys status` on any machine shows a
+/// store that stopped answering the servers.
+pub struct SharedStoreStatus {
+    redis: Arc<RedisHandle>,
+    key: String,
+    /// Older reports are from replicas that have gone.
+    stale_after: Duration,
+}
+
+impl SharedStoreStatus {
+    pub fn new(redis: Arc<RedisHandle>, config: &Config) -> Self {
+        Self {
+            redis,
+            key: format!("{}:secret_store", config.redis_key_prefix),
+            stale_after: (config.secret_refresh * 3).max(Duration::from_secs(60)),
+        }
+    }
+
+    async fn publish(&self, replica: &str, status: &api_core::counters::SecretStoreStatus, cause: Option<&str>) {
+        let report = ReplicaStoreStatus {
+            replica: replica.to_string(),
+            at_ms: u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default(),
+            failing_since_ms: status.failing_since_ms(),
+            failures: status.failures(),
+            cause: cause.map(str::to_string),
+        };
+        let Ok(json) = serde_json::to_string(&report) else { return };
+        let mut pipe = redis::pipe();
+        pipe.hset(&self.key, replica, json).ignore();
+        pipe.pexpire(&self.key, i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX)).ignore();
+        if let Err(err) = self.redis.pipeline::<()>(&pipe).await {
+            tracing::debug!(%err, "could not share the secret store's status");
+        }
+    }
+
+    /// The live replicas' reports.
+    pub async fn read(&self) -> anyhow::Result<Vec<ReplicaStoreStatus>> {
+        let fields: std::collections::HashMap<String, String> =
+            self.redis.query(redis::cmd("HGETALL").arg(&self.key)).await?;
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+        let stale_ms = u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
+        let mut reports: Vec<ReplicaStoreStatus> = fields
+            .into_iter()
+            .filter_map(|(replica, json)| {
+                let report: ReplicaStoreStatus = serde_json::from_str(&json).ok()?;
+                Some(ReplicaStoreStatus { replica, ..report })
+            })
+            .filter(|report| now.saturating_sub(report.at_ms) <= stale_ms)
+            .collect();
+        reports.sort_by(|a, b| a.replica.cmp(&b.replica));
+        Ok(reports)
     }
 }
 

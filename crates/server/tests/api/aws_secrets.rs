@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use tokio::process::{Child, Command};
 
-use crate::cli::{algoagent, keys_status, run_with_stdin, ServerProcess};
+use crate::cli::{algoagent, keys_status, run_with_stdin};
 use crate::helpers::{base_env, TestDatabase};
-use crate::vault::{chat, keys_json, register, sim, used, NEW_SECRET, OLD_SECRET, SECOND_SECRET};
+use crate::vault::{keys_json, rotation_and_outage, sim, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
 
 const ACCESS_KEY: &str = "AKIAALGOAGENTTEST";
 const SECRET_KEY: &str = "aws-secret-access-key-of-the-test";
@@ -128,45 +127,27 @@ fn aws_env(dir: &tempfile::TempDir, database: &str, moto: &Moto, keys_file: &str
     env
 }
 
-/// The old layout (`algoagent/<key_id>`): start-up, a rotation picked up
-/// without a restart while a call in flight keeps its secret, and the
-/// store going away after start-up.
+impl StoreUnderTest for Moto {
+    async fn write_flash_01(&self, secret: &str) {
+        self.put("algoagent/flash_01", secret).await;
+    }
+
+    async fn stop(&mut self) {
+        Moto::stop(self).await;
+    }
+}
+
+/// The old layout (`algoagent/<key_id>`).
 #[tokio::test]
 async fn aws_secrets_rotate_without_a_restart_and_outlive_the_store() {
     let Some(mut moto) = Moto::start(false).await else { return };
-    moto.put("algoagent/flash_01", OLD_SECRET).await;
+    moto.write_flash_01(OLD_SECRET).await;
     let sim = sim(1_500).await;
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create(&dir).await;
     let keys_file = keys_json(&dir, &["flash_01"]);
-    let server = ServerProcess::start(aws_env(&dir, &database.url, &moto, &keys_file, &sim.base_url())).await;
-    let client = reqwest::Client::new();
-    let access = register(&client, &server.base).await;
-    assert_eq!(chat(&client, &server.base, &access).await, StatusCode::OK);
-
-    let in_flight = {
-        let (client, base, access) = (client.clone(), server.base.clone(), access.clone());
-        tokio::spawn(async move { chat(&client, &base, &access).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    moto.put("algoagent/flash_01", NEW_SECRET).await;
-    assert_eq!(in_flight.await.unwrap(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(chat(&client, &server.base, &access).await, StatusCode::OK);
-    assert_eq!(used(&sim), ["old", "old", "new"], "new calls use the rotated secret after a refresh");
-
-    moto.stop().await;
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
-    assert_eq!(chat(&client, &server.base, &access).await, StatusCode::OK);
-    let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l == "algoagent_secret_store_up 0"), "{metrics}");
-
-    let (status, logs) = server.terminate().await;
-    assert!(status.success(), "{logs}");
-    assert_eq!(logs.matches("refreshing the key secrets failed").count(), 1, "once per spell:\n{logs}");
-    for secret in [OLD_SECRET, NEW_SECRET, SECRET_KEY] {
-        assert!(!logs.contains(secret), "a secret reached the logs");
-    }
+    let env = aws_env(&dir, &database.url, &moto, &keys_file, &sim.base_url());
+    rotation_and_outage(&mut moto, env, &sim, &[SECRET_KEY]).await;
 }
 
 /// `AWS_SECRET_ID`: one secret holding every key; a key that leaves it is

@@ -10,6 +10,7 @@ mod admin_api;
 mod admin_pages;
 mod alerts;
 mod aws_secrets;
+mod azure_secrets;
 mod bounds;
 mod chat;
 mod chat_stream;
