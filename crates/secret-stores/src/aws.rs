@@ -7,14 +7,24 @@
 //! - `AWS_SECRET_ID`: one secret whose `SecretString` is a JSON object of
 //!   key id → secret.
 //!
-//! Credentials, in the SDKs' order: the environment (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), then the shared
-//! credentials file's profile (`AWS_PROFILE`, default `default`), read
-//! again at every fetch so a rotated file is seen.
+//! Credentials, in the SDKs' order:
+//! 1. the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//!    `AWS_SESSION_TOKEN`);
+//! 2. the shared credentials file's profile (`AWS_PROFILE`, default
+//!    `default`), read again at every fetch so a rotated file is seen;
+//! 3. web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, as on
+//!    EKS): STS `AssumeRoleWithWebIdentity` with the file's token;
+//! 4. the container credentials endpoint (`AWS_CONTAINER_CREDENTIALS_*`,
+//!    as on ECS);
+//! 5. the EC2 instance metadata service (IMDSv2), unless
+//!    `AWS_EC2_METADATA_DISABLED=true`.
+//!
+//! The temporary credentials of 3–5 are kept until five minutes before
+//! they expire.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use key_rotation::secrets::{SecretSnapshot, SecretStore, StoreFailure};
 use secrecy::{ExposeSecret, SecretString};
@@ -28,7 +38,32 @@ pub struct AwsCredentialsSource {
     pub profile: String,
     /// `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
     pub shared_credentials_file: Option<PathBuf>,
+    pub web_identity: Option<WebIdentity>,
+    pub container: Option<ContainerCredentials>,
+    /// The instance metadata service's base URL; `None` when disabled.
+    pub instance_metadata: Option<String>,
 }
+
+/// `AssumeRoleWithWebIdentity` with the token a platform writes to a file.
+pub struct WebIdentity {
+    pub token_file: PathBuf,
+    pub role_arn: String,
+    pub session_name: String,
+    /// STS: `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL`, else the region's.
+    pub sts_endpoint: Option<String>,
+}
+
+/// The container credentials endpoint and its authorization token.
+pub struct ContainerCredentials {
+    pub url: String,
+    pub authorization: Option<SecretString>,
+}
+
+/// Temporary credentials are replaced when less than this is left.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+/// The metadata endpoints answer at once where they exist; elsewhere they
+/// must not hold a refresh up.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct AwsSettings {
     pub region: String,
@@ -44,8 +79,12 @@ pub struct AwsSettings {
 pub struct AwsStore {
     http: reqwest::Client,
     settings: AwsSettings,
+    /// Temporary credentials (web identity, container, instance) and when
+    /// they expire.
+    temporary: tokio::sync::Mutex<Option<(Keys, Option<SystemTime>)>>,
 }
 
+#[derive(Clone)]
 struct Keys {
     access_key_id: String,
     secret_access_key: SecretString,
@@ -59,7 +98,7 @@ impl AwsStore {
             cause,
             denied: false,
         })?;
-        Ok(Self { http, settings })
+        Ok(Self { http, settings, temporary: tokio::sync::Mutex::new(None) })
     }
 
     fn failure(&self, cause: impl Into<String>, denied: bool) -> StoreFailure {
@@ -73,7 +112,7 @@ impl AwsStore {
             .unwrap_or_else(|| format!("https://secretsmanager.{}.amazonaws.com", self.settings.region))
     }
 
-    fn keys(&self) -> Result<Keys, StoreFailure> {
+    async fn keys(&self) -> Result<Keys, StoreFailure> {
         let source = &self.settings.credentials;
         if let (Some(id), Some(secret)) = (&source.access_key_id, &source.secret_access_key) {
             return Ok(Keys {
@@ -92,15 +131,167 @@ impl AwsStore {
             if let Some(keys) = profile_keys(&text, &source.profile) {
                 return Ok(keys);
             }
+            if source.web_identity.is_none() && source.container.is_none() && source.instance_metadata.is_none() {
+                return Err(self.failure(
+                    format!(
+                        "no keys for profile {:?} in the shared credentials file {}",
+                        source.profile,
+                        file.display()
+                    ),
+                    true,
+                ));
+            }
+        }
+        let mut temporary = self.temporary.lock().await;
+        if let Some((keys, expires)) = temporary.as_ref() {
+            let fresh =
+                expires.is_none_or(|at| at.duration_since(SystemTime::now()).is_ok_and(|left| left > EXPIRY_MARGIN));
+            if fresh {
+                return Ok(keys.clone());
+            }
+        }
+        let fetched = if let Some(identity) = &source.web_identity {
+            self.assume_role_with_web_identity(identity).await?
+        } else if let Some(container) = &source.container {
+            let mut request = self.http.get(&container.url).timeout(METADATA_TIMEOUT);
+            if let Some(token) = &container.authorization {
+                request = request.header("Authorization", token.expose_secret());
+            }
+            let answer = self.metadata_json(request, "the container credentials endpoint").await?;
+            self.metadata_keys(&answer, "the container credentials endpoint")?
+        } else if let Some(base) = &source.instance_metadata {
+            self.instance_keys(base.trim_end_matches('/')).await?
+        } else {
             return Err(self.failure(
-                format!("no keys for profile {:?} in the shared credentials file {}", source.profile, file.display()),
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a shared credentials profile, or web identity",
                 true,
             ));
+        };
+        *temporary = Some(fetched.clone());
+        Ok(fetched.0)
+    }
+
+    /// STS `AssumeRoleWithWebIdentity`: an unsigned call, the platform's
+    /// token proving who we are. The token file is read at every call: the
+    /// platform rotates it.
+    async fn assume_role_with_web_identity(
+        &self,
+        identity: &WebIdentity,
+    ) -> Result<(Keys, Option<SystemTime>), StoreFailure> {
+        let token = std::fs::read_to_string(&identity.token_file).map_err(|err| {
+            self.failure(format!("AWS_WEB_IDENTITY_TOKEN_FILE {}: {err}", identity.token_file.display()), false)
+        })?;
+        let endpoint = identity
+            .sts_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", self.settings.region));
+        let response = self
+            .http
+            .post(format!("{}/", endpoint.trim_end_matches('/')))
+            .form(&[
+                ("Action", "AssumeRoleWithWebIdentity"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", identity.role_arn.as_str()),
+                ("RoleSessionName", identity.session_name.as_str()),
+                ("WebIdentityToken", token.trim()),
+            ])
+            .send()
+            .await
+            .map_err(|err| self.failure(crate::transport_cause(err), false))?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let code = xml_text(&body, "Code").unwrap_or("no error code");
+            return Err(self.failure(
+                format!("STS refused to assume {} with the web identity token ({status} {code})", identity.role_arn),
+                status.is_client_error(),
+            ));
         }
-        Err(self.failure(
-            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a shared credentials profile",
-            true,
-        ))
+        let field = |name: &str| {
+            xml_text(&body, name)
+                .map(str::to_string)
+                .ok_or_else(|| self.failure(format!("STS answered without {name}"), false))
+        };
+        let keys = Keys {
+            access_key_id: field("AccessKeyId")?,
+            secret_access_key: SecretString::from(field("SecretAccessKey")?),
+            session_token: Some(SecretString::from(field("SessionToken")?)),
+        };
+        Ok((keys, xml_text(&body, "Expiration").and_then(parse_time)))
+    }
+
+    /// IMDSv2: a session token, the instance role's name, then its keys.
+    async fn instance_keys(&self, base: &str) -> Result<(Keys, Option<SystemTime>), StoreFailure> {
+        let place = format!("the instance metadata service at {base}");
+        let unreachable =
+            |err: reqwest::Error| self.failure(format!("{place}: {}", crate::transport_cause(err)), false);
+        let token = self
+            .http
+            .put(format!("{base}/latest/api/token"))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
+            .timeout(METADATA_TIMEOUT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unreachable)?
+            .text()
+            .await
+            .map_err(unreachable)?;
+        let roles_url = format!("{base}/latest/meta-data/iam/security-credentials/");
+        let roles = self
+            .http
+            .get(&roles_url)
+            .header("X-aws-ec2-metadata-token", token.trim())
+            .timeout(METADATA_TIMEOUT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|err| match err.status() {
+                Some(status) if status.as_u16() == 404 => {
+                    self.failure(format!("{place}: this instance has no IAM role"), true)
+                }
+                _ => unreachable(err),
+            })?
+            .text()
+            .await
+            .map_err(unreachable)?;
+        let role = roles.lines().next().map(str::trim).filter(|role| !role.is_empty());
+        let role = role.ok_or_else(|| self.failure(format!("{place}: this instance has no IAM role"), true))?;
+        let request = self
+            .http
+            .get(format!("{roles_url}{role}"))
+            .header("X-aws-ec2-metadata-token", token.trim())
+            .timeout(METADATA_TIMEOUT);
+        let answer = self.metadata_json(request, &place).await?;
+        self.metadata_keys(&answer, &place)
+    }
+
+    async fn metadata_json(&self, request: reqwest::RequestBuilder, place: &str) -> Result<Value, StoreFailure> {
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.failure(format!("{place}: {}", crate::transport_cause(err)), false))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.failure(format!("{place} answered {status}"), status.is_client_error()));
+        }
+        response.json().await.map_err(|_| self.failure(format!("{place} answered something other than JSON"), false))
+    }
+
+    /// The JSON the container and instance endpoints share.
+    fn metadata_keys(&self, answer: &Value, place: &str) -> Result<(Keys, Option<SystemTime>), StoreFailure> {
+        let field = |name: &str| {
+            answer[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.failure(format!("{place} answered without {name}"), false))
+        };
+        let keys = Keys {
+            access_key_id: field("AccessKeyId")?,
+            secret_access_key: SecretString::from(field("SecretAccessKey")?),
+            session_token: answer["Token"].as_str().map(|token| SecretString::from(token.to_string())),
+        };
+        Ok((keys, answer["Expiration"].as_str().and_then(parse_time)))
     }
 
     /// One secret's `SecretString`; `None` when there is no such secret.
@@ -166,6 +357,17 @@ impl AwsStore {
     }
 }
 
+/// The text of the first `<name>` element of a small, known XML answer.
+fn xml_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..end].trim())
+}
+
+fn parse_time(text: &str) -> Option<SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(SystemTime::from)
+}
+
 /// A profile's keys from the shared credentials file (INI).
 fn profile_keys(text: &str, profile: &str) -> Option<Keys> {
     let mut in_profile = false;
@@ -202,7 +404,7 @@ impl SecretStore for AwsStore {
     }
 
     async fn fetch(&self, key_ids: Option<&[String]>) -> Result<SecretSnapshot, StoreFailure> {
-        let keys = self.keys()?;
+        let keys = self.keys().await?;
         let mut found = BTreeMap::new();
         match &self.settings.secret_id {
             Some(secret_id) => {

@@ -88,6 +88,10 @@ pub const SETTINGS: &[Setting] = &[
     secret("AWS_SESSION_TOKEN", "AWS credentials from the environment: a session token."),
     setting("AWS_PROFILE", Some("default"), "The shared credentials file's profile."),
     setting("AWS_SHARED_CREDENTIALS_FILE", None, "The shared credentials file; default `~/.aws/credentials`, read again at every refresh."),
+    setting("AWS_WEB_IDENTITY_TOKEN_FILE", None, "Web identity (EKS and the like): the token file, read at every renewal, exchanged with STS for the role `AWS_ROLE_ARN` (`AWS_ROLE_SESSION_NAME`, default `algoagent`; STS at `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else the region's)."),
+    setting("AWS_ROLE_ARN", None, "Web identity: the role to assume."),
+    setting("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", None, "The container credentials endpoint (ECS) under `http://169.254.170.2`; or `AWS_CONTAINER_CREDENTIALS_FULL_URI` (with `AWS_CONTAINER_AUTHORIZATION_TOKEN`)."),
+    setting("AWS_EC2_METADATA_DISABLED", Some("false"), "`true`: never ask the EC2 instance metadata service for credentials (the chain's last resort; `AWS_EC2_METADATA_SERVICE_ENDPOINT` moves it)."),
     setting("AZURE_VAULT_URL", None, "With `SECRET_STORE_TYPE=azure`: the vault, e.g. `https://algoagent.vault.azure.net`. One secret per key named `<AZURE_SECRET_PREFIX><key_id>` with `_` mapped to `-`."),
     setting("AZURE_SECRET_PREFIX", Some(""), "Put before each key id to name its secret (the old app used none)."),
     setting("AZURE_TENANT_ID", None, "Key Vault auth by client credentials: the Entra tenant (with `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`)."),
@@ -292,6 +296,19 @@ pub struct AwsConfig {
     pub session_token: Option<SecretString>,
     pub profile: String,
     pub shared_credentials_file: Option<PathBuf>,
+    pub web_identity: Option<AwsWebIdentity>,
+    /// The container credentials URL and its authorization token.
+    pub container: Option<(String, Option<SecretString>)>,
+    /// The EC2 instance metadata service; `None` when disabled.
+    pub instance_metadata: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsWebIdentity {
+    pub token_file: PathBuf,
+    pub role_arn: String,
+    pub session_name: String,
+    pub sts_endpoint: Option<String>,
 }
 
 impl fmt::Debug for AwsConfig {
@@ -303,6 +320,9 @@ impl fmt::Debug for AwsConfig {
             .field("secret_id", &self.secret_id)
             .field("access_key_id", &self.access_key_id)
             .field("profile", &self.profile)
+            .field("web_identity", &self.web_identity)
+            .field("container", &self.container.as_ref().map(|(url, _)| url))
+            .field("instance_metadata", &self.instance_metadata)
             .finish_non_exhaustive()
     }
 }
@@ -592,12 +612,13 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
     Ok(())
 }
 
-fn aws_config(layers: &Layers, sources: &ConfigSources) -> AwsConfig {
+fn aws_config(layers: &Layers, sources: &ConfigSources) -> Result<AwsConfig, ConfigError> {
     let env = |name: &str| {
         sources.env.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
     };
     let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| layers.string("AWS_REGION"));
-    AwsConfig {
+    let metadata_disabled = layers.bool("AWS_EC2_METADATA_DISABLED")?;
+    Ok(AwsConfig {
         region: region.unwrap_or_else(|| "us-east-1".to_string()),
         endpoint: env("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|| layers.string("AWS_ENDPOINT_URL")),
         prefix: layers.string("AWS_SECRET_PREFIX").unwrap_or_default(),
@@ -607,7 +628,25 @@ fn aws_config(layers: &Layers, sources: &ConfigSources) -> AwsConfig {
         session_token: layers.string("AWS_SESSION_TOKEN").map(SecretString::from),
         profile: layers.string("AWS_PROFILE").unwrap_or_else(|| "default".to_string()),
         shared_credentials_file: layers.string("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
-    }
+        web_identity: layers.string("AWS_WEB_IDENTITY_TOKEN_FILE").zip(layers.string("AWS_ROLE_ARN")).map(
+            |(token_file, role_arn)| AwsWebIdentity {
+                token_file: PathBuf::from(token_file),
+                role_arn,
+                session_name: env("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "algoagent".to_string()),
+                sts_endpoint: env("AWS_ENDPOINT_URL_STS").or_else(|| layers.string("AWS_ENDPOINT_URL")),
+            },
+        ),
+        container: match (
+            env("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            layers.string("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+        ) {
+            (Some(url), _) => Some((url, env("AWS_CONTAINER_AUTHORIZATION_TOKEN").map(SecretString::from))),
+            (None, Some(path)) => Some((format!("http://169.254.170.2{path}"), None)),
+            (None, None) => None,
+        },
+        instance_metadata: (!metadata_disabled)
+            .then(|| env("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".to_string())),
+    })
 }
 
 /// The instance metadata service's managed-identity endpoint.
@@ -793,7 +832,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         _ => None,
     };
     let aws = match secret_store_type {
-        SecretStoreType::Aws => Some(aws_config(layers, sources)),
+        SecretStoreType::Aws => Some(aws_config(layers, sources)?),
         _ => None,
     };
     let azure = match secret_store_type {

@@ -19,7 +19,7 @@ use key_rotation::redis_conn::RedisHandle;
 use key_rotation::replicas::ReplicaRegistry;
 use key_rotation::secrets::{EnvSecrets, FileSecrets, SecretStore};
 use key_rotation::throttle::{MemoryThrottle, RedisThrottle, Throttle};
-use secret_stores::aws::{AwsCredentialsSource, AwsSettings, AwsStore};
+use secret_stores::aws::{AwsCredentialsSource, AwsSettings, AwsStore, ContainerCredentials, WebIdentity};
 use secret_stores::azure::{AzureCredential, AzureSettings, AzureStore};
 use secret_stores::vault::{Layout, VaultAuth, VaultSettings, VaultStore};
 
@@ -89,6 +89,17 @@ pub fn secret_store(config: &Config) -> anyhow::Result<Arc<dyn SecretStore>> {
                     session_token: aws.session_token.clone(),
                     profile: aws.profile.clone(),
                     shared_credentials_file: aws.shared_credentials_file.clone(),
+                    web_identity: aws.web_identity.as_ref().map(|identity| WebIdentity {
+                        token_file: identity.token_file.clone(),
+                        role_arn: identity.role_arn.clone(),
+                        session_name: identity.session_name.clone(),
+                        sts_endpoint: identity.sts_endpoint.clone(),
+                    }),
+                    container: aws.container.as_ref().map(|(url, authorization)| ContainerCredentials {
+                        url: url.clone(),
+                        authorization: authorization.clone(),
+                    }),
+                    instance_metadata: aws.instance_metadata.clone(),
                 },
             })?)
         }

@@ -210,3 +210,44 @@ async fn signed_requests_pass_iam_checks_and_denied_credentials_stop_start_up() 
     );
     assert!(!message.contains(SECRET_KEY), "the secret key was printed");
 }
+
+/// Further down the credential chain: web identity (STS
+/// `AssumeRoleWithWebIdentity` with a token file, moto's STS) and the
+/// instance metadata service (moto's IMDSv2), which is asked only when
+/// `AWS_EC2_METADATA_DISABLED` is not `true`.
+#[tokio::test]
+async fn web_identity_and_instance_metadata_supply_credentials() {
+    let Some(moto) = Moto::start(false).await else { return };
+    moto.put("algoagent/flash_01", OLD_SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = keys_json(&dir, &["flash_01"]);
+    let database = format!("sqlite://{}/unused.db", dir.path().display());
+    let mut chain_only = aws_env(&dir, &database, &moto, &keys_file, "http://127.0.0.1:9");
+    chain_only.retain(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY");
+
+    let web_token = "eyJhbGciOiJSUzI1NiJ9.web-identity-token-of-the-test";
+    let token_file = dir.path().join("web-identity-token");
+    std::fs::write(&token_file, web_token).unwrap();
+    let mut env = chain_only.clone();
+    env.push(("AWS_WEB_IDENTITY_TOKEN_FILE".into(), token_file.display().to_string()));
+    env.push(("AWS_ROLE_ARN".into(), "arn:aws:iam::123456789012:role/algoagent".into()));
+    let output = keys_status(&env).await;
+    let table = String::from_utf8_lossy(&output.stdout).to_string();
+    let logs = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{logs}");
+    assert!(table.contains("flash_01 …OLD1"), "{table}");
+    assert!(!logs.contains(web_token) && !table.contains(web_token), "the web identity token was printed");
+
+    // With metadata disabled (as the other tests run) nothing is left to try.
+    let output = keys_status(&chain_only).await;
+    let message = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success() && message.contains("no AWS credentials"), "{message}");
+
+    let mut env = chain_only.clone();
+    env.retain(|(k, _)| k != "AWS_EC2_METADATA_DISABLED");
+    env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), moto.endpoint.clone()));
+    let output = keys_status(&env).await;
+    let table = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(table.contains("flash_01 …OLD1"), "{table}");
+}

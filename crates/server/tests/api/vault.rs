@@ -87,6 +87,27 @@ impl Bao {
         self.call(reqwest::Method::POST, &format!("secret/data/{path}"), Some(json!({ "data": data }))).await;
     }
 
+    /// Enables AppRole with a role allowed to read every secret, its token
+    /// shaped by `role` (`token_ttl`, …); returns its role id and a secret id.
+    async fn approle(&self, mut role: Value) -> (String, String) {
+        self.call(reqwest::Method::POST, "sys/auth/approle", Some(json!({ "type": "approle" }))).await;
+        let policy = r#"path "secret/data/*" { capabilities = ["read"] }"#;
+        self.call(reqwest::Method::PUT, "sys/policies/acl/algoagent", Some(json!({ "policy": policy }))).await;
+        role["token_policies"] = json!(["algoagent"]);
+        self.call(reqwest::Method::POST, "auth/approle/role/algoagent", Some(role)).await;
+        let role_id = self.call(reqwest::Method::GET, "auth/approle/role/algoagent/role-id", None).await["data"]
+            ["role_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let secret_id = self.call(reqwest::Method::POST, "auth/approle/role/algoagent/secret-id", None).await["data"]
+            ["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (role_id, secret_id)
+    }
+
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.unwrap();
@@ -254,28 +275,39 @@ async fn vault_secrets_rotate_without_a_restart_and_outlive_the_store() {
     rotation_and_outage(&mut bao, env, &sim, &[ROOT_TOKEN]).await;
 }
 
+/// An AppRole token is renewed before it expires: its secret id works once,
+/// so after the token's 6 s the server could only still read the store
+/// (and see a rotation) by having renewed it.
+#[tokio::test]
+async fn an_approle_token_is_renewed_before_it_expires() {
+    let Some(bao) = Bao::start().await else { return };
+    let (role_id, secret_id) =
+        bao.approle(json!({ "token_ttl": "6s", "token_max_ttl": "5m", "secret_id_num_uses": 1 })).await;
+    bao.write_flash_01(OLD_SECRET).await;
+    let sim = sim(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = keys_json(&dir, &["flash_01"]);
+    let database = format!("sqlite://{}/unused.db", dir.path().display());
+    let mut env = vault_env(&dir, &database, &bao, &keys_file, &sim.base_url());
+    env.extend([("VAULT_ROLE_ID".to_string(), role_id), ("VAULT_SECRET_ID".to_string(), secret_id)]);
+    let server = ServerProcess::start(env).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    bao.write_flash_01(NEW_SECRET).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let client = reqwest::Client::new();
+    let access = register(&client, &server.base).await;
+    assert_eq!(chat(&client, &server.base, &access).await, StatusCode::OK);
+    assert_eq!(used(&sim), ["new"], "the store was read after the first token's lifetime");
+    let (status, logs) = server.terminate().await;
+    assert!(status.success(), "{logs}");
+    assert!(!logs.contains("refreshing the key secrets failed"), "{logs}");
+}
+
 /// AppRole, the single-secret layout, and a key whose secret left the store.
 #[tokio::test]
 async fn approle_reads_a_single_secret_and_a_missing_field_retires_its_key() {
     let Some(bao) = Bao::start().await else { return };
-    bao.call(reqwest::Method::POST, "sys/auth/approle", Some(json!({ "type": "approle" }))).await;
-    let policy = r#"path "secret/data/*" { capabilities = ["read"] }"#;
-    bao.call(reqwest::Method::PUT, "sys/policies/acl/algoagent", Some(json!({ "policy": policy }))).await;
-    bao.call(
-        reqwest::Method::POST,
-        "auth/approle/role/algoagent",
-        Some(json!({ "token_policies": ["algoagent"], "token_ttl": "30s", "token_max_ttl": "10m" })),
-    )
-    .await;
-    let role_id = bao.call(reqwest::Method::GET, "auth/approle/role/algoagent/role-id", None).await["data"]["role_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let secret_id = bao.call(reqwest::Method::POST, "auth/approle/role/algoagent/secret-id", None).await["data"]
-        ["secret_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (role_id, secret_id) = bao.approle(json!({ "token_ttl": "30s", "token_max_ttl": "10m" })).await;
     bao.put("team/gemini", json!({ "flash_01": OLD_SECRET, "flash_02": SECOND_SECRET })).await;
 
     let sim = sim(0).await;
