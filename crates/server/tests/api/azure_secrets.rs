@@ -201,3 +201,25 @@ async fn keys_status_shows_a_store_failing_on_the_replicas_through_redis() {
     let (status, logs) = server.terminate().await;
     assert!(status.success(), "{logs}");
 }
+
+/// A key added to keys.json and to the store joins the running server at
+/// the next refresh, without a restart.
+#[tokio::test]
+async fn a_key_added_to_keys_json_and_the_vault_joins_without_a_restart() {
+    let Some(vault) = start(SimConfig::default()).await else { return };
+    vault.set_secret("flash-01", OLD_SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&dir).await;
+    let keys_file = keys_json(&dir, &["flash_01"]);
+    let server = ServerProcess::start(azure_env(&dir, &database.url, &vault, &keys_file, "http://127.0.0.1:9")).await;
+
+    vault.set_secret("flash-02", SECOND_SECRET);
+    keys_json(&dir, &["flash_01", "flash_02"]);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, logs) = server.terminate().await;
+    assert!(status.success(), "{logs}");
+    let loads: Vec<&str> = logs.lines().filter(|line| line.contains("key pool loaded")).collect();
+    assert!(loads.first().is_some_and(|line| line.contains("keys=1")), "{logs}");
+    assert!(loads.last().is_some_and(|line| line.contains("keys=2")), "{logs}");
+    assert!(!logs.contains(OLD_SECRET) && !logs.contains(SECOND_SECRET), "a secret reached the logs");
+}

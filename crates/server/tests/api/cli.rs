@@ -128,14 +128,18 @@ async fn a_bad_setting_stops_start_up_naming_it() {
     assert!(stderr.contains("JWT_SECRET") && !stderr.contains("too-short"), "{stderr}");
 }
 
-/// An `algoagent serve` process on a free port.
+/// An `algoagent serve` process on a free port. Its log is read as it is
+/// written: a pipe nobody drains fills up (64 KiB) and blocks the server
+/// mid-request, which trace-level tests reach within seconds.
 pub(crate) struct ServerProcess {
     child: tokio::process::Child,
+    logs: tokio::task::JoinHandle<Vec<u8>>,
     pub(crate) base: String,
 }
 
 impl ServerProcess {
     pub(crate) async fn start(mut env: Vec<(String, String)>) -> ServerProcess {
+        use tokio::io::AsyncReadExt;
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -143,13 +147,19 @@ impl ServerProcess {
         env.retain(|(key, _)| key != "BIND_ADDR");
         let mut command = algoagent(&env);
         command.args(["serve", "--bind", &format!("127.0.0.1:{port}")]);
-        let child = command.spawn().unwrap();
+        let mut child = command.spawn().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let logs = tokio::spawn(async move {
+            let mut captured = Vec::new();
+            let _ = stderr.read_to_end(&mut captured).await;
+            captured
+        });
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         for _ in 0..200 {
             if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
                 if response.status() == StatusCode::OK {
-                    return ServerProcess { child, base };
+                    return ServerProcess { child, logs, base };
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -158,15 +168,16 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for the exit, returning the status and stderr.
-    pub(crate) async fn terminate(self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
-        let output = tokio::time::timeout(Duration::from_secs(30), self.child.wait_with_output())
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("the server exits after SIGTERM")
             .unwrap();
-        (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+        let logs = self.logs.await.unwrap();
+        (status, String::from_utf8_lossy(&logs).into_owned())
     }
 }
 
