@@ -230,6 +230,15 @@ impl SecretStore for AzureStore {
                 false,
             ));
         }
+        let mut names = BTreeMap::new();
+        for id in ids {
+            if let Some(other) = names.insert(self.secret_name(id), id) {
+                return Err(self.failure(
+                    format!("key ids {other:?} and {id:?} both map to the secret name {:?}", self.secret_name(id)),
+                    false,
+                ));
+            }
+        }
         // The token first, once, so that parallel reads share it.
         self.token(false).await?;
         let reads = ids.iter().map(|id| async move { (id, self.get(&self.secret_name(id)).await) });
@@ -257,6 +266,24 @@ mod tests {
         assert_eq!(resource_of("https://algo.vault.azure.cn"), "https://vault.azure.cn");
         assert_eq!(resource_of("https://algo.vault.usgovcloudapi.net"), "https://vault.usgovcloudapi.net");
         assert_eq!(resource_of("https://127.0.0.1:8443"), "https://vault.azure.net");
+    }
+
+    #[tokio::test]
+    async fn two_key_ids_that_name_one_secret_are_refused_before_any_request() {
+        let store = AzureStore::new(AzureSettings {
+            vault_url: "https://algo.vault.azure.net".into(),
+            credential: AzureCredential::ManagedIdentity {
+                endpoint: "http://127.0.0.1:9/token".into(),
+                identity_header: None,
+                client_id: None,
+            },
+            prefix: String::new(),
+            ca_cert: None,
+        })
+        .unwrap();
+        let ids = ["flash_01".to_string(), "flash-01".to_string()];
+        let Err(failure) = store.fetch(Some(&ids)).await else { panic!("two keys shared one secret") };
+        assert!(failure.cause.contains("both map to the secret name \"flash-01\""), "{failure}");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::cli::{algoagent, keys_status, run_with_stdin};
-use crate::helpers::{base_env, TestDatabase};
-use crate::vault::{keys_json, rotation_and_outage, sim, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
+use crate::helpers::TestDatabase;
+use crate::vault::{keys_json, rotation_and_outage, sim, store_env, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
 
 const ACCESS_KEY: &str = "AKIAALGOAGENTTEST";
 const SECRET_KEY: &str = "aws-secret-access-key-of-the-test";
@@ -109,22 +109,15 @@ print(key["AccessKeyId"], key["SecretAccessKey"])
 }
 
 fn aws_env(dir: &tempfile::TempDir, database: &str, moto: &Moto, keys_file: &str, sim: &str) -> Vec<(String, String)> {
-    let mut env = base_env(dir, database, "a-jwt-secret-that-is-long-enough-for-hs256");
-    for (name, value) in [
+    let store = [
         ("SECRET_STORE_TYPE", "aws"),
         ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
         ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("KEYS_FILE", keys_file),
-        ("GEMINI_BASE_URL", sim),
-        ("SECRET_REFRESH_SECS", "1"),
-    ] {
-        env.retain(|(k, _)| k != name);
-        env.push((name.into(), value.into()));
-    }
-    env
+    ];
+    store_env(dir, database, keys_file, sim, &store)
 }
 
 impl StoreUnderTest for Moto {

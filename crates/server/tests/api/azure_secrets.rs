@@ -9,8 +9,8 @@ use std::time::Duration;
 use keyvault_sim::{ca_pem_path, KeyVaultSim, SimConfig};
 
 use crate::cli::{algoagent, keys_status, run_with_stdin, ServerProcess};
-use crate::helpers::{base_env, redis_url, TestDatabase};
-use crate::vault::{keys_json, rotation_and_outage, sim, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
+use crate::helpers::{redis_url, TestDatabase};
+use crate::vault::{keys_json, rotation_and_outage, set, sim, store_env, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
 
 #[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
 async fn start(config: SimConfig) -> Option<KeyVaultSim> {
@@ -29,29 +29,17 @@ fn azure_env(
     sim: &str,
 ) -> Vec<(String, String)> {
     let config = vault.config();
-    let mut env = base_env(dir, database, "a-jwt-secret-that-is-long-enough-for-hs256");
-    let ca = ca_pem_path().display().to_string();
-    for (name, value) in [
+    let (url, authority, ca) = (vault.vault_url(), vault.authority_host(), ca_pem_path().display().to_string());
+    let store = [
         ("SECRET_STORE_TYPE", "azure"),
-        ("AZURE_VAULT_URL", vault.vault_url().as_str()),
-        ("AZURE_AUTHORITY_HOST", vault.authority_host().as_str()),
+        ("AZURE_VAULT_URL", url.as_str()),
+        ("AZURE_AUTHORITY_HOST", authority.as_str()),
         ("AZURE_TENANT_ID", config.tenant_id.as_str()),
         ("AZURE_CLIENT_ID", config.client_id.as_str()),
         ("AZURE_CLIENT_SECRET", config.client_secret.as_str()),
         ("AZURE_CA_CERT", ca.as_str()),
-        ("KEYS_FILE", keys_file),
-        ("GEMINI_BASE_URL", sim),
-        ("SECRET_REFRESH_SECS", "1"),
-    ] {
-        env.retain(|(k, _)| k != name);
-        env.push((name.into(), value.into()));
-    }
-    env
-}
-
-fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
-    env.retain(|(k, _)| k != name);
-    env.push((name.into(), value.into()));
+    ];
+    store_env(dir, database, keys_file, sim, &store)
 }
 
 impl StoreUnderTest for KeyVaultSim {

@@ -151,19 +151,32 @@ pub(crate) fn keys_json(dir: &tempfile::TempDir, ids: &[&str]) -> String {
     path.display().to_string()
 }
 
-fn vault_env(dir: &tempfile::TempDir, database: &str, bao: &Bao, keys_file: &str, sim: &str) -> Vec<(String, String)> {
+/// The environment of a server reading its keys (`keys_file`) from a
+/// store described by `store` (`SECRET_STORE_TYPE` and its settings),
+/// refreshing every second, calling Gemini at `sim`.
+pub(crate) fn store_env(
+    dir: &tempfile::TempDir,
+    database: &str,
+    keys_file: &str,
+    sim: &str,
+    store: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env = base_env(dir, database, "a-jwt-secret-that-is-long-enough-for-hs256");
-    for (name, value) in [
-        ("SECRET_STORE_TYPE", "vault"),
-        ("VAULT_ADDR", bao.addr.as_str()),
-        ("KEYS_FILE", keys_file),
-        ("GEMINI_BASE_URL", sim),
-        ("SECRET_REFRESH_SECS", "1"),
-    ] {
-        env.retain(|(k, _)| k != name);
-        env.push((name.into(), value.into()));
+    let common = [("KEYS_FILE", keys_file), ("GEMINI_BASE_URL", sim), ("SECRET_REFRESH_SECS", "1")];
+    for (name, value) in common.iter().chain(store) {
+        set(&mut env, name, value);
     }
     env
+}
+
+/// Sets one variable, replacing an earlier value.
+pub(crate) fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    env.retain(|(k, _)| k != name);
+    env.push((name.into(), value.into()));
+}
+
+fn vault_env(dir: &tempfile::TempDir, database: &str, bao: &Bao, keys_file: &str, sim: &str) -> Vec<(String, String)> {
+    store_env(dir, database, keys_file, sim, &[("SECRET_STORE_TYPE", "vault"), ("VAULT_ADDR", bao.addr.as_str())])
 }
 
 pub(crate) async fn chat(client: &reqwest::Client, base: &str, access: &str) -> StatusCode {
