@@ -3,6 +3,7 @@
 //! Feature crates build their routers on these pieces so that every route
 //! answers errors in one shape, authenticates one way and reads one state.
 
+pub mod api_tokens;
 pub mod auth;
 pub mod bytes;
 pub mod client_ip;

@@ -23,6 +23,8 @@ pub struct AppStateInner {
     pub jwt: JwtKeys,
     /// Whether an access token's session is still live.
     pub sessions: crate::sessions::SessionCheck,
+    /// Whom a gateway API token speaks for.
+    pub api_tokens: crate::api_tokens::ApiTokenCheck,
     /// Login and registration throttles: in memory, or in Redis when
     /// configured so that every replica counts together.
     pub throttle: Arc<dyn Throttle>,

@@ -2,6 +2,7 @@
 //! and AI contexts.
 
 pub mod accounts;
+pub mod api_tokens;
 pub mod chat;
 pub mod contexts;
 pub mod sessions;
@@ -13,6 +14,11 @@ pub fn routes() -> FeatureRoutes {
     let accounts = accounts::routes();
     FeatureRoutes {
         public: accounts.public,
-        protected: accounts.protected.merge(contexts::routes()).merge(sessions::routes()).merge(chat::routes()),
+        protected: accounts
+            .protected
+            .merge(api_tokens::routes())
+            .merge(contexts::routes())
+            .merge(sessions::routes())
+            .merge(chat::routes()),
     }
 }

@@ -112,19 +112,36 @@ impl GeminiClient {
     /// `models/{m}:generateContent`. The body is passed through unchanged;
     /// an answer with no content (blocked, SAFETY, empty) is an error.
     pub async fn generate(&self, key: &ApiKeySecret, model: &str, body: &Value) -> Result<Value, GeminiError> {
-        let request = self.http.post(self.url(model, Some("generateContent"))).timeout(self.exchange_timeout);
-        let response = self.send(request.json(body), key).await?;
-        let answer = Self::json_or_error(response, model).await?;
+        let answer = self.generate_as_is(key, model, body).await?;
         check_answer(&answer)?;
         Ok(answer)
     }
 
-    /// `models/{m}:countTokens`.
+    /// As [`GeminiClient::generate`], with Google's 200 answer as it is: a
+    /// blocked prompt or a safety stop is an answer, for the SDK gateway,
+    /// whose clients read `finishReason` and `promptFeedback` themselves.
+    pub async fn generate_as_is(&self, key: &ApiKeySecret, model: &str, body: &Value) -> Result<Value, GeminiError> {
+        let request = self.http.post(self.url(model, Some("generateContent"))).timeout(self.exchange_timeout);
+        let response = self.send(request.json(body), key).await?;
+        Self::json_or_error(response, model).await
+    }
+
+    /// `models/{m}:countTokens`: the total.
     pub async fn count_tokens(&self, key: &ApiKeySecret, model: &str, body: &Value) -> Result<u64, GeminiError> {
+        let answer = self.count_tokens_answer(key, model, body).await?;
+        answer["totalTokens"].as_u64().ok_or_else(|| GeminiError::Malformed("no totalTokens".into()))
+    }
+
+    /// `models/{m}:countTokens`: Google's whole answer.
+    pub async fn count_tokens_answer(
+        &self,
+        key: &ApiKeySecret,
+        model: &str,
+        body: &Value,
+    ) -> Result<Value, GeminiError> {
         let request = self.http.post(self.url(model, Some("countTokens"))).timeout(self.exchange_timeout);
         let response = self.send(request.json(body), key).await?;
-        let answer = Self::json_or_error(response, model).await?;
-        answer["totalTokens"].as_u64().ok_or_else(|| GeminiError::Malformed("no totalTokens".into()))
+        Self::json_or_error(response, model).await
     }
 
     /// `GET models/{m}`: checks a key without spending generation quota.
@@ -136,6 +153,27 @@ impl GeminiClient {
     /// `models/{m}:streamGenerateContent?alt=sse`. Returns once the first
     /// chunk is in hand, so a failure before it is a plain error.
     pub async fn stream(&self, key: &ApiKeySecret, model: &str, body: &Value) -> Result<GeminiStream, GeminiError> {
+        self.open_stream(key, model, body, true).await
+    }
+
+    /// As [`GeminiClient::stream`], with a blocked or safety-stopped first
+    /// chunk passed on as it is (see [`GeminiClient::generate_as_is`]).
+    pub async fn stream_as_is(
+        &self,
+        key: &ApiKeySecret,
+        model: &str,
+        body: &Value,
+    ) -> Result<GeminiStream, GeminiError> {
+        self.open_stream(key, model, body, false).await
+    }
+
+    async fn open_stream(
+        &self,
+        key: &ApiKeySecret,
+        model: &str,
+        body: &Value,
+        checked: bool,
+    ) -> Result<GeminiStream, GeminiError> {
         let url = format!("{}?alt=sse", self.url(model, Some("streamGenerateContent")));
         let response = self.send(self.http.post(url).json(body), key).await?;
         if !response.status().is_success() {
@@ -147,7 +185,9 @@ impl GeminiClient {
             Some(Err(err)) => return Err(err),
             None => return Err(GeminiError::Empty),
         };
-        check_answer(&first)?;
+        if checked {
+            check_answer(&first)?;
+        }
         Ok(GeminiStream { first: Some(first), rest: events })
     }
 }

@@ -295,10 +295,28 @@ impl Executor {
         &self.pool
     }
 
-    /// A whole answer (`generateContent`).
+    /// A whole answer (`generateContent`); a blocked prompt, a safety stop
+    /// or an empty answer is an error.
     pub async fn generate(&self, spec: &CallSpec) -> Result<Completed, ExecError> {
+        self.generate_checked(spec, true).await
+    }
+
+    /// A whole answer as Google gave it, a safety stop included: for the
+    /// SDK gateway, whose clients read `finishReason` themselves. Such an
+    /// answer is the key's success, never held against it.
+    pub async fn generate_as_is(&self, spec: &CallSpec) -> Result<Completed, ExecError> {
+        self.generate_checked(spec, false).await
+    }
+
+    async fn generate_checked(&self, spec: &CallSpec, checked: bool) -> Result<Completed, ExecError> {
         self.run(spec, |grant, model, remaining| async move {
-            let call = self.client.generate(&grant.key.secret, &model, &spec.body);
+            let call = async {
+                if checked {
+                    self.client.generate(&grant.key.secret, &model, &spec.body).await
+                } else {
+                    self.client.generate_as_is(&grant.key.secret, &model, &spec.body).await
+                }
+            };
             match tokio::time::timeout(remaining, call).await {
                 Err(_) => {
                     self.pool.report(&grant, &Outcome::TimedOut).await;
@@ -322,8 +340,25 @@ impl Executor {
     /// A streamed answer: returns once the first chunk is in hand, so every
     /// failure before it is an ordinary error with a real status.
     pub async fn stream(&self, spec: &CallSpec) -> Result<ExecStream, ExecError> {
+        self.stream_checked(spec, true).await
+    }
+
+    /// As [`Executor::stream`], with a blocked or safety-stopped first
+    /// chunk passed on (see [`Executor::generate_as_is`]).
+    pub async fn stream_as_is(&self, spec: &CallSpec) -> Result<ExecStream, ExecError> {
+        self.stream_checked(spec, false).await
+    }
+
+    async fn stream_checked(&self, spec: &CallSpec, checked: bool) -> Result<ExecStream, ExecError> {
         self.run(spec, |grant, model, remaining| async move {
-            match tokio::time::timeout(remaining, self.client.stream(&grant.key.secret, &model, &spec.body)).await {
+            let open = async {
+                if checked {
+                    self.client.stream(&grant.key.secret, &model, &spec.body).await
+                } else {
+                    self.client.stream_as_is(&grant.key.secret, &model, &spec.body).await
+                }
+            };
+            match tokio::time::timeout(remaining, open).await {
                 Err(_) => {
                     self.pool.report(&grant, &Outcome::TimedOut).await;
                     Attempt::Fail(ExecError::DeadlineExceeded)
@@ -342,6 +377,41 @@ impl Executor {
         })
         .await
         .map(|(stream, _)| stream)
+    }
+
+    /// `countTokens` for `spec.model`, through a key serving it. Counting
+    /// spends no generation quota, so it is not admitted: the keys are
+    /// tried in the pool's order, and a key's failure moves to the next.
+    pub async fn count_tokens(&self, spec: &CallSpec) -> Result<Value, ExecError> {
+        let model = spec.model.clone().ok_or(ExecError::NoKeys)?;
+        let admit = AdmitSpec {
+            workload: spec.workload,
+            model: Some(model.clone()),
+            allow_spill: false,
+            sticky_user: None,
+            estimated_tokens: 0,
+        };
+        let deadline = Instant::now() + spec.deadline.unwrap_or(self.settings.deadline);
+        let mut last_error = None;
+        let candidates = self.pool.candidate_groups(&admit)?.into_iter().flatten();
+        for candidate in candidates.take(self.settings.max_attempts as usize) {
+            let Some(key) = self.pool.key(&candidate.key_id) else { continue };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let call = self.client.count_tokens_answer(&key.secret, &model, &spec.body);
+            match tokio::time::timeout(remaining, call).await {
+                Err(_) => return Err(ExecError::DeadlineExceeded),
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(err)) if err.outcome().is_key_failure() || err.is_retryable() => {
+                    tracing::info!(key_id = %key.key_id, outcome = err.outcome().kind(), "countTokens failed on a key");
+                    last_error = Some(err);
+                }
+                Ok(Err(err)) => return Err(ExecError::Rejected(err)),
+            }
+        }
+        Err(match last_error {
+            Some(last) => ExecError::Upstream { attempts: self.settings.max_attempts, last },
+            None => ExecError::Unusable,
+        })
     }
 
     async fn failed<T>(&self, grant: &Grant, err: GeminiError) -> Attempt<T> {

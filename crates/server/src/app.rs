@@ -87,6 +87,7 @@ impl App {
         let state = AppState::new(AppStateInner {
             hashing: api_core::HashingGate::for_this_machine(),
             sessions: api_core::sessions::SessionCheck::new(),
+            api_tokens: api_core::api_tokens::ApiTokenCheck::new(),
             store,
             jwt,
             throttle: keys.throttle.clone(),
@@ -196,6 +197,7 @@ impl App {
         if let Err(err) = self.state.history.flush().await {
             tracing::warn!(error = %err, "could not write the last of the rotation history");
         }
+
         if let Some(registry) = &self.keys.registry {
             // Leaving at once grows the others' degraded shares without waiting for a timeout.
             if let Err(err) = registry.leave().await {
@@ -247,6 +249,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(operators.public)
         .merge(auth.public)
         .merge(strategies.public)
+        .merge(gateway::routes())
         .method_not_allowed_fallback(method_not_allowed);
     let protected = Router::new()
         .merge(auth.protected)

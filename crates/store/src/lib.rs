@@ -6,6 +6,7 @@
 //! right pool by [`on_pool!`]. Each dialect has its own migrations folder.
 
 pub mod accounts;
+pub mod api_tokens;
 pub mod conversations;
 pub mod generated;
 pub mod idempotency;

@@ -20,6 +20,7 @@ mod contexts;
 mod dashboard_browser;
 mod demo;
 mod detached_work;
+mod gateway;
 mod helpers;
 mod hostile_code;
 mod http;

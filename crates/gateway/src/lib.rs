@@ -1,0 +1,22 @@
+//! The SDK gateway: the key pool behind the APIs the world's code already
+//! speaks, so an existing SDK uses it by changing its base URL.
+//!
+//! - [`google`]: Gemini's own REST API under `/v1beta/`, wire-identical to
+//!   Google's: request bodies pass through as JSON values, answers and
+//!   errors come back in Google's shapes.
+//!
+//! Every call goes through the one executor (fair use, admission, failover,
+//! waiting, `Retry-After`), as the app's own features do. Callers present
+//! a personal API token (`/api/auth/api-tokens/`), never a login JWT.
+
+pub mod auth;
+pub mod google;
+
+use api_core::AppState;
+use axum::Router;
+
+/// The gateway's routes. They authenticate on their own (API tokens), so
+/// they sit beside the public routes, not behind the JWT gate.
+pub fn routes() -> Router<AppState> {
+    Router::new().nest("/v1beta", google::routes())
+}

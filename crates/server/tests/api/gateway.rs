@@ -1,0 +1,204 @@
+//! The SDK gateway's Gemini-native surface (`/v1beta/`) and the personal
+//! API tokens it takes, over HTTP against the real server with gemini-sim
+//! behind it.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_status, spawn_app_with_sim, start_sim, TestApp};
+
+/// A new user's login token and a fresh API token of theirs.
+async fn user_with_api_token(app: &TestApp, username: &str) -> (String, Value) {
+    let access = app.register(username).await.access;
+    let response = app
+        .client
+        .post(format!("{}/api/auth/api-tokens/", app.base))
+        .bearer_auth(&access)
+        .json(&json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap();
+    (access, expect_status(response, StatusCode::CREATED).await)
+}
+
+fn ask(text: &str) -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": text}]}], "futureField": {"kept": true}})
+}
+
+/// The model the test pool serves: the first the gateway lists.
+async fn served_model(app: &TestApp, token: &str) -> String {
+    let response = app.client.get(format!("{}/v1beta/models", app.base)).header("x-goog-api-key", token).send().await;
+    let listed = expect_status(response.unwrap(), StatusCode::OK).await;
+    let name = listed["models"][0]["name"].as_str().unwrap();
+    name.strip_prefix("models/").unwrap().to_string()
+}
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_listed_without_the_secret_and_revoked() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let (access, issued) = user_with_api_token(&app, "token-owner").await;
+    let token = issued["token"].as_str().unwrap();
+    assert!(token.starts_with("aat_") && token.len() == 47, "{issued}");
+    assert_eq!(issued["prefix"].as_str().unwrap(), &token[..8]);
+    assert_eq!(issued["name"], "laptop");
+    assert!(issued["expires_at"].is_null() && issued["created_at"].is_string(), "{issued}");
+
+    let model = served_model(&app, token).await;
+    let listed = app.client.get(format!("{}/api/auth/api-tokens/", app.base)).bearer_auth(&access).send().await;
+    let listed = expect_status(listed.unwrap(), StatusCode::OK).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains(token), "a list showed the token");
+    assert_eq!(listed[0]["prefix"], issued["prefix"]);
+
+    // Another user sees none of them and cannot revoke them.
+    let (other_access, _) = user_with_api_token(&app, "someone-else").await;
+    let id = issued["id"].as_i64().unwrap();
+    let url = format!("{}/api/auth/api-tokens/{id}/", app.base);
+    let response = app.client.delete(&url).bearer_auth(&other_access).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Revoked, it stops working at once on this replica.
+    let response = app.client.delete(&url).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = app
+        .client
+        .post(format!("{}/v1beta/models/{model}:generateContent", app.base))
+        .header("x-goog-api-key", token)
+        .json(&ask("hello"))
+        .send()
+        .await
+        .unwrap();
+    let refused = expect_status(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(refused["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(refused["error"]["details"][0]["reason"], "API_KEY_INVALID");
+}
+
+#[tokio::test]
+async fn api_tokens_validate_their_fields() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let access = app.register("careful").await.access;
+    let create = |body: Value| {
+        app.client.post(format!("{}/api/auth/api-tokens/", app.base)).bearer_auth(&access).json(&body).send()
+    };
+    let refused = expect_status(create(json!({})).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert!(refused.to_string().contains("name"), "{refused}");
+    let past = json!({"name": "old", "expires_at": "2020-01-01T00:00:00Z"});
+    let refused = expect_status(create(past).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert!(refused.to_string().contains("expires_at"), "{refused}");
+    let garbled = json!({"name": "x", "expires_at": "next tuesday"});
+    expect_status(create(garbled).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let later = json!({"name": "ci", "expires_at": "2099-01-01T00:00:00Z"});
+    let made = expect_status(create(later).await.unwrap(), StatusCode::CREATED).await;
+    assert!(made["expires_at"].as_str().unwrap().starts_with("2099-01-01"), "{made}");
+
+    // The token endpoints take login tokens only, and the gateway API tokens only.
+    let token = made["token"].as_str().unwrap();
+    let response =
+        app.client.get(format!("{}/api/auth/api-tokens/", app.base)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.client.get(format!("{}/v1beta/models", app.base)).bearer_auth(&access).send().await.unwrap();
+    let refused = expect_status(response, StatusCode::BAD_REQUEST).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("/api/auth/api-tokens/"), "{refused}");
+    let response = app.client.get(format!("{}/v1beta/models", app.base)).send().await.unwrap();
+    let refused = expect_status(response, StatusCode::FORBIDDEN).await;
+    assert_eq!(refused["error"]["status"], "PERMISSION_DENIED");
+}
+
+#[tokio::test]
+async fn generate_content_passes_through_the_pool_with_any_of_the_three_credentials() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let (_, issued) = user_with_api_token(&app, "sdk-user").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let url = format!("{}/v1beta/models/{model}:generateContent", app.base);
+
+    let by_header = app.client.post(&url).header("x-goog-api-key", token).json(&ask("one")).send().await.unwrap();
+    let by_bearer = app.client.post(&url).bearer_auth(token).json(&ask("two")).send().await.unwrap();
+    let by_query = app.client.post(format!("{url}?key={token}")).json(&ask("three")).send().await.unwrap();
+    for response in [by_header, by_bearer, by_query] {
+        let answer = expect_status(response, StatusCode::OK).await;
+        assert!(answer["candidates"][0]["content"]["parts"][0]["text"].is_string(), "{answer}");
+        assert!(answer["usageMetadata"]["promptTokenCount"].is_u64(), "{answer}");
+    }
+    // Upstream saw the pool's key, never the caller's token, and the body as sent.
+    let requests = sim.sim.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r.key_id.is_some()), "the pool's key went upstream");
+
+    // Google's shapes for what is wrong with a call.
+    let response = app
+        .client
+        .post(format!("{}/v1beta/models/gemini-0-nonexistent:generateContent", app.base))
+        .header("x-goog-api-key", token)
+        .json(&ask("x"))
+        .send()
+        .await
+        .unwrap();
+    let missing = expect_status(response, StatusCode::NOT_FOUND).await;
+    assert_eq!(missing["error"]["status"], "NOT_FOUND");
+    assert_eq!(missing["error"]["code"], 404);
+    let response = app.client.post(&url).header("x-goog-api-key", token).body("{not json").send().await.unwrap();
+    let bad = expect_status(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(bad["error"]["status"], "INVALID_ARGUMENT");
+    let response = app
+        .client
+        .get(format!("{}/v1beta/models/gemini-0-nonexistent", app.base))
+        .header("x-goog-api-key", token)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn streams_and_token_counts_come_back_in_googles_framing() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let (_, issued) = user_with_api_token(&app, "streamer").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+
+    let response = app
+        .client
+        .post(format!("{}/v1beta/models/{model}:streamGenerateContent?alt=sse", app.base))
+        .header("x-goog-api-key", token)
+        .json(&ask("stream to me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = response.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .split("\r\n\r\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(!chunks.is_empty(), "{text}");
+    assert!(chunks.iter().all(|chunk| chunk["candidates"].is_array()), "{text}");
+
+    let response = app
+        .client
+        .post(format!("{}/v1beta/models/{model}:streamGenerateContent", app.base))
+        .header("x-goog-api-key", token)
+        .json(&ask("as an array"))
+        .send()
+        .await
+        .unwrap();
+    let array = expect_status(response, StatusCode::OK).await;
+    assert!(array.as_array().is_some_and(|chunks| !chunks.is_empty()), "{array}");
+
+    let response = app
+        .client
+        .post(format!("{}/v1beta/models/{model}:countTokens", app.base))
+        .header("x-goog-api-key", token)
+        .json(&ask("count these words"))
+        .send()
+        .await
+        .unwrap();
+    let counted = expect_status(response, StatusCode::OK).await;
+    assert!(counted["totalTokens"].as_u64().is_some_and(|n| n > 0), "{counted}");
+}
