@@ -202,3 +202,135 @@ async fn streams_and_token_counts_come_back_in_googles_framing() {
     let counted = expect_status(response, StatusCode::OK).await;
     assert!(counted["totalTokens"].as_u64().is_some_and(|n| n > 0), "{counted}");
 }
+
+fn sdk_python() -> Option<String> {
+    if std::env::var("ALGOAGENT_SDK_TESTS").as_deref() != Ok("1") {
+        return None;
+    }
+    Some(
+        std::env::var("ALGOAGENT_SDK_PYTHON")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv-sdk/bin/python").to_string()),
+    )
+}
+
+/// Google's google-genai SDK, unchanged, with only its base URL and key
+/// changed, against the gateway. Runs with `ALGOAGENT_SDK_TESTS=1`.
+#[tokio::test]
+#[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
+async fn googles_sdk_works_unchanged_against_the_gateway() {
+    let Some(python) = sdk_python() else {
+        eprintln!("skipped: set ALGOAGENT_SDK_TESTS=1 (and install google-genai, as .ci/run does)");
+        return;
+    };
+    let sim = start_sim().await;
+    let app =
+        crate::helpers::spawn_app_with_sim_and(&sim, &[("USER_RPM_DEFAULT", "8"), ("USER_BURST_DEFAULT", "8")]).await;
+    let (_, issued) = user_with_api_token(&app, "genai-sdk").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let output = tokio::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/check_gateway_genai.py"))
+        .args([&app.base, token, &model])
+        .output()
+        .await
+        .expect("the SDK venv's python runs (see .ci/run)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("GATEWAY GENAI OK"), "stdout: {stdout}\nstderr: {stderr}");
+}
+
+/// With every log level on, an API token sent any of the three ways never
+/// reaches the log: a `?key=` in a logged URL would be a leak.
+#[tokio::test]
+async fn api_tokens_never_reach_the_logs() {
+    let sim = start_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = crate::helpers::TestDatabase::create(&dir).await;
+    let mut env = crate::helpers::base_env(&dir, &database.url, "a-jwt-secret-that-is-long-enough-for-hs256");
+    for (name, value) in [
+        ("RUST_LOG", "trace"),
+        ("GEMINI_BASE_URL", sim.base_url().as_str()),
+        ("GEMINI_API_KEY", crate::helpers::SIM_KEY),
+        ("KEYS_FILE", "/nonexistent/keys.json"),
+    ] {
+        crate::vault::set(&mut env, name, value);
+    }
+    let server = crate::cli::ServerProcess::start(env).await;
+    let client = reqwest::Client::new();
+    let password = "Gateway-Logs-Passphrase-31";
+    let registered = client
+        .post(format!("{}/api/auth/register/", server.base))
+        .json(&json!({"username": "quiet", "email": "q@example.com", "password": password, "password2": password}))
+        .send()
+        .await
+        .unwrap();
+    let access = expect_status(registered, StatusCode::CREATED).await["tokens"]["access"].as_str().unwrap().to_string();
+    let made = client
+        .post(format!("{}/api/auth/api-tokens/", server.base))
+        .bearer_auth(&access)
+        .json(&json!({"name": "logged?"}))
+        .send()
+        .await
+        .unwrap();
+    let token = expect_status(made, StatusCode::CREATED).await["token"].as_str().unwrap().to_string();
+    let models = format!("{}/v1beta/models", server.base);
+    for request in [
+        client.get(format!("{models}?key={token}")),
+        client.get(&models).header("x-goog-api-key", &token),
+        client.get(&models).bearer_auth(&token),
+        client.get(format!("{models}?key={token}x")),
+    ] {
+        request.send().await.unwrap();
+    }
+    let (status, logs) = server.terminate().await;
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("/v1beta/models"), "the capture holds the gateway's request logs:\n{logs}");
+    assert!(!logs.contains(&token[4..]), "an API token reached the logs");
+    assert!(!logs.contains(crate::helpers::SIM_KEY), "a Gemini key reached the logs");
+}
+
+/// API tokens are personal access tokens: they outlive logout and a
+/// password change, and end with an expiry or the user's deactivation
+/// (seen on every replica within the 2 s check cache).
+#[tokio::test]
+async fn tokens_outlive_logout_and_password_changes_but_not_deactivation() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("long-lived").await;
+    let made = app
+        .client
+        .post(format!("{}/api/auth/api-tokens/", app.base))
+        .bearer_auth(&user.access)
+        .json(&json!({"name": "server"}))
+        .send()
+        .await
+        .unwrap();
+    let token = expect_status(made, StatusCode::CREATED).await["token"].as_str().unwrap().to_string();
+    let models = || app.client.get(format!("{}/v1beta/models", app.base)).header("x-goog-api-key", &token).send();
+    assert_eq!(models().await.unwrap().status(), StatusCode::OK);
+
+    let logged_out = app.post("/api/auth/logout/", Some(&user.access), &json!({"refresh": user.refresh})).await;
+    assert!(logged_out.status().is_success(), "{}", logged_out.status());
+    let login = app.post("/api/auth/login/", None, &json!({"username": "long-lived", "password": user.password})).await;
+    let access = expect_status(login, StatusCode::OK).await["tokens"]["access"].as_str().unwrap().to_string();
+    let changed = app
+        .post(
+            "/api/auth/change-password/",
+            Some(&access),
+            &json!({"current_password": user.password, "new_password": "A-whole-new-Passphrase-77"}),
+        )
+        .await;
+    expect_status(changed, StatusCode::OK).await;
+    tokio::time::sleep(api_core::api_tokens::CACHE_TTL).await;
+    assert_eq!(models().await.unwrap().status(), StatusCode::OK, "logout and a password change leave API tokens alone");
+
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    store::on_pool!(store, pool => sqlx::query("UPDATE users SET is_active = FALSE WHERE id = $1")
+        .bind(user.id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .unwrap());
+    tokio::time::sleep(api_core::api_tokens::CACHE_TTL).await;
+    assert_eq!(models().await.unwrap().status(), StatusCode::BAD_REQUEST, "a deactivated user's tokens end");
+}
