@@ -334,3 +334,29 @@ async fn tokens_outlive_logout_and_password_changes_but_not_deactivation() {
     tokio::time::sleep(api_core::api_tokens::CACHE_TTL).await;
     assert_eq!(models().await.unwrap().status(), StatusCode::BAD_REQUEST, "a deactivated user's tokens end");
 }
+
+/// A blocked prompt or a safety stop is Google's answer, passed on as a
+/// 200 for the SDK to read, and never held against the key that gave it.
+#[tokio::test]
+async fn safety_answers_pass_through_and_never_count_against_the_key() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let (_, issued) = user_with_api_token(&app, "edgy").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let url = format!("{}/v1beta/models/{model}:generateContent", app.base);
+    sim.sim.script([gemini_sim::Scripted::Safety, gemini_sim::Scripted::BlockedPrompt, gemini_sim::Scripted::Safety]);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let response = app.client.post(&url).header("x-goog-api-key", token).json(&ask("risky")).send().await.unwrap();
+        answers.push(expect_status(response, StatusCode::OK).await);
+    }
+    assert_eq!(answers[0]["candidates"][0]["finishReason"], "SAFETY", "{}", answers[0]);
+    assert_eq!(answers[1]["promptFeedback"]["blockReason"], "SAFETY", "{}", answers[1]);
+    let admin = app.register_admin("safety-admin").await;
+    let keys = expect_status(app.get("/api/admin/keys/", Some(&admin.access)).await, StatusCode::OK).await;
+    let states: Vec<&Value> = keys.as_array().unwrap().iter().map(|key| &key["state"]).collect();
+    assert!(states.iter().all(|state| *state == "available"), "{keys}");
+    let response = app.client.post(&url).header("x-goog-api-key", token).json(&ask("fine")).send().await.unwrap();
+    expect_status(response, StatusCode::OK).await;
+}
