@@ -174,7 +174,7 @@ impl FromRequestParts<AppState> for GoogleCaller {
 }
 
 /// The models the pool serves, in the order keys.json names them.
-fn served_models(state: &AppState) -> Vec<String> {
+pub(crate) fn served_models(state: &AppState) -> Vec<String> {
     let mut models: Vec<String> = Vec::new();
     for key in state.pool.config().keys.iter().filter(|key| key.active) {
         if !models.contains(&key.model) {

@@ -4,6 +4,8 @@
 //! - [`google`]: Gemini's own REST API under `/v1beta/`, wire-identical to
 //!   Google's: request bodies pass through as JSON values, answers and
 //!   errors come back in Google's shapes.
+//! - [`openai`]: OpenAI's chat completions and models under `/v1/`,
+//!   translated to Gemini's native API and back.
 //!
 //! Every call goes through the one executor (fair use, admission, failover,
 //! waiting, `Retry-After`), as the app's own features do. Callers present
@@ -11,6 +13,7 @@
 
 pub mod auth;
 pub mod google;
+pub mod openai;
 
 use api_core::AppState;
 use axum::Router;
@@ -18,5 +21,5 @@ use axum::Router;
 /// The gateway's routes. They authenticate on their own (API tokens), so
 /// they sit beside the public routes, not behind the JWT gate.
 pub fn routes() -> Router<AppState> {
-    Router::new().nest("/v1beta", google::routes())
+    Router::new().nest("/v1beta", google::routes()).nest("/v1", openai::routes())
 }

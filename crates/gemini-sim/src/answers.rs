@@ -9,11 +9,74 @@ pub struct Prompt {
     pub system: Option<String>,
 }
 
+/// A content's text; an inline image reads as `[image <mime>, <n> bytes]`
+/// and a function's response as `[<name> answered <json>]`, so answers can
+/// show what they were given.
 fn parts_text(content: &Value) -> String {
     content["parts"]
         .as_array()
-        .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|part| {
+                    if let Some(text) = part["text"].as_str() {
+                        return Some(text.to_string());
+                    }
+                    if let Some(image) = part.get("inlineData").or_else(|| part.get("inline_data")) {
+                        let mime = image.get("mimeType").or_else(|| image.get("mime_type")).and_then(Value::as_str);
+                        let bytes = image["data"].as_str().map_or(0, |data| data.trim_end_matches('=').len() * 3 / 4);
+                        return Some(format!("[image {}, {bytes} bytes]", mime.unwrap_or("unknown")));
+                    }
+                    let response = part.get("functionResponse").or_else(|| part.get("function_response"))?;
+                    Some(format!("[{} answered {}]", response["name"].as_str().unwrap_or("?"), response["response"]))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default()
+}
+
+/// The function a request's model turn calls, if any: with tools declared
+/// and the last turn not already a function's response, mode `ANY` calls
+/// (the first allowed function), mode `AUTO` (the default) calls a declared
+/// function the last user turn names, `NONE` never calls. Its arguments
+/// are an instance of the declared parameters' schema.
+pub fn function_call(body: &Value, prompt: &Prompt) -> Option<Value> {
+    let declarations: Vec<&Value> = body["tools"]
+        .as_array()?
+        .iter()
+        .filter_map(|tool| tool.get("functionDeclarations").or_else(|| tool.get("function_declarations")))
+        .filter_map(Value::as_array)
+        .flatten()
+        .collect();
+    let last = body["contents"].as_array()?.last()?;
+    let answered = last["parts"].as_array().is_some_and(|parts| {
+        parts.iter().any(|part| part.get("functionResponse").or_else(|| part.get("function_response")).is_some())
+    });
+    if declarations.is_empty() || answered {
+        return None;
+    }
+    let config = body.get("toolConfig").or_else(|| body.get("tool_config"));
+    let calling = config.and_then(|c| c.get("functionCallingConfig").or_else(|| c.get("function_calling_config")));
+    let mode = calling.and_then(|c| c["mode"].as_str()).unwrap_or("AUTO").to_ascii_uppercase();
+    let allowed: Vec<&str> = calling
+        .and_then(|c| c.get("allowedFunctionNames").or_else(|| c.get("allowed_function_names")))
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let name_of = |declaration: &&Value| declaration["name"].as_str().unwrap_or_default().to_string();
+    let chosen = match mode.as_str() {
+        "NONE" => None,
+        "ANY" => declarations.iter().find(|d| allowed.is_empty() || allowed.contains(&name_of(d).as_str())),
+        _ => declarations.iter().find(|d| !name_of(d).is_empty() && prompt.last_user.contains(&name_of(d))),
+    }?;
+    let schema = chosen
+        .get("parametersJsonSchema")
+        .or_else(|| chosen.get("parameters_json_schema"))
+        .or_else(|| chosen.get("parameters"))
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    Some(json!({ "name": name_of(chosen), "args": instance_of(&schema, &prompt.last_user) }))
 }
 
 pub fn prompt(body: &Value) -> Prompt {

@@ -458,17 +458,50 @@ async fn handle(
         Some(Scripted::SlowStream { chunks, gap_ms }) if streaming => {
             stream(&chunk_responses(model, &text, prompt_tokens, chunks), false, Duration::from_millis(gap_ms))
         }
-        _ if streaming && alt == Some("sse") => {
-            let cut = rand::rng().random::<f64>() < sim.config.stream_disconnect_rate;
-            stream(&chunk_responses(model, &text, prompt_tokens, sim.config.stream_chunks), cut, NORMAL_CHUNK_GAP)
+        _ => {
+            let candidates = body["generationConfig"]["candidateCount"].as_u64().unwrap_or(1).clamp(1, 8) as usize;
+            let chunks = match answers::function_call(body, &prompt) {
+                Some(call) => vec![function_call_json(model, &call, prompt_tokens)],
+                None if streaming => chunk_responses(model, &text, prompt_tokens, sim.config.stream_chunks),
+                None => vec![response_json(model, &text, prompt_tokens, answers::estimate_tokens(&text), true)],
+            };
+            let chunks: Vec<Value> = chunks.into_iter().map(|chunk| with_candidates(chunk, candidates)).collect();
+            if streaming && alt == Some("sse") {
+                let cut = rand::rng().random::<f64>() < sim.config.stream_disconnect_rate;
+                stream(&chunks, cut, NORMAL_CHUNK_GAP)
+            } else if streaming {
+                // Without alt=sse Google streams a JSON array of responses.
+                Json(Value::Array(chunks)).into_response()
+            } else {
+                Json(chunks.into_iter().next().unwrap_or_default()).into_response()
+            }
         }
-        _ if streaming => {
-            // Without alt=sse Google streams a JSON array of responses.
-            let chunks = chunk_responses(model, &text, prompt_tokens, sim.config.stream_chunks);
-            Json(Value::Array(chunks)).into_response()
-        }
-        _ => Json(response_json(model, &text, prompt_tokens, answers::estimate_tokens(&text), true)).into_response(),
     }
+}
+
+/// A model turn that calls a function.
+fn function_call_json(model: &str, call: &Value, prompt_tokens: u64) -> Value {
+    let mut response = response_json(model, "", prompt_tokens, 8, true);
+    response["candidates"][0]["content"]["parts"] = json!([{ "functionCall": call }]);
+    response
+}
+
+/// `candidateCount`: the candidate repeated with its own index, each after
+/// the first saying which it is.
+fn with_candidates(mut response: Value, count: usize) -> Value {
+    let Some(first) = response["candidates"].as_array().and_then(|c| c.first()).cloned() else { return response };
+    let candidates: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut candidate = first.clone();
+            candidate["index"] = json!(i);
+            if let (true, Some(text)) = (i > 0, candidate["content"]["parts"][0]["text"].as_str()) {
+                candidate["content"]["parts"][0]["text"] = json!(format!("{text} (candidate {i})"));
+            }
+            candidate
+        })
+        .collect();
+    response["candidates"] = json!(candidates);
+    response
 }
 
 fn scripted_error(scripted: &Scripted, model: &str, project: &str) -> Option<GoogleError> {

@@ -82,4 +82,39 @@ try:
 except errors.ClientError as error:
     assert error.code == 404, error
 
+# Function calling: a declared function the prompt names is called, with
+# arguments of its schema; its response comes back as text.
+weather = types.FunctionDeclaration(
+    name="weather",
+    description="The weather in a city",
+    parameters_json_schema={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+tools = [types.Tool(function_declarations=[weather])]
+called = good.models.generate_content(
+    model=MODEL, contents="call weather for Oslo", config=types.GenerateContentConfig(tools=tools)
+)
+assert called.function_calls and called.function_calls[0].name == "weather", called
+assert "city" in called.function_calls[0].args, called.function_calls[0].args
+answered = good.models.generate_content(
+    model=MODEL,
+    contents=[
+        types.Content(role="user", parts=[types.Part.from_text(text="call weather for Oslo")]),
+        called.candidates[0].content,
+        types.Content(role="user", parts=[types.Part.from_function_response(name="weather", response={"temp_c": 3})]),
+    ],
+    config=types.GenerateContentConfig(tools=tools),
+)
+assert "weather answered" in answered.text, answered.text
+
+several = good.models.generate_content(
+    model=MODEL, contents="two ways", config=types.GenerateContentConfig(candidate_count=2)
+)
+assert [c.index for c in several.candidates] == [0, 1], several.candidates
+
+pixel = bytes.fromhex("89504e470d0a1a0a")
+seen = good.models.generate_content(
+    model=MODEL, contents=[types.Part.from_text(text="what is this"), types.Part.from_bytes(data=pixel, mime_type="image/png")]
+)
+assert "[image image/png" in seen.text, seen.text
+
 print("SDK OK")

@@ -360,3 +360,29 @@ async fn safety_answers_pass_through_and_never_count_against_the_key() {
     let response = app.client.post(&url).header("x-goog-api-key", token).json(&ask("fine")).send().await.unwrap();
     expect_status(response, StatusCode::OK).await;
 }
+
+/// OpenAI's Python SDK, unchanged but for its base URL and key, against
+/// `/v1/`. Runs with `ALGOAGENT_SDK_TESTS=1`.
+#[tokio::test]
+#[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
+async fn openais_sdk_works_unchanged_against_the_gateway() {
+    let Some(python) = sdk_python() else {
+        eprintln!("skipped: set ALGOAGENT_SDK_TESTS=1 (and install openai, as .ci/run does)");
+        return;
+    };
+    let sim = start_sim().await;
+    let app =
+        crate::helpers::spawn_app_with_sim_and(&sim, &[("USER_RPM_DEFAULT", "14"), ("USER_BURST_DEFAULT", "14")]).await;
+    let (_, issued) = user_with_api_token(&app, "openai-sdk").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let output = tokio::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/check_gateway_openai.py"))
+        .args([&app.base, token, &model])
+        .output()
+        .await
+        .expect("the SDK venv's python runs (see .ci/run)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("GATEWAY OPENAI OK"), "stdout: {stdout}\nstderr: {stderr}");
+}
