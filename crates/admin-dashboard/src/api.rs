@@ -24,6 +24,36 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/keys/{key_id}/probe", post(probe_key))
         .route("/api/admin/reload", post(reload))
         .route("/api/admin/alerts/test", post(test_alert))
+        .route("/api/admin/api-tokens", get(api_tokens))
+        .route("/api/admin/api-tokens/{id}", axum::routing::delete(revoke_api_token))
+}
+
+/// Most API tokens an operator's list shows.
+const LISTED_API_TOKENS: i64 = 500;
+
+/// Every user's gateway tokens (never the tokens themselves), most
+/// recently used first; each user's calls are in `users/usage`.
+async fn api_tokens(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<store::api_tokens::OwnedApiTokenRow>>> {
+    admin(&state, user).await?;
+    Ok(Json(state.store.all_api_tokens(LISTED_API_TOKENS).await?))
+}
+
+/// An operator revokes any user's token (a leaked one, say).
+async fn revoke_api_token(
+    State(state): State<AppState>,
+    user: AuthUser,
+    api_core::ResourceId(id): api_core::ResourceId,
+) -> ApiResult<axum::http::StatusCode> {
+    let actor = admin(&state, user).await?;
+    if !state.store.delete_any_api_token(id).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.api_tokens.forget_all();
+    tracing::info!(token_id = id, actor = %actor.as_str(), "API token revoked by an operator");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// The caller as an actor, if they are an active admin.

@@ -18,6 +18,19 @@ pub struct ApiTokenRow {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// A token as operators list it: with its owner's name.
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
+pub struct OwnedApiTokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
 /// Whom a presented token speaks for, if it is live: not expired, and its
 /// user active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
@@ -63,6 +76,29 @@ impl Store {
         let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE user_id = $1 ORDER BY id DESC");
         let rows = on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_all(pool).await)?;
         Ok(rows)
+    }
+
+    /// Every user's tokens, most recently used first, for operators.
+    pub async fn all_api_tokens(&self, limit: i64) -> StoreResult<Vec<OwnedApiTokenRow>> {
+        let rows = on_pool!(self, pool => sqlx::query_as(
+            "SELECT t.id, t.user_id, u.username, t.name, t.prefix, t.created_at, t.expires_at, t.last_used_at \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             ORDER BY t.last_used_at IS NULL, t.last_used_at DESC, t.id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
+        Ok(rows)
+    }
+
+    /// Deletes any user's token (an operator's revocation).
+    pub async fn delete_any_api_token(&self, token_id: i64) -> StoreResult<bool> {
+        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+            .bind(token_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))?;
+        Ok(deleted)
     }
 
     /// Deletes one of the user's tokens; `false` when it has no such token.

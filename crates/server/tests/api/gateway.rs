@@ -386,3 +386,28 @@ async fn openais_sdk_works_unchanged_against_the_gateway() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && stdout.contains("GATEWAY OPENAI OK"), "stdout: {stdout}\nstderr: {stderr}");
 }
+
+/// Operators see every user's tokens (never the tokens) and can revoke one.
+#[tokio::test]
+async fn admins_list_every_users_tokens_and_revoke_one() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let (access, issued) = user_with_api_token(&app, "token-holder").await;
+    let token = issued["token"].as_str().unwrap();
+    served_model(&app, token).await;
+    let admin = app.register_admin("token-admin").await;
+    let response = app.get("/api/admin/api-tokens/", Some(&access)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let listed = expect_status(app.get("/api/admin/api-tokens/", Some(&admin.access)).await, StatusCode::OK).await;
+    assert!(!listed.to_string().contains(token), "an operator's list showed a token");
+    let row = listed.as_array().unwrap().iter().find(|row| row["id"] == issued["id"]).unwrap().clone();
+    assert_eq!((row["username"].as_str(), row["prefix"].as_str()), (Some("token-holder"), issued["prefix"].as_str()));
+
+    let id = issued["id"].as_i64().unwrap();
+    let revoked = app
+        .send(reqwest::Method::DELETE, &format!("/api/admin/api-tokens/{id}/"), Some(&admin.access), &json!({}))
+        .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let response = app.client.get(format!("{}/v1beta/models", app.base)).header("x-goog-api-key", token).send().await;
+    assert_eq!(response.unwrap().status(), StatusCode::BAD_REQUEST);
+}
