@@ -15,7 +15,7 @@ use api_core::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -89,10 +89,7 @@ impl IntoResponse for GoogleError {
     fn into_response(self) -> Response {
         let mut response = (self.code, Json(self.body())).into_response();
         if let Some(wait) = self.retry_after {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            crate::set_retry_after(&mut response, wait);
         }
         response
     }
@@ -133,7 +130,7 @@ impl From<ExecError> for GoogleError {
                 let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, err_message(&err));
                 error.details.push(json!({
                     "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                    "retryDelay": format!("{}s", retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)),
+                    "retryDelay": format!("{}s", crate::retry_after_seconds(retry_after)),
                 }));
                 error.retry_after = Some(retry_after);
                 error

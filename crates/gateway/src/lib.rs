@@ -15,11 +15,27 @@ pub mod auth;
 pub mod google;
 pub mod openai;
 
+use std::time::Duration;
+
 use api_core::AppState;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
 use axum::Router;
 
 /// The gateway's routes. They authenticate on their own (API tokens), so
 /// they sit beside the public routes, not behind the JWT gate.
 pub fn routes() -> Router<AppState> {
     Router::new().nest("/v1beta", google::routes()).nest("/v1", openai::routes())
+}
+
+/// A wait in whole seconds, rounded up and at least 1: a client that waits
+/// that long finds room.
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+pub(crate) fn set_retry_after(response: &mut Response, wait: Duration) {
+    if let Ok(value) = HeaderValue::from_str(&retry_after_seconds(wait).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
 }

@@ -23,7 +23,7 @@ use api_core::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -82,10 +82,7 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(wait) = self.retry_after {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            crate::set_retry_after(&mut response, wait);
         }
         response
     }
@@ -567,16 +564,24 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn chunk(&self, choice: &Value) -> Bytes {
-        let chunk = json!({
+    /// One `chat.completion.chunk` event with these choices (and usage).
+    fn event(&self, choices: &[Value], usage: Option<&Value>) -> Bytes {
+        let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": null,
-            "choices": [choice],
+            "choices": choices,
         });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage.clone();
+        }
         Bytes::from(format!("data: {chunk}\n\n"))
+    }
+
+    fn chunk(&self, choice: &Value) -> Bytes {
+        self.event(std::slice::from_ref(choice), None)
     }
 
     fn slot(&mut self, index: usize) {
@@ -645,16 +650,8 @@ impl StreamState {
     fn close(&self) -> Vec<Bytes> {
         let mut out = Vec::new();
         if self.include_usage {
-            let chunk = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": null,
-                "choices": [],
-                "usage": self.last_usage.clone().unwrap_or_else(|| json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})),
-            });
-            out.push(Bytes::from(format!("data: {chunk}\n\n")));
+            let none = json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0});
+            out.push(self.event(&[], Some(self.last_usage.as_ref().unwrap_or(&none))));
         }
         out.push(Bytes::from_static(b"data: [DONE]\n\n"));
         out

@@ -213,30 +213,37 @@ fn sdk_python() -> Option<String> {
     )
 }
 
-/// Google's google-genai SDK, unchanged, with only its base URL and key
-/// changed, against the gateway. Runs with `ALGOAGENT_SDK_TESTS=1`.
-#[tokio::test]
+/// Runs `script` (in `tests/api/`) with the SDK venv's python against a
+/// server whose users may make `per_minute` AI calls, with a fresh API
+/// token and the served model; it must print `marker`.
 #[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
-async fn googles_sdk_works_unchanged_against_the_gateway() {
+async fn sdk_check(script: &str, marker: &str, per_minute: &str) {
     let Some(python) = sdk_python() else {
-        eprintln!("skipped: set ALGOAGENT_SDK_TESTS=1 (and install google-genai, as .ci/run does)");
+        eprintln!("skipped: set ALGOAGENT_SDK_TESTS=1 (and install the SDKs, as .ci/run does)");
         return;
     };
     let sim = start_sim().await;
-    let app =
-        crate::helpers::spawn_app_with_sim_and(&sim, &[("USER_RPM_DEFAULT", "8"), ("USER_BURST_DEFAULT", "8")]).await;
-    let (_, issued) = user_with_api_token(&app, "genai-sdk").await;
+    let limits = [("USER_RPM_DEFAULT", per_minute), ("USER_BURST_DEFAULT", per_minute)];
+    let app = crate::helpers::spawn_app_with_sim_and(&sim, &limits).await;
+    let (_, issued) = user_with_api_token(&app, "sdk-user").await;
     let token = issued["token"].as_str().unwrap();
     let model = served_model(&app, token).await;
     let output = tokio::process::Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/check_gateway_genai.py"))
+        .arg(format!("{}/tests/api/{script}", env!("CARGO_MANIFEST_DIR")))
         .args([&app.base, token, &model])
         .output()
         .await
         .expect("the SDK venv's python runs (see .ci/run)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("GATEWAY GENAI OK"), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(output.status.success() && stdout.contains(marker), "stdout: {stdout}\nstderr: {stderr}");
+}
+
+/// Google's google-genai SDK, unchanged, with only its base URL and key
+/// changed, against `/v1beta/`. Runs with `ALGOAGENT_SDK_TESTS=1`.
+#[tokio::test]
+async fn googles_sdk_works_unchanged_against_the_gateway() {
+    sdk_check("check_gateway_genai.py", "GATEWAY GENAI OK", "8").await;
 }
 
 /// With every log level on, an API token sent any of the three ways never
@@ -364,29 +371,9 @@ async fn safety_answers_pass_through_and_never_count_against_the_key() {
 /// OpenAI's Python SDK, unchanged but for its base URL and key, against
 /// `/v1/`. Runs with `ALGOAGENT_SDK_TESTS=1`.
 #[tokio::test]
-#[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
 async fn openais_sdk_works_unchanged_against_the_gateway() {
-    let Some(python) = sdk_python() else {
-        eprintln!("skipped: set ALGOAGENT_SDK_TESTS=1 (and install openai, as .ci/run does)");
-        return;
-    };
-    let sim = start_sim().await;
-    let app =
-        crate::helpers::spawn_app_with_sim_and(&sim, &[("USER_RPM_DEFAULT", "14"), ("USER_BURST_DEFAULT", "14")]).await;
-    let (_, issued) = user_with_api_token(&app, "openai-sdk").await;
-    let token = issued["token"].as_str().unwrap();
-    let model = served_model(&app, token).await;
-    let output = tokio::process::Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/check_gateway_openai.py"))
-        .args([&app.base, token, &model])
-        .output()
-        .await
-        .expect("the SDK venv's python runs (see .ci/run)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("GATEWAY OPENAI OK"), "stdout: {stdout}\nstderr: {stderr}");
+    sdk_check("check_gateway_openai.py", "GATEWAY OPENAI OK", "14").await;
 }
-
 /// Operators see every user's tokens (never the tokens) and can revoke one.
 #[tokio::test]
 async fn admins_list_every_users_tokens_and_revoke_one() {
