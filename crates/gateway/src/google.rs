@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use api_core::stream_slots::StreamSlot;
 use api_core::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -283,9 +284,18 @@ async fn model_method(
             Ok(Json(completed.body).into_response())
         }
         "streamGenerateContent" => {
+            // `USER_MAX_STREAMS`, as for the app's streams; the slot lives
+            // as long as the response body.
+            let slot = state.stream_slots.acquire(caller.user_id).map_err(|err| {
+                GoogleError::new(StatusCode::TOO_MANY_REQUESTS, format!("{err}: close one before opening another."))
+            })?;
             let stream = state.gemini.stream_as_is(&spec).await?;
             let idle = state.chat.stream_idle_timeout;
-            Ok(if query.alt.as_deref() == Some("sse") { sse(stream, idle) } else { json_array(stream, idle).await })
+            Ok(if query.alt.as_deref() == Some("sse") {
+                sse(stream, slot, idle)
+            } else {
+                json_array(stream, idle).await
+            })
         }
         "countTokens" => Ok(Json(state.gemini.count_tokens(&spec).await?).into_response()),
         _ => Err(GoogleError::new(StatusCode::NOT_FOUND, format!("Method not found: {method}."))),
@@ -308,12 +318,12 @@ async fn next_chunk(stream: &mut ExecStream, idle: Duration) -> Option<Result<Va
 /// `alt=sse`: each chunk as a `data:` event, as Google frames them. After
 /// the first byte nothing is resent: a failure ends the stream with an
 /// error event.
-fn sse(stream: ExecStream, idle: Duration) -> Response {
-    let events = futures::stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
+fn sse(stream: ExecStream, slot: StreamSlot, idle: Duration) -> Response {
+    let events = futures::stream::unfold(Some((stream, slot)), move |state| async move {
+        let (mut stream, slot) = state?;
         let (event, rest) = match next_chunk(&mut stream, idle).await {
             None => return None,
-            Some(Ok(chunk)) => (chunk, Some(stream)),
+            Some(Ok(chunk)) => (chunk, Some((stream, slot))),
             Some(Err(err)) => (err.body(), None),
         };
         Some((Ok::<_, Infallible>(Bytes::from(format!("data: {event}\r\n\r\n"))), rest))

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use api_core::stream_slots::StreamSlot;
 use api_core::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
@@ -184,8 +185,14 @@ async fn chat_completions(
     };
     if request["stream"].as_bool() == Some(true) {
         let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+        // `USER_MAX_STREAMS`, as for the app's streams; the slot lives as
+        // long as the response body.
+        let slot = state.stream_slots.acquire(caller.user_id).map_err(|err| OpenAiError {
+            code: Some("too_many_streams"),
+            ..OpenAiError::new(StatusCode::TOO_MANY_REQUESTS, "requests", format!("{err}: close one first."))
+        })?;
         let stream = state.gemini.stream_as_is(&spec).await?;
-        return Ok(sse(stream, model, include_usage, state.chat.stream_idle_timeout));
+        return Ok(sse(stream, slot, model, include_usage, state.chat.stream_idle_timeout));
     }
     let completed = state.gemini.generate_as_is(&spec).await?;
     Ok(Json(completion(&completed.body, &model)).into_response())
@@ -661,7 +668,7 @@ impl StreamState {
 /// A streamed completion: OpenAI's SSE chunks, then `[DONE]`. Nothing is
 /// resent after the first byte: a failure ends the stream with an error
 /// event, as OpenAI's API does.
-fn sse(stream: ExecStream, model: String, include_usage: bool, idle: Duration) -> Response {
+fn sse(stream: ExecStream, slot: StreamSlot, model: String, include_usage: bool, idle: Duration) -> Response {
     let state = StreamState {
         id: random_id("chatcmpl-"),
         created: unix_now(),
@@ -672,8 +679,8 @@ fn sse(stream: ExecStream, model: String, include_usage: bool, idle: Duration) -
         last_usage: None,
         finished: false,
     };
-    let events = futures::stream::unfold(Some((stream, state)), move |running| async move {
-        let (mut stream, mut state) = running?;
+    let events = futures::stream::unfold(Some((stream, state, slot)), move |running| async move {
+        let (mut stream, mut state, slot) = running?;
         let batch = match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
                 let mut batch = state.translate(&chunk);
@@ -693,7 +700,7 @@ fn sse(stream: ExecStream, model: String, include_usage: bool, idle: Duration) -
                 return Some((futures::stream::iter(batch.into_iter().map(Ok)), None));
             }
         };
-        Some((futures::stream::iter(batch.into_iter().map(Ok)), Some((stream, state))))
+        Some((futures::stream::iter(batch.into_iter().map(Ok)), Some((stream, state, slot))))
     });
     use futures::StreamExt;
     Response::builder()

@@ -398,3 +398,34 @@ async fn admins_list_every_users_tokens_and_revoke_one() {
     let response = app.client.get(format!("{}/v1beta/models", app.base)).header("x-goog-api-key", token).send().await;
     assert_eq!(response.unwrap().status(), StatusCode::BAD_REQUEST);
 }
+
+/// Gateway streams count against `USER_MAX_STREAMS` like the app's: the
+/// next one gets a 429 in its surface's shape until one closes.
+#[tokio::test]
+async fn open_streams_are_capped_per_user_on_both_surfaces() {
+    let sim = start_sim().await;
+    let app = crate::helpers::spawn_app_with_sim_and(&sim, &[("USER_MAX_STREAMS", "1")]).await;
+    let (_, issued) = user_with_api_token(&app, "many-streams").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let native = format!("{}/v1beta/models/{model}:streamGenerateContent?alt=sse", app.base);
+    let openai = format!("{}/v1/chat/completions", app.base);
+    let chat = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let open_native = || app.client.post(&native).header("x-goog-api-key", token).json(&ask("slow")).send();
+    let open_openai = || app.client.post(&openai).bearer_auth(token).json(&chat).send();
+
+    sim.sim.script([gemini_sim::Scripted::SlowStream { chunks: 4, gap_ms: 400 }]);
+    let first = open_native().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let refused = expect_status(open_native().await.unwrap(), StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(refused["error"]["status"], "RESOURCE_EXHAUSTED", "{refused}");
+    let refused = expect_status(open_openai().await.unwrap(), StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(refused["error"]["code"], "too_many_streams", "{refused}");
+
+    // The first one read to its end frees the slot.
+    first.text().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let again = open_openai().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+}
