@@ -25,7 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::config::{Config, CorsOrigins, SecretStoreType};
+use crate::config::{Config, CorsOrigins};
 use crate::keys::KeyServices;
 use crate::routes;
 
@@ -109,8 +109,7 @@ impl App {
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
             secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(
-                (!matches!(config.secret_store_type, SecretStoreType::Env | SecretStoreType::File))
-                    .then(|| keys.secrets.describe()),
+                config.secret_store_type.is_remote().then(|| keys.secrets.describe()),
             )),
             history,
             replicas: keys.registry.clone(),

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use api_core::rotation_history::DatabaseEventLog;
 
 use crate::app::{self, App};
-use crate::config::{self, Config, ConfigFile, ConfigSources, SecretStoreType};
+use crate::config::{self, Config, ConfigFile, ConfigSources};
 
 #[derive(Debug, Parser)]
 #[command(name = "algoagent", version, about = "AlgoAgent API server")]
@@ -243,9 +243,7 @@ async fn keys(config: &Config, action: KeysCommand) -> anyhow::Result<()> {
                     if bucket.warning { "  near limit" } else { "" }
                 );
             }
-            if let (Some(redis), false) =
-                (&services.redis, matches!(config.secret_store_type, SecretStoreType::Env | SecretStoreType::File))
-            {
+            if let (Some(redis), true) = (&services.redis, config.secret_store_type.is_remote()) {
                 print_shared_store_status(
                     &crate::keys::SharedStoreStatus::new(redis.clone(), config),
                     &secrets.describe(),

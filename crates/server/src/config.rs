@@ -182,6 +182,12 @@ impl ConfigSources {
     pub fn from_process(file: ConfigFile, flags: Vec<(&'static str, String)>) -> Self {
         Self { file, env: std::env::vars().collect(), flags }
     }
+
+    /// A variable the SDKs read from the process environment only (not the
+    /// config file): its trimmed value, when set and not blank.
+    fn process_env(&self, name: &str) -> Option<String> {
+        self.env.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
+    }
 }
 
 /// A connection URL whose `Debug` hides any password in it.
@@ -282,6 +288,14 @@ pub enum SecretStoreType {
     Vault,
     Aws,
     Azure,
+}
+
+impl SecretStoreType {
+    /// A store reached over the network, whose reads can fail after
+    /// start-up (the environment and a file are read locally).
+    pub fn is_remote(self) -> bool {
+        !matches!(self, SecretStoreType::Env | SecretStoreType::File)
+    }
 }
 
 /// How to reach AWS Secrets Manager (`AWS_*`). `Debug` never shows a credential.
@@ -613,9 +627,7 @@ fn read_file(layers: &mut Layers, path: &Path, required: bool) -> Result<(), Con
 }
 
 fn aws_config(layers: &Layers, sources: &ConfigSources) -> Result<AwsConfig, ConfigError> {
-    let env = |name: &str| {
-        sources.env.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
-    };
+    let env = |name: &str| sources.process_env(name);
     let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| layers.string("AWS_REGION"));
     let metadata_disabled = layers.bool("AWS_EC2_METADATA_DISABLED")?;
     Ok(AwsConfig {
@@ -653,9 +665,7 @@ fn aws_config(layers: &Layers, sources: &ConfigSources) -> Result<AwsConfig, Con
 const IMDS_TOKEN_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
 fn azure_config(layers: &Layers, sources: &ConfigSources) -> Result<AzureConfig, ConfigError> {
-    let env = |name: &str| {
-        sources.env.iter().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_string())
-    };
+    let env = |name: &str| sources.process_env(name);
     let https = |name: &'static str, url: &str| {
         if url.starts_with("https://") {
             Ok(())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::cli::{algoagent, keys_status, run_with_stdin};
+use crate::cli::{failed_start, keys_status};
 use crate::helpers::TestDatabase;
 use crate::vault::{keys_json, rotation_and_outage, sim, store_env, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
 
@@ -191,12 +191,7 @@ async fn signed_requests_pass_iam_checks_and_denied_credentials_stop_start_up() 
     assert!(table.contains("flash_01 …OLD1"), "{table}");
     assert!(!String::from_utf8_lossy(&output.stderr).contains(&secret_key));
 
-    let env = aws_env(&dir, &database, &moto, &keys_file, "http://127.0.0.1:9");
-    let mut command = algoagent(&env);
-    command.args(["serve", "--bind", "127.0.0.1:0"]);
-    let output = tokio::time::timeout(Duration::from_secs(30), run_with_stdin(command, "")).await.unwrap();
-    let message = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!output.status.success());
+    let message = failed_start(&aws_env(&dir, &database, &moto, &keys_file, "http://127.0.0.1:9")).await;
     assert!(
         message.contains(&format!("aws secrets manager at {}", moto.endpoint)) && message.contains("permission denied"),
         "{message}"

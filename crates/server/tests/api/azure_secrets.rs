@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keyvault_sim::{ca_pem_path, KeyVaultSim, SimConfig};
 
-use crate::cli::{algoagent, keys_status, run_with_stdin, ServerProcess};
+use crate::cli::{failed_start, keys_status, ServerProcess};
 use crate::helpers::{redis_url, TestDatabase};
 use crate::vault::{keys_json, rotation_and_outage, set, sim, store_env, StoreUnderTest, OLD_SECRET, SECOND_SECRET};
 
@@ -131,24 +131,16 @@ async fn refused_credentials_or_permissions_stop_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let keys_file = keys_json(&dir, &["flash_01"]);
     let database = format!("sqlite://{}/unused.db", dir.path().display());
-    let serve = |env: Vec<(String, String)>| async move {
-        let mut command = algoagent(&env);
-        command.args(["serve", "--bind", "127.0.0.1:0"]);
-        let output = tokio::time::timeout(Duration::from_secs(30), run_with_stdin(command, "")).await.unwrap();
-        assert!(!output.status.success());
-        String::from_utf8_lossy(&output.stderr).to_string()
-    };
-
     let wrong = "not-the-client-secret-but-still-secret";
     let mut env = azure_env(&dir, &database, &vault, &keys_file, "http://127.0.0.1:9");
     set(&mut env, "AZURE_CLIENT_SECRET", wrong);
-    let message = serve(env).await;
+    let message = failed_start(&env).await;
     let store = format!("azure key vault at {}", vault.vault_url());
     assert!(message.contains(&store) && message.contains("AADSTS7000215"), "{message}");
     assert!(!message.contains(wrong), "the client secret was printed");
 
     vault.deny_reads(true);
-    let message = serve(azure_env(&dir, &database, &vault, &keys_file, "http://127.0.0.1:9")).await;
+    let message = failed_start(&azure_env(&dir, &database, &vault, &keys_file, "http://127.0.0.1:9")).await;
     assert!(message.contains(&store) && message.contains("permission denied reading flash-01"), "{message}");
     assert!(!message.contains(&vault.config().client_secret), "the client secret was printed");
 }

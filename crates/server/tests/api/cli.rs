@@ -128,6 +128,15 @@ async fn a_bad_setting_stops_start_up_naming_it() {
     assert!(stderr.contains("JWT_SECRET") && !stderr.contains("too-short"), "{stderr}");
 }
 
+/// `algoagent serve` with `env`, which must fail to start: its stderr.
+pub(crate) async fn failed_start(env: &[(String, String)]) -> String {
+    let mut command = algoagent(env);
+    command.args(["serve", "--bind", "127.0.0.1:0"]);
+    let output = tokio::time::timeout(Duration::from_secs(30), run_with_stdin(command, "")).await.unwrap();
+    assert!(!output.status.success(), "the server started");
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
 /// An `algoagent serve` process on a free port. Its log is read as it is
 /// written: a pipe nobody drains fills up (64 KiB) and blocks the server
 /// mid-request, which trace-level tests reach within seconds.

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::cli::{algoagent, keys_status, run_with_stdin, ServerProcess};
+use crate::cli::{failed_start, keys_status, ServerProcess};
 use crate::helpers::{base_env, expect_status, TestDatabase};
 
 const ROOT_TOKEN: &str = "bao-root-token-of-the-test";
@@ -363,11 +363,7 @@ async fn a_denied_or_unreachable_store_stops_start_up_with_a_clear_error() {
     let wrong_token = "not-the-root-token-but-secret";
     let mut env = vault_env(&dir, &database, &bao, &keys_file, "http://127.0.0.1:9");
     env.push(("VAULT_TOKEN".into(), wrong_token.into()));
-    let mut command = algoagent(&env);
-    command.args(["serve", "--bind", "127.0.0.1:0"]);
-    let output = tokio::time::timeout(Duration::from_secs(30), run_with_stdin(command, "")).await.unwrap();
-    let message = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!output.status.success());
+    let message = failed_start(&env).await;
     assert!(message.contains(&format!("vault at {}", bao.addr)) && message.contains("permission denied"), "{message}");
     assert!(!message.contains(wrong_token), "the token was printed");
 
@@ -376,11 +372,7 @@ async fn a_denied_or_unreachable_store_stops_start_up_with_a_clear_error() {
     env.retain(|(k, _)| k != "VAULT_ADDR");
     env.push(("VAULT_ADDR".into(), format!("http://127.0.0.1:{closed}")));
     env.push(("VAULT_TOKEN".into(), ROOT_TOKEN.into()));
-    let mut command = algoagent(&env);
-    command.args(["serve", "--bind", "127.0.0.1:0"]);
-    let output = tokio::time::timeout(Duration::from_secs(30), run_with_stdin(command, "")).await.unwrap();
-    let message = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!output.status.success());
+    let message = failed_start(&env).await;
     assert!(
         message.contains(&format!("vault at http://127.0.0.1:{closed}")) && message.contains("unreachable"),
         "{message}"
