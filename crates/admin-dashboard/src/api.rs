@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use store::operators::EventFilter;
 
-use crate::operations::{self, Actor, Done, EventRow, KeyRow, Usage, UserRow};
+use crate::operations::{self, Actor, ApiTokenRow, Done, EventRow, KeyRow, Usage, UserRow};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -28,31 +28,21 @@ pub fn routes() -> Router<AppState> {
         .route("/api/admin/api-tokens/{id}", axum::routing::delete(revoke_api_token))
 }
 
-/// Most API tokens an operator's list shows.
-const LISTED_API_TOKENS: i64 = 500;
-
 /// Every user's gateway tokens (never the tokens themselves), most
-/// recently used first; each user's calls are in `users/usage`.
-async fn api_tokens(
-    State(state): State<AppState>,
-    user: AuthUser,
-) -> ApiResult<Json<Vec<store::api_tokens::OwnedApiTokenRow>>> {
+/// recently used first, with each one's calls.
+async fn api_tokens(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<ApiTokenRow>>> {
     admin(&state, user).await?;
-    Ok(Json(state.store.all_api_tokens(LISTED_API_TOKENS).await?))
+    let activity = state.pool.activity().report().await?;
+    Ok(Json(operations::api_tokens(&state, &activity).await?))
 }
 
-/// An operator revokes any user's token (a leaked one, say).
 async fn revoke_api_token(
     State(state): State<AppState>,
     user: AuthUser,
     api_core::ResourceId(id): api_core::ResourceId,
 ) -> ApiResult<axum::http::StatusCode> {
     let actor = admin(&state, user).await?;
-    if !state.store.delete_any_api_token(id).await? {
-        return Err(ApiError::NotFound);
-    }
-    state.api_tokens.forget_all();
-    tracing::info!(token_id = id, actor = %actor.as_str(), "API token revoked by an operator");
+    operations::revoke_api_token(&state, id, &actor).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

@@ -343,6 +343,42 @@ pub async fn heaviest_users(state: &AppState, activity: &ActivityReport) -> ApiR
     Ok(rows)
 }
 
+/// Most API tokens an operator's list shows.
+pub const LISTED_API_TOKENS: i64 = 500;
+
+/// A gateway token as operators see it (never the token itself): whose it
+/// is, when it was last used, and its calls over the hour and the day.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiTokenRow {
+    #[serde(flatten)]
+    pub token: store::api_tokens::OwnedApiTokenRow,
+    pub hour: UserActivity,
+    pub day: UserActivity,
+}
+
+/// Every user's tokens, most recently used first.
+pub async fn api_tokens(state: &AppState, activity: &ActivityReport) -> ApiResult<Vec<ApiTokenRow>> {
+    let tokens = state.store.all_api_tokens(LISTED_API_TOKENS).await?;
+    Ok(tokens
+        .into_iter()
+        .map(|token| {
+            let usage = activity.api_tokens.get(&token.id.to_string()).copied().unwrap_or_default();
+            ApiTokenRow { token, hour: usage.hour, day: usage.day }
+        })
+        .collect())
+}
+
+/// An operator revokes any user's token (a leaked one, say); every replica
+/// refuses it within the token cache's life.
+pub async fn revoke_api_token(state: &AppState, token_id: i64, actor: &Actor) -> ApiResult<Done> {
+    if !state.store.delete_any_api_token(token_id).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.api_tokens.forget_all();
+    tracing::info!(token_id, actor = %actor.as_str(), "API token revoked by an operator");
+    Ok(Done { message: format!("revoked API token {token_id}") })
+}
+
 /// A history entry as pages and JSON show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRow {

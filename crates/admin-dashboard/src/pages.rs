@@ -24,7 +24,7 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::api::{filter_from, HistoryQuery};
-use crate::operations::{self, Actor, BucketRow, EventRow, KeyRow, Overview, UserRow};
+use crate::operations::{self, Actor, ApiTokenRow, BucketRow, EventRow, KeyRow, Overview, UserRow};
 use crate::session::{self, AdminSession};
 
 /// How often the pages poll their fragments.
@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/buckets", get(buckets))
         .route("/admin/history", get(history))
         .route("/admin/users", get(users))
+        .route("/admin/tokens", get(tokens))
         .route("/admin/fragments/{name}", get(fragment))
         .route("/admin/login", get(login_form).post(login))
         .route("/admin/logout", post(logout))
@@ -265,6 +266,21 @@ struct UsersFragment {
 }
 
 #[derive(Template)]
+#[template(path = "admin/tokens.html")]
+struct TokensPage {
+    layout: Layout,
+    csrf: String,
+    tokens: Vec<ApiTokenRow>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/_tokens.html")]
+struct TokensFragment {
+    csrf: String,
+    tokens: Vec<ApiTokenRow>,
+}
+
+#[derive(Template)]
 #[template(path = "admin/history.html")]
 struct HistoryPage {
     layout: Layout,
@@ -332,6 +348,17 @@ async fn users(
     Ok(render(&UsersPage { layout: layout(&session, "users", query.notice), users }))
 }
 
+async fn tokens(
+    State(state): State<AppState>,
+    SignedIn(session): PageView,
+    Query(query): Query<NoticeQuery>,
+) -> Result<Response, PageError> {
+    let activity = state.pool.activity().report().await.map_err(ApiError::from)?;
+    let tokens = operations::api_tokens(&state, &activity).await?;
+    let csrf = session.csrf.clone();
+    Ok(render(&TokensPage { layout: layout(&session, "tokens", query.notice), csrf, tokens }))
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct HistoryPageQuery {
     page: Option<String>,
@@ -391,6 +418,10 @@ async fn fragment(
         "users" => {
             let activity = state.pool.activity().report().await.map_err(ApiError::from)?;
             Ok(render(&UsersFragment { users: operations::heaviest_users(&state, &activity).await? }))
+        }
+        "tokens" => {
+            let activity = state.pool.activity().report().await.map_err(ApiError::from)?;
+            Ok(render(&TokensFragment { csrf: session.csrf, tokens: operations::api_tokens(&state, &activity).await? }))
         }
         _ => Err(ApiError::NotFound.into()),
     }
@@ -504,6 +535,8 @@ struct ActionForm {
     #[serde(default)]
     model: String,
     #[serde(default)]
+    token_id: String,
+    #[serde(default)]
     back: String,
 }
 
@@ -516,6 +549,7 @@ struct ConfirmPage {
     key_id: String,
     project: String,
     model: String,
+    token_id: String,
     back: String,
 }
 
@@ -526,6 +560,7 @@ fn back_to(back: &str) -> &'static str {
         "buckets" => "/admin/buckets",
         "history" => "/admin/history",
         "users" => "/admin/users",
+        "tokens" => "/admin/tokens",
         _ => "/admin",
     }
 }
@@ -551,6 +586,7 @@ async fn action(
         "probe" => format!("Probe key {} now (a models.get call, no quota spent)?", form.key_id),
         "reload" => "Make every replica re-read the key configuration?".to_string(),
         "test-alert" => "Post a test alert to the webhook?".to_string(),
+        "revoke-token" => format!("Revoke API token {}? Every replica refuses it within seconds.", form.token_id),
         _ => return Err(ApiError::NotFound.into()),
     };
     if form.confirmed != "yes" {
@@ -561,6 +597,7 @@ async fn action(
             key_id: form.key_id,
             project: form.project,
             model: form.model,
+            token_id: form.token_id,
             back: form.back,
         }));
     }
@@ -571,6 +608,10 @@ async fn action(
         "enable" => operations::enable_key(&state, &form.key_id, &actor).await,
         "probe" => operations::probe_key(&state, &form.key_id, &actor).await,
         "reload" => operations::reload(&state, &actor).await,
+        "revoke-token" => {
+            let token_id = form.token_id.parse().map_err(|_| ApiError::bad_request("token_id must be a number"))?;
+            operations::revoke_api_token(&state, token_id, &actor).await
+        }
         _ => operations::test_alert(&state, &actor).await,
     }?;
     Ok(Redirect::to(&format!("{}?notice={}", back_to(&form.back), encode(&done.message))).into_response())

@@ -271,6 +271,7 @@ async fn model_method(
     })?;
     let spec = CallSpec {
         user: Some(caller.fair_use_key()),
+        api_token: Some(caller.token_id),
         sticky: false,
         workload: Workload::Light,
         model: Some(model.to_string()),

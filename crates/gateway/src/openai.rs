@@ -176,6 +176,7 @@ async fn chat_completions(
     let gemini_body = translate_request(&request)?;
     let spec = CallSpec {
         user: Some(caller.fair_use_key()),
+        api_token: Some(caller.token_id),
         sticky: false,
         workload: Workload::Light,
         model: Some(model.clone()),

@@ -53,6 +53,9 @@ impl Default for ExecutorSettings {
 pub struct CallSpec {
     /// Whose quota this is (fair use) and, when `sticky`, whose key.
     pub user: Option<String>,
+    /// The gateway API token the call came with, whose use operators see
+    /// apart from the rest of the user's.
+    pub api_token: Option<i64>,
     pub sticky: bool,
     pub workload: Workload,
     /// An exact model (the SDK proxy); otherwise the admitted key's model.
@@ -68,7 +71,16 @@ impl CallSpec {
     /// onto the other family when its own is full: what every app feature
     /// (chat, formatting, generation) sends.
     pub fn for_user(user: impl Into<String>, workload: Workload, body: Value) -> Self {
-        Self { user: Some(user.into()), sticky: true, workload, model: None, allow_spill: true, body, deadline: None }
+        Self {
+            user: Some(user.into()),
+            api_token: None,
+            sticky: true,
+            workload,
+            model: None,
+            allow_spill: true,
+            body,
+            deadline: None,
+        }
     }
 }
 
@@ -392,26 +404,57 @@ impl Executor {
             estimated_tokens: 0,
         };
         let deadline = Instant::now() + spec.deadline.unwrap_or(self.settings.deadline);
+        let candidates: Vec<_> = self.pool.candidate_groups(&admit)?.into_iter().flatten().collect();
+        // A request against the caller's fair use but no tokens: Google
+        // meters countTokens apart from generation, yet a caller flooding
+        // it still wears out the shared keys.
+        let user_ticket = match self.fair_use_check(spec, 0).await {
+            Ok(ticket) => ticket,
+            Err(err) => {
+                if matches!(err, ExecError::UserLimited { .. }) {
+                    self.count_caller(spec, 0, true);
+                }
+                return Err(err);
+            }
+        };
         let mut last_error = None;
-        let candidates = self.pool.candidate_groups(&admit)?.into_iter().flatten();
-        for candidate in candidates.take(self.settings.max_attempts as usize) {
+        let mut answered = None;
+        for candidate in candidates.into_iter().take(self.settings.max_attempts as usize) {
             let Some(key) = self.pool.key(&candidate.key_id) else { continue };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let call = self.client.count_tokens_answer(&key.secret, &model, &spec.body);
             match tokio::time::timeout(remaining, call).await {
-                Err(_) => return Err(ExecError::DeadlineExceeded),
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(err)) if err.outcome().is_key_failure() || err.is_retryable() => {
+                Err(_) => {
+                    answered = Some(Err(ExecError::DeadlineExceeded));
+                    break;
+                }
+                Ok(Ok(answer)) => {
+                    self.pool.report_unmetered(&key, &Outcome::Success { prompt_tokens: None }).await;
+                    answered = Some(Ok(answer));
+                    break;
+                }
+                Ok(Err(err)) => {
+                    self.pool.report_unmetered(&key, &err.outcome()).await;
+                    if !(err.outcome().is_key_failure() || err.is_retryable()) {
+                        answered = Some(Err(ExecError::Rejected(err)));
+                        break;
+                    }
                     tracing::info!(key_id = %key.key_id, outcome = err.outcome().kind(), "countTokens failed on a key");
                     last_error = Some(err);
                 }
-                Ok(Err(err)) => return Err(ExecError::Rejected(err)),
             }
         }
-        Err(match last_error {
-            Some(last) => ExecError::Upstream { attempts: self.settings.max_attempts, last },
-            None => ExecError::Unusable,
-        })
+        let outcome = answered.unwrap_or_else(|| {
+            Err(match last_error {
+                Some(last) => ExecError::Upstream { attempts: self.settings.max_attempts, last },
+                None => ExecError::Unusable,
+            })
+        });
+        match &outcome {
+            Ok(_) | Err(ExecError::Rejected(_)) => self.count_caller(spec, 0, false),
+            Err(_) => self.refund_user(user_ticket.as_ref()).await,
+        }
+        outcome
     }
 
     async fn failed<T>(&self, grant: &Grant, err: GeminiError) -> Attempt<T> {
@@ -434,8 +477,8 @@ impl Executor {
         let user_ticket = match self.fair_use_check(spec, estimated).await {
             Ok(ticket) => ticket,
             Err(err) => {
-                if let (Some(user), ExecError::UserLimited { .. }) = (&spec.user, &err) {
-                    self.pool.activity().user_call(user, estimated, true);
+                if matches!(err, ExecError::UserLimited { .. }) {
+                    self.count_caller(spec, estimated, true);
                 }
                 return Err(err);
             }
@@ -499,20 +542,34 @@ impl Executor {
             }
         };
         if !admitted_once {
-            if let Some(ticket) = &user_ticket {
-                // No key took the call: the user's unit comes back.
-                if let Err(err) = self.fair_use.refund(ticket).await {
-                    tracing::warn!(error = %err, "could not refund a user's fair-use unit");
-                }
-            }
+            // No key took the call: the user's unit comes back.
+            self.refund_user(user_ticket.as_ref()).await;
         }
-        if let Some(user) = &spec.user {
-            let refused = matches!(outcome, Err(ExecError::PoolFull { .. }));
-            if admitted_once || refused {
-                self.pool.activity().user_call(user, estimated, refused);
-            }
+        let refused = matches!(outcome, Err(ExecError::PoolFull { .. }));
+        if admitted_once || refused {
+            self.count_caller(spec, estimated, refused);
         }
         outcome.map(|value| (value, attempts))
+    }
+
+    /// The call in the operators' per-user (and per-token) counts.
+    fn count_caller(&self, spec: &CallSpec, estimated: u64, refused: bool) {
+        let activity = self.pool.activity();
+        if let Some(user) = &spec.user {
+            activity.user_call(user, estimated, refused);
+        }
+        if let Some(token) = spec.api_token {
+            activity.api_token_call(token, estimated, refused);
+        }
+    }
+
+    /// Gives back a fair-use unit no key spent.
+    async fn refund_user(&self, ticket: Option<&UserTicket>) {
+        if let Some(ticket) = ticket {
+            if let Err(err) = self.fair_use.refund(ticket).await {
+                tracing::warn!(error = %err, "could not refund a user's fair-use unit");
+            }
+        }
     }
 
     async fn fair_use_check(&self, spec: &CallSpec, estimated: u64) -> Result<Option<UserTicket>, ExecError> {

@@ -165,6 +165,25 @@ impl Sim {
         }
     }
 
+    /// The next scripted answer of `project`, taken only if `error` makes
+    /// an error of it: a method that answers no text (countTokens) fails
+    /// as Google's does, and leaves a scripted text for the next generation.
+    fn next_scripted_error(
+        &self,
+        project: &str,
+        error: impl Fn(&Scripted) -> Option<GoogleError>,
+    ) -> Option<GoogleError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let queue = match state.project_scripts.get_mut(project).filter(|queue| !queue.is_empty()) {
+            Some(queue) => queue,
+            None => &mut state.script,
+        };
+        let found = error(queue.front()?)?;
+        queue.pop_front();
+        Some(found)
+    }
+
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.lock().log.clone()
     }
@@ -384,7 +403,13 @@ async fn handle(
     let prompt = answers::prompt(body);
     let prompt_tokens = answers::estimate_tokens(&prompt.all_text);
     match method {
-        "countTokens" => return Json(json!({ "totalTokens": prompt_tokens })).into_response(),
+        "countTokens" => {
+            let scripted = sim.next_scripted_error(&key.project, |s| scripted_error(s, model, &key.project));
+            return match scripted {
+                Some(error) => error.into_response(),
+                None => Json(json!({ "totalTokens": prompt_tokens })).into_response(),
+            };
+        }
         "generateContent" | "streamGenerateContent" => {}
         other => return errors::bad_request(&format!("Unknown method {other}")).into_response(),
     }

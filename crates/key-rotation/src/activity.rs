@@ -98,6 +98,8 @@ pub struct ActivityReport {
     pub keys: BTreeMap<String, HourAndDay<KeyActivity>>,
     /// By user id.
     pub users: BTreeMap<String, HourAndDay<UserActivity>>,
+    /// The gateway's share of those calls, by API token id.
+    pub api_tokens: BTreeMap<String, HourAndDay<UserActivity>>,
     /// Each key's last use (ms since the epoch).
     pub last_used_ms: BTreeMap<String, u64>,
 }
@@ -129,14 +131,18 @@ impl Batch {
     }
 }
 
-// Fields are `k|<key id>|<what>` and `u|<user id>|<what>`; the id sits
-// between the first and the last `|`, so an id holding one still parses.
+// Fields are `k|<key id>|<what>`, `u|<user id>|<what>` and
+// `t|<API token id>|<what>`; the id sits between the first and the last
+// `|`, so an id holding one still parses.
 fn key_field(key_id: &str, what: &str) -> String {
     format!("k|{key_id}|{what}")
 }
 
-fn user_field(user: &str, what: &str) -> String {
-    format!("u|{user}|{what}")
+const USER: &str = "u";
+const API_TOKEN: &str = "t";
+
+fn caller_field(kind: &str, id: &str, what: &str) -> String {
+    format!("{kind}|{id}|{what}")
 }
 
 /// Sums of fields over a span, folded into the report's shapes.
@@ -144,6 +150,7 @@ fn user_field(user: &str, what: &str) -> String {
 struct Totals {
     keys: BTreeMap<String, KeyActivity>,
     users: BTreeMap<String, UserActivity>,
+    api_tokens: BTreeMap<String, UserActivity>,
 }
 
 impl Totals {
@@ -164,8 +171,9 @@ impl Totals {
                         _ => {}
                     }
                 }
-                "u" => {
-                    let user = totals.users.entry(id.to_string()).or_default();
+                USER | API_TOKEN => {
+                    let callers = if kind == USER { &mut totals.users } else { &mut totals.api_tokens };
+                    let user = callers.entry(id.to_string()).or_default();
                     match what {
                         "req" => user.requests += value,
                         "tok" => user.tokens += value,
@@ -365,12 +373,22 @@ impl Activity {
     /// A user's AI call: admitted with `tokens` estimated input tokens, or
     /// refused with a 429 (`rate_limited`).
     pub fn user_call(&self, user: &str, tokens: u64, rate_limited: bool) {
+        self.caller_call(USER, user, tokens, rate_limited);
+    }
+
+    /// The same for the API token a gateway call came with, counted apart
+    /// so operators see which of a user's tokens the traffic is.
+    pub fn api_token_call(&self, token_id: i64, tokens: u64, rate_limited: bool) {
+        self.caller_call(API_TOKEN, &token_id.to_string(), tokens, rate_limited);
+    }
+
+    fn caller_call(&self, kind: &str, id: &str, tokens: u64, rate_limited: bool) {
         let mut pending = self.pending();
         if rate_limited {
-            pending.add(user_field(user, "429"), 1);
+            pending.add(caller_field(kind, id, "429"), 1);
         } else {
-            pending.add(user_field(user, "req"), 1);
-            pending.add(user_field(user, "tok"), tokens);
+            pending.add(caller_field(kind, id, "req"), 1);
+            pending.add(caller_field(kind, id, "tok"), tokens);
         }
     }
 
@@ -408,6 +426,10 @@ impl Activity {
             let hour = hour.users.get(&user).copied().unwrap_or_default();
             report.users.insert(user, HourAndDay { hour, day: activity });
         }
+        for (token, activity) in day.api_tokens {
+            let hour = hour.api_tokens.get(&token).copied().unwrap_or_default();
+            report.api_tokens.insert(token, HourAndDay { hour, day: activity });
+        }
         Ok(report)
     }
 
@@ -434,6 +456,7 @@ mod tests {
         activity.key_call("flash|01", CallClass::Success);
         activity.key_latency("flash|01", Duration::from_millis(100));
         activity.user_call("7", 120, false);
+        activity.api_token_call(3, 120, false);
         activity.flush().await.unwrap();
         clock.advance(2 * HOUR_MS);
         activity.key_call("flash|01", CallClass::RateLimited);
@@ -447,6 +470,9 @@ mod tests {
         let user = report.users["7"];
         assert_eq!((user.day.requests, user.day.tokens, user.day.rate_limited), (1, 120, 1));
         assert_eq!((user.hour.requests, user.hour.rate_limited), (0, 1));
+        let token = report.api_tokens["3"];
+        assert_eq!((token.day.requests, token.day.tokens, token.hour.requests), (1, 120, 0));
+        assert!(!report.users.contains_key("3"), "a token's counts are not a user's");
         assert_eq!(report.last_used_ms["flash|01"], 12 * HOUR_MS);
 
         clock.advance(25 * HOUR_MS);

@@ -583,9 +583,18 @@ impl KeyPool {
         }
     }
 
-    async fn react(&self, grant: &Grant, outcome: &Outcome) -> Result<(), LimiterError> {
-        let key = &grant.key;
-        let ticket = &grant.ticket;
+    /// Reacts to how a call that held no admission ticket ended (Google's
+    /// `countTokens`, which spends no generation quota): the key is counted
+    /// and, if Google says it is dead, taken out of rotation. A 429 there
+    /// is countTokens' own quota, so the key's bucket does not cool down.
+    pub async fn report_unmetered(&self, key: &KeySpec, outcome: &Outcome) {
+        self.count_call(key, outcome);
+        if let Err(err) = self.retire_if_dead(key, outcome).await {
+            tracing::warn!(error = %err, key_id = %key.key_id, "could not record a call's outcome");
+        }
+    }
+
+    fn count_call(&self, key: &KeySpec, outcome: &Outcome) {
         self.touch(&key.key_id, Some(outcome));
         self.metrics.count_outcome(&key.key_id, outcome.kind());
         let class = match outcome {
@@ -597,6 +606,12 @@ impl KeyPool {
         if let Some(class) = class {
             self.activity.key_call(&key.key_id, class);
         }
+    }
+
+    async fn react(&self, grant: &Grant, outcome: &Outcome) -> Result<(), LimiterError> {
+        let key = &grant.key;
+        let ticket = &grant.ticket;
+        self.count_call(key, outcome);
         let window_ms = duration_ms(self.config().effective_window());
         match outcome {
             Outcome::Success { prompt_tokens } => {
@@ -606,9 +621,6 @@ impl KeyPool {
                 self.limiter.release(ticket).await?;
             }
             Outcome::NotSent => self.limiter.refund(ticket).await?,
-            Outcome::UpstreamUnavailable | Outcome::TimedOut | Outcome::CallerError => {
-                self.limiter.release(ticket).await?;
-            }
             Outcome::RateLimited { scope, retry_delay, zero_limit } => {
                 self.limiter.release(ticket).await?;
                 let (duration, reason) = if *zero_limit {
@@ -629,14 +641,30 @@ impl KeyPool {
                 self.limiter.cool_down(&key.model, &key.project, duration_ms(duration), &reason).await?;
                 self.record("cooldown", Some(key), reason).await;
             }
-            Outcome::KeyInvalid | Outcome::KeyBlocked | Outcome::KeyLeaked => {
+            Outcome::UpstreamUnavailable
+            | Outcome::TimedOut
+            | Outcome::CallerError
+            | Outcome::KeyInvalid
+            | Outcome::KeyBlocked
+            | Outcome::KeyLeaked
+            | Outcome::ProjectDisabled => {
                 self.limiter.release(ticket).await?;
+                self.retire_if_dead(key, outcome).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a key Google refused out of rotation; a disabled API takes
+    /// every key of its project. Any other outcome leaves the key alone.
+    async fn retire_if_dead(&self, key: &KeySpec, outcome: &Outcome) -> Result<(), LimiterError> {
+        match outcome {
+            Outcome::KeyInvalid | Outcome::KeyBlocked | Outcome::KeyLeaked => {
                 let (lasting, reason) = self.dead_key(outcome);
                 self.limiter.disable(&key.model, &key.key_id, lasting, reason).await?;
                 self.record("disabled", Some(key), reason.to_string()).await;
             }
             Outcome::ProjectDisabled => {
-                self.limiter.release(ticket).await?;
                 let reason = "project's API is disabled (SERVICE_DISABLED)";
                 for other in self.config().keys.iter().filter(|k| k.project == key.project) {
                     self.limiter
@@ -650,6 +678,7 @@ impl KeyPool {
                     self.record("disabled", Some(other), reason.to_string()).await;
                 }
             }
+            _ => {}
         }
         Ok(())
     }

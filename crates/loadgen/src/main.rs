@@ -292,6 +292,7 @@ async fn run_pool(load: Load) -> anyhow::Result<()> {
         async move {
             let spec = CallSpec {
                 user: Some(format!("user-{user}")),
+                api_token: None,
                 sticky: true,
                 workload: Workload::Light,
                 model: None,

@@ -82,6 +82,7 @@ pub const GENEROUS: UserLimits = UserLimits { rpm: 1_000, burst: 1_000, tpm: 10_
 pub fn spec(user: Option<&str>) -> CallSpec {
     CallSpec {
         user: user.map(str::to_string),
+        api_token: None,
         sticky: false,
         workload: Workload::Light,
         model: None,

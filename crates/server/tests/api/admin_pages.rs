@@ -104,7 +104,7 @@ async fn an_admin_logs_in_with_a_strict_cookie_and_sees_every_page_without_secre
     }
     assert!(!cookie.contains("Secure"), "plain HTTP from an untrusted peer: {cookie}");
 
-    for path in ["/admin", "/admin/keys", "/admin/buckets", "/admin/history", "/admin/users"] {
+    for path in ["/admin", "/admin/keys", "/admin/buckets", "/admin/history", "/admin/users", "/admin/tokens"] {
         let page = browser.get(path).await;
         assert_eq!(page.status(), StatusCode::OK, "{path}");
         let csp = page.headers()[CONTENT_SECURITY_POLICY].to_str().unwrap().to_string();
@@ -200,6 +200,59 @@ async fn actions_need_the_token_and_a_confirmation_and_are_recorded() {
     assert!(history.contains("admin:careful-admin"), "{history}");
     let bad_page = browser.get("/admin/history?page=0").await;
     assert_eq!(bad_page.status(), StatusCode::BAD_REQUEST);
+}
+
+/// The tokens page: every user's gateway tokens with their calls, never a
+/// token, and a revocation that asks first and then holds.
+#[tokio::test]
+async fn operators_see_each_api_tokens_calls_and_revoke_one_from_the_page() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let holder = app.register("token-holder").await;
+    let created = app
+        .send(
+            reqwest::Method::POST,
+            "/api/auth/api-tokens/",
+            Some(&holder.access),
+            &serde_json::json!({"name": "ci-runner"}),
+        )
+        .await;
+    let issued = expect_status(created, StatusCode::CREATED).await;
+    let token = issued["token"].as_str().unwrap();
+    let generate = format!("{}/v1beta/models/gemini-2.5-flash:generateContent", app.base);
+    let ask = serde_json::json!({"contents": [{"parts": [{"text": "hello"}]}]});
+    let called = app.client.post(&generate).header("x-goog-api-key", token).json(&ask).send().await.unwrap();
+    expect_status(called, StatusCode::OK).await;
+
+    let admin = app.register_admin("tokens-admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.log_in(&admin.username, &admin.password).await.status(), StatusCode::SEE_OTHER);
+    let page = browser.get("/admin/tokens").await.text().await.unwrap();
+    let prefix = issued["prefix"].as_str().unwrap();
+    assert!(page.contains("ci-runner") && page.contains("token-holder") && page.contains(prefix), "{page}");
+    assert!(!page.contains(token), "the page shows a token");
+    let row = &page[page.find("ci-runner").unwrap()..];
+    assert!(row.contains("<td>1</td>"), "one call this hour: {row}");
+    let fragment = browser.get("/admin/fragments/tokens").await.text().await.unwrap();
+    assert!(fragment.contains("ci-runner") && !fragment.contains("<html"), "{fragment}");
+
+    let csrf = hidden(&page, "csrf");
+    let origin = browser.origin();
+    let id = issued["id"].to_string();
+    let form = [("token_id", id.as_str()), ("csrf", csrf.as_str()), ("back", "tokens")];
+    let asked = browser.post("/admin/actions/revoke-token", &form, Some(&origin)).await;
+    assert!(asked.text().await.unwrap().contains(&format!("Revoke API token {id}")));
+    let called = app.client.post(&generate).header("x-goog-api-key", token).json(&ask).send().await.unwrap();
+    assert_eq!(called.status(), StatusCode::OK, "asking changes nothing");
+
+    let confirmed = [form.as_slice(), &[("confirmed", "yes")]].concat();
+    let done = browser.post("/admin/actions/revoke-token", &confirmed, Some(&origin)).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert!(done.headers()[LOCATION].to_str().unwrap().starts_with("/admin/tokens?notice="));
+    let called = app.client.post(&generate).header("x-goog-api-key", token).json(&ask).send().await.unwrap();
+    assert_eq!(called.status(), StatusCode::BAD_REQUEST, "a revoked token is refused");
+    let page = browser.get("/admin/tokens").await.text().await.unwrap();
+    assert!(!page.contains("ci-runner"), "{page}");
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ async fn the_demo_pool_rotates_past_its_bad_keys() {
     let gemini = app.state().gemini.clone();
     let call = CallSpec {
         user: Some("demo-user".into()),
+        api_token: None,
         sticky: false,
         workload: Workload::Light,
         model: None,

@@ -381,7 +381,12 @@ async fn admins_list_every_users_tokens_and_revoke_one() {
     let app = spawn_app_with_sim(&sim).await;
     let (access, issued) = user_with_api_token(&app, "token-holder").await;
     let token = issued["token"].as_str().unwrap();
-    served_model(&app, token).await;
+    let model = served_model(&app, token).await;
+    let url = format!("{}/v1beta/models/{model}:generateContent", app.base);
+    for _ in 0..2 {
+        let response = app.client.post(&url).header("x-goog-api-key", token).json(&ask("count me")).send().await;
+        expect_status(response.unwrap(), StatusCode::OK).await;
+    }
     let admin = app.register_admin("token-admin").await;
     let response = app.get("/api/admin/api-tokens/", Some(&access)).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -389,6 +394,8 @@ async fn admins_list_every_users_tokens_and_revoke_one() {
     assert!(!listed.to_string().contains(token), "an operator's list showed a token");
     let row = listed.as_array().unwrap().iter().find(|row| row["id"] == issued["id"]).unwrap().clone();
     assert_eq!((row["username"].as_str(), row["prefix"].as_str()), (Some("token-holder"), issued["prefix"].as_str()));
+    assert_eq!((row["hour"]["requests"].as_u64(), row["day"]["requests"].as_u64()), (Some(2), Some(2)), "{row}");
+    assert!(row["day"]["tokens"].as_u64().is_some_and(|tokens| tokens > 0), "{row}");
 
     let id = issued["id"].as_i64().unwrap();
     let revoked = app
@@ -428,4 +435,36 @@ async fn open_streams_are_capped_per_user_on_both_surfaces() {
     let again = open_openai().await.unwrap();
     assert_eq!(again.status(), StatusCode::OK);
     assert!(again.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+}
+
+/// countTokens spends no generation quota, but it is still the caller's
+/// traffic through the shared keys: it counts against their fair use, and
+/// a key Google refuses there leaves the rotation as it would anywhere.
+#[tokio::test]
+async fn count_tokens_counts_against_fair_use_and_retires_a_dead_key() {
+    let sim = start_sim().await;
+    let limits = [("USER_RPM_DEFAULT", "2"), ("USER_BURST_DEFAULT", "2")];
+    let app = crate::helpers::spawn_app_with_sim_and(&sim, &limits).await;
+    let (_, issued) = user_with_api_token(&app, "counter").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let url = format!("{}/v1beta/models/{model}:countTokens", app.base);
+    let count = || app.client.post(&url).header("x-goog-api-key", token).json(&ask("count me")).send();
+
+    expect_status(count().await.unwrap(), StatusCode::OK).await;
+    expect_status(count().await.unwrap(), StatusCode::OK).await;
+    let refused = count().await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+    let refused = expect_status(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(refused["error"]["status"], "RESOURCE_EXHAUSTED", "{refused}");
+
+    // Another user's count meets a key Google says is invalid.
+    let (_, other) = user_with_api_token(&app, "second-counter").await;
+    sim.sim.script([gemini_sim::Scripted::InvalidKey]);
+    let response =
+        app.client.post(&url).header("x-goog-api-key", other["token"].as_str().unwrap()).json(&ask("count")).send();
+    assert_ne!(response.await.unwrap().status(), StatusCode::OK, "the only key is dead");
+    let admin = app.register_admin("count-admin").await;
+    let keys = expect_status(app.get("/api/admin/keys/", Some(&admin.access)).await, StatusCode::OK).await;
+    assert_eq!(keys[0]["state"], "disabled", "{keys}");
 }
