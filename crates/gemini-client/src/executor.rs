@@ -444,12 +444,11 @@ impl Executor {
                 }
             }
         }
-        let outcome = answered.unwrap_or_else(|| {
-            Err(match last_error {
-                Some(last) => ExecError::Upstream { attempts: self.settings.max_attempts, last },
-                None => ExecError::Unusable,
-            })
-        });
+        let exhausted = match last_error {
+            Some(last) => ExecError::Upstream { attempts: self.settings.max_attempts, last },
+            None => ExecError::Unusable,
+        };
+        let outcome = answered.unwrap_or(Err(exhausted));
         match &outcome {
             Ok(_) | Err(ExecError::Rejected(_)) => self.count_caller(spec, 0, false),
             Err(_) => self.refund_user(user_ticket.as_ref()).await,
