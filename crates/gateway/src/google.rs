@@ -282,7 +282,7 @@ async fn model_method(
     match method {
         "generateContent" => {
             let completed = state.gemini.generate_as_is(&spec).await?;
-            Ok(Json(completed.body).into_response())
+            Ok(crate::answered(completed.body, completed.upstream))
         }
         "streamGenerateContent" => {
             // `USER_MAX_STREAMS`, as for the app's streams; the slot lives

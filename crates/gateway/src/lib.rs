@@ -18,9 +18,10 @@ pub mod openai;
 use std::time::Duration;
 
 use api_core::AppState;
-use axum::http::{header, HeaderValue};
-use axum::response::Response;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Json, Response};
 use axum::Router;
+use serde_json::Value;
 
 /// The gateway's routes. They authenticate on their own (API tokens), so
 /// they sit beside the public routes, not behind the JWT gate.
@@ -38,4 +39,16 @@ pub(crate) fn set_retry_after(response: &mut Response, wait: Duration) {
     if let Ok(value) = HeaderValue::from_str(&retry_after_seconds(wait).to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
+}
+
+/// A whole answer, with `Server-Timing: upstream;dur=<ms>`: the time spent
+/// waiting on Google, so a client (or a benchmark) can tell it from the
+/// time spent in the gateway.
+pub(crate) fn answered(body: Value, upstream: Duration) -> Response {
+    let mut response = Json(body).into_response();
+    let timing = format!("upstream;dur={:.3}", upstream.as_secs_f64() * 1e3);
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        response.headers_mut().insert(HeaderName::from_static("server-timing"), value);
+    }
+    response
 }

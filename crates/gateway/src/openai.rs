@@ -196,7 +196,7 @@ async fn chat_completions(
         return Ok(sse(stream, slot, model, include_usage, state.chat.stream_idle_timeout));
     }
     let completed = state.gemini.generate_as_is(&spec).await?;
-    Ok(Json(completion(&completed.body, &model)).into_response())
+    Ok(crate::answered(completion(&completed.body, &model), completed.upstream))
 }
 
 // ---- request ------------------------------------------------------------

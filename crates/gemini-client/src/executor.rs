@@ -189,6 +189,10 @@ pub struct Completed {
     pub key_id: String,
     pub model: String,
     pub attempts: u32,
+    /// Time spent waiting on Google, every attempt together: what the
+    /// gateway reports as `Server-Timing`, so a client can tell it from
+    /// the time spent in the gateway.
+    pub upstream: Duration,
 }
 
 pub struct Executor {
@@ -337,14 +341,16 @@ impl Executor {
                 Ok(Ok(body)) => {
                     let prompt_tokens = body["usageMetadata"]["promptTokenCount"].as_u64();
                     self.pool.report(&grant, &Outcome::Success { prompt_tokens }).await;
-                    Attempt::Done(Completed { body, key_id: grant.key.key_id.clone(), model, attempts: 0 })
+                    let key_id = grant.key.key_id.clone();
+                    Attempt::Done(Completed { body, key_id, model, attempts: 0, upstream: Duration::ZERO })
                 }
                 Ok(Err(err)) => self.failed(&grant, err).await,
             }
         })
         .await
-        .map(|(mut completed, attempts)| {
+        .map(|(mut completed, attempts, upstream)| {
             completed.attempts = attempts;
+            completed.upstream = upstream;
             completed
         })
     }
@@ -388,7 +394,7 @@ impl Executor {
             }
         })
         .await
-        .map(|(stream, _)| stream)
+        .map(|(stream, ..)| stream)
     }
 
     /// `countTokens` for `spec.model`, through a key serving it. Counting
@@ -466,7 +472,7 @@ impl Executor {
         }
     }
 
-    async fn run<T, F, Fut>(&self, spec: &CallSpec, attempt: F) -> Result<(T, u32), ExecError>
+    async fn run<T, F, Fut>(&self, spec: &CallSpec, attempt: F) -> Result<(T, u32, Duration), ExecError>
     where
         F: Fn(Grant, String, Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
@@ -492,6 +498,7 @@ impl Executor {
         let mut attempts = 0;
         let mut admitted_once = false;
         let mut waiting_since = Instant::now();
+        let mut upstream = Duration::ZERO;
         let mut last_error: Option<GeminiError> = None;
         let outcome = loop {
             if attempts >= self.settings.max_attempts {
@@ -519,8 +526,10 @@ impl Executor {
             let sent = Instant::now();
             let key_id = grant.key.key_id.clone();
             let attempted = attempt(grant, model, remaining).await;
-            self.metrics.upstream_latency.observe(sent.elapsed().as_secs_f64());
-            self.pool.activity().key_latency(&key_id, sent.elapsed());
+            let elapsed = sent.elapsed();
+            upstream += elapsed;
+            self.metrics.upstream_latency.observe(elapsed.as_secs_f64());
+            self.pool.activity().key_latency(&key_id, elapsed);
             waiting_since = Instant::now();
             match attempted {
                 Attempt::Done(value) => break Ok(value),
@@ -548,7 +557,7 @@ impl Executor {
         if admitted_once || refused {
             self.count_caller(spec, estimated, refused);
         }
-        outcome.map(|value| (value, attempts))
+        outcome.map(|value| (value, attempts, upstream))
     }
 
     /// The call in the operators' per-user (and per-token) counts.

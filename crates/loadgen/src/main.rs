@@ -18,8 +18,13 @@
 //!   three of them, Redis, Postgres and a standalone gemini-sim).
 //! - `loadgen pool`: the same load straight through the rotating executor
 //!   in process: the engine alone, without HTTP or a database.
+//! - `loadgen gateway`: the SDK gateway against gemini-sim directly and
+//!   against LiteLLM's proxy, one request in flight or at fixed rates
+//!   (`scripts/gateway-load.sh`, `scripts/gateway-vs-litellm.sh`).
 
 #![allow(clippy::print_stdout, reason = "a command-line report")]
+
+mod gateway;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -70,6 +75,8 @@ enum Command {
         #[command(flatten)]
         load: Load,
     },
+    /// What the SDK gateway (and LiteLLM's) adds over calling gemini-sim.
+    Gateway(gateway::GatewayLoad),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -327,7 +334,8 @@ async fn expect_json(response: reqwest::Response, what: &str) -> anyhow::Result<
     serde_json::from_str(&body).with_context(|| format!("{what}: not JSON: {body}"))
 }
 
-async fn sign_up(client: &reqwest::Client, target: &str, n: usize) -> anyhow::Result<ChatUser> {
+/// Registers load user `n` at `target`; returns their access token.
+async fn register(client: &reqwest::Client, target: &str, n: usize) -> anyhow::Result<String> {
     let run = std::process::id();
     let username = format!("load{run}u{n}");
     let password = format!("quartz-Lantern-{run}-{n}");
@@ -343,7 +351,11 @@ async fn sign_up(client: &reqwest::Client, target: &str, n: usize) -> anyhow::Re
         .send()
         .await?;
     let registered = expect_json(registered, "register").await?;
-    let token = registered["tokens"]["access"].as_str().context("register: no access token")?.to_string();
+    Ok(registered["tokens"]["access"].as_str().context("register: no access token")?.to_string())
+}
+
+async fn sign_up(client: &reqwest::Client, target: &str, n: usize) -> anyhow::Result<ChatUser> {
+    let token = register(client, target, n).await?;
     let session = client
         .post(format!("{target}/api/auth/chat-sessions/"))
         .bearer_auth(&token)
@@ -407,5 +419,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Scenario { dir, window_seconds } => write_scenario(&dir, window_seconds),
         Command::Chat { targets, sim, load } => run_chat(targets, sim, load).await,
         Command::Pool { load } => run_pool(load).await,
+        Command::Gateway(load) => gateway::run(load).await,
     }
 }

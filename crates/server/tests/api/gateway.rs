@@ -468,3 +468,28 @@ async fn count_tokens_counts_against_fair_use_and_retires_a_dead_key() {
     let keys = expect_status(app.get("/api/admin/keys/", Some(&admin.access)).await, StatusCode::OK).await;
     assert_eq!(keys[0]["state"], "disabled", "{keys}");
 }
+
+/// A whole answer says how long Google took (`Server-Timing: upstream`),
+/// on both surfaces, so a client can tell it from the gateway's own time.
+#[tokio::test]
+async fn answers_say_how_long_the_upstream_call_took() {
+    let sim = crate::helpers::start_sim_answering_after(40).await;
+    let app = spawn_app_with_sim(&sim).await;
+    let (_, issued) = user_with_api_token(&app, "timed").await;
+    let token = issued["token"].as_str().unwrap();
+    let model = served_model(&app, token).await;
+    let native = app
+        .client
+        .post(format!("{}/v1beta/models/{model}:generateContent", app.base))
+        .header("x-goog-api-key", token)
+        .json(&ask("time me"));
+    let chat = json!({"model": model, "messages": [{"role": "user", "content": "time me"}]});
+    let openai = app.client.post(format!("{}/v1/chat/completions", app.base)).bearer_auth(token).json(&chat);
+    for request in [native, openai] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let timing = response.headers()["server-timing"].to_str().unwrap().to_string();
+        let upstream_ms: f64 = timing.strip_prefix("upstream;dur=").unwrap().parse().unwrap();
+        assert!(upstream_ms >= 40.0, "the simulator waited 40 ms before answering: {timing}");
+    }
+}
