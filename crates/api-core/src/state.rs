@@ -66,6 +66,8 @@ pub struct AppStateInner {
     /// `REQUEST_TIMEOUT_SECS`: what a request may take, and so what work
     /// making several AI calls must fit into.
     pub request_timeout: Duration,
+    /// Where generated strategies' backtests run.
+    pub sandbox: Arc<sandbox::Sandbox>,
 }
 
 /// The limits of a conversation.

@@ -106,6 +106,7 @@ impl App {
             tasks: api_core::DetachedTasks::default(),
             stream_slots: api_core::stream_slots::StreamSlots::new(config.user_max_streams),
             request_timeout: config.request_timeout,
+            sandbox: Arc::new(sandbox::Sandbox::new(config.sandbox.settings())),
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
             secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(

@@ -74,6 +74,20 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// The backtest sandbox.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Create the unprivileged account runs drop to (when root), the pinned
+    /// Python environment at SANDBOX_ENV_DIR, and prove both with a run.
+    Setup,
+    /// Say whether backtests can run here, and if not why.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,12 +179,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate(&config).await,
         Command::CreateAdmin { username } => create_admin(&config, &username).await,
         Command::Keys { action } => keys(&config, action).await,
+        Command::Sandbox { action } => sandbox_command(&config, action).await,
         Command::ImportDjango { from, dry_run, merge, orphans_to, map_file } => {
             let options =
                 crate::import_django::ImportOptions { from, dry_run, merge, orphans_to, map_file: Some(map_file) };
             import_django(&config, &options).await
         }
     }
+}
+
+#[allow(clippy::print_stdout, reason = "the sandbox commands report to the operator's terminal")]
+async fn sandbox_command(config: &Config, action: SandboxCommand) -> anyhow::Result<()> {
+    let settings = config.sandbox.settings();
+    match action {
+        SandboxCommand::Setup => {
+            sandbox::setup::setup(&settings, |line| println!("{line}")).await?;
+            println!("the sandbox is ready: {}", settings.env_dir.display());
+        }
+        SandboxCommand::Status => match sandbox::Sandbox::new(settings).readiness() {
+            sandbox::Readiness::Ready { run_as } => println!("ready: runs as {run_as}"),
+            sandbox::Readiness::Unavailable { reason } => anyhow::bail!("unavailable: {reason}"),
+        },
+    }
+    Ok(())
 }
 
 /// The rotation history the keys commands read and add to: the server's,

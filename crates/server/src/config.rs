@@ -109,6 +109,11 @@ pub const SETTINGS: &[Setting] = &[
     setting("ENABLE_KEY_ROTATION", None, "Accepted from the old `.env` (`true` or `false`); it never shrinks the pool: rotation and exact limits are always on."),
     setting("BACKTEST_CASH", Some("10000"), "Starting cash of a backtest that names none."),
     setting("BACKTEST_COMMISSION", Some("0.002"), "Commission of a backtest that names none, as a fraction (0.002 = 0.2%)."),
+    setting("SANDBOX_ENV_DIR", None, "The backtest sandbox's Python environment (`algoagent sandbox setup` makes it). Default `<DATA_DIR>/sandbox-env`."),
+    setting("SANDBOX_USER", Some("algoagent-sandbox"), "The unprivileged account sandboxed runs drop to when the server runs as root."),
+    setting("SANDBOX_WORKERS", None, "Backtests this process runs at once. Default: the number of cores."),
+    setting("SANDBOX_TIME_LIMIT_SECS", Some("120"), "A backtest's wall-clock and CPU-time limit, in seconds."),
+    setting("SANDBOX_MEMORY_MB", Some("2048"), "A backtest's address-space limit, in MiB (numpy needs about 1 GB)."),
 ];
 
 /// Variables of the old Django app's `.env` that have no meaning here: each
@@ -467,9 +472,33 @@ pub struct Config {
     pub redis_connect_timeout: Option<Duration>,
     pub backtest_cash: f64,
     pub backtest_commission: f64,
+    /// Where and how backtests run.
+    pub sandbox: SandboxConfig,
     /// What the operator is told at start-up about the old `.env`'s
     /// variables: accepted without effect, or ignored, and why.
     pub legacy_notices: Vec<String>,
+}
+
+/// The backtest sandbox's settings.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub env_dir: PathBuf,
+    pub user: String,
+    pub workers: usize,
+    pub time_limit: Duration,
+    pub memory_bytes: u64,
+}
+
+impl SandboxConfig {
+    pub fn settings(&self) -> sandbox::SandboxSettings {
+        let limits = sandbox::Limits {
+            cpu_seconds: self.time_limit.as_secs().max(1),
+            wall: self.time_limit,
+            memory_bytes: self.memory_bytes,
+            ..sandbox::Limits::default()
+        };
+        sandbox::SandboxSettings::new(self.env_dir.clone(), self.user.clone(), limits)
+    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/algoagent.db";
@@ -891,6 +920,18 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
     if !(backtest_commission.is_finite() && (0.0..1.0).contains(&backtest_commission)) {
         return Err(layers.invalid("BACKTEST_COMMISSION", "must be a fraction from 0 up to 1"));
     }
+    let data_dir =
+        PathBuf::from(layers.string("DATA_DIR").ok_or_else(|| layers.invalid("DATA_DIR", "must not be empty"))?);
+    let sandbox = SandboxConfig {
+        env_dir: layers.string("SANDBOX_ENV_DIR").map_or_else(|| data_dir.join("sandbox-env"), PathBuf::from),
+        user: layers.string("SANDBOX_USER").ok_or_else(|| layers.invalid("SANDBOX_USER", "must not be empty"))?,
+        workers: match layers.string("SANDBOX_WORKERS") {
+            Some(_) => layers.positive_u32("SANDBOX_WORKERS")? as usize,
+            None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        },
+        time_limit: Duration::from_secs(layers.positive("SANDBOX_TIME_LIMIT_SECS")?),
+        memory_bytes: layers.positive("SANDBOX_MEMORY_MB")?.saturating_mul(1 << 20),
+    };
     let mut legacy_notices = Vec::new();
     if layers.string("ENABLE_KEY_ROTATION").is_some() {
         let enabled = layers.bool("ENABLE_KEY_ROTATION")?;
@@ -913,9 +954,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         database_url: ConnectionUrl::new(&database_url),
         db_max_connections: layers.positive_u32("DB_MAX_CONNECTIONS")?,
         run_migrations: layers.bool("RUN_MIGRATIONS")?,
-        data_dir: PathBuf::from(
-            layers.string("DATA_DIR").ok_or_else(|| layers.invalid("DATA_DIR", "must not be empty"))?,
-        ),
+        data_dir,
         redis_url,
         redis_key_prefix,
         redis_timeout: Duration::from_millis(layers.positive("REDIS_TIMEOUT_MS")?),
@@ -969,6 +1008,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         log_file: layers.string("LOG_FILE").map(PathBuf::from),
         redis_connect_timeout,
         backtest_cash,
+        sandbox,
         backtest_commission,
         legacy_notices,
     })

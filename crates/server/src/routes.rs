@@ -43,7 +43,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         .filter(|(_, status)| *status == "unreachable")
         .map(|(name, _)| name)
         .collect();
-    let checks = json!({ "database": database, "redis": redis });
+    // Backtests are one feature: without the sandbox they are refused (503)
+    // and everything else serves, so readiness does not depend on it.
+    let checks = json!({ "database": database, "redis": redis, "sandbox": state.sandbox.readiness() });
     if failed.is_empty() {
         (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })))
     } else {

@@ -111,6 +111,18 @@ async fn healthz_is_alive_and_readyz_checks_dependencies() {
     assert_eq!(ready["checks"]["database"], "ok");
     let expected_redis = if crate::helpers::redis_url().is_some() { "ok" } else { "not configured" };
     assert_eq!(ready["checks"]["redis"], expected_redis);
+    // This test's DATA_DIR has no sandbox environment: backtests are
+    // unavailable, said why, and the server is ready all the same.
+    assert_eq!(ready["checks"]["sandbox"]["state"], "unavailable", "{ready}");
+    assert!(ready["checks"]["sandbox"]["reason"].is_string(), "{ready}");
+}
+
+#[tokio::test]
+async fn readyz_says_the_sandbox_is_ready_when_it_is() {
+    let Ok(env_dir) = std::env::var("ALGOAGENT_SANDBOX_ENV") else { return };
+    let app = spawn_app_with(&[("SANDBOX_ENV_DIR", env_dir.as_str())]).await;
+    let ready = expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
+    assert_eq!(ready["checks"]["sandbox"]["state"], "ready", "{ready}");
 }
 
 #[tokio::test]
