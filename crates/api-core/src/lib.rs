@@ -32,7 +32,7 @@ pub use hashing::{HashingGate, HashingPermit};
 pub use idempotency::{Begun, Idempotency};
 pub use jwt::{JwtKeys, TokenKind};
 pub use pagination::{Page, PageRequest, PAGE_SIZE};
-pub use state::{AlertWebhook, AppState, AppStateInner, ChatSettings, ReloadBroadcast};
+pub use state::{AlertWebhook, AppState, AppStateInner, BacktestDefaults, ChatSettings, ReloadBroadcast};
 pub use tasks::{run_detached, DetachedTasks};
 
 /// Routes a feature crate contributes: `public` ones answer anonymous

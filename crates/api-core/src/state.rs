@@ -68,6 +68,17 @@ pub struct AppStateInner {
     pub request_timeout: Duration,
     /// Where generated strategies' backtests run.
     pub sandbox: Arc<sandbox::Sandbox>,
+    /// `BACKTEST_CASH` and `BACKTEST_COMMISSION`.
+    pub backtest_defaults: BacktestDefaults,
+    /// Wakes this replica's idle backtest workers when a run is queued.
+    pub backtest_queue: tokio::sync::Notify,
+}
+
+/// What a backtest that names no capital or commission gets.
+#[derive(Debug, Clone, Copy)]
+pub struct BacktestDefaults {
+    pub cash: f64,
+    pub commission: f64,
 }
 
 /// The limits of a conversation.

@@ -188,10 +188,9 @@ impl Sandbox {
         match account(&self.settings.user) {
             Some((uid, gid)) if uid != 0 => Ok(RunAs::Dropped { uid, gid }),
             Some(_) => Err(format!("the sandbox account {} is root", self.settings.user)),
-            None => Err(format!(
-                "the sandbox account {} does not exist: run `algoagent sandbox setup`",
-                self.settings.user
-            )),
+            None => {
+                Err(format!("the sandbox account {} does not exist: run `algoagent sandbox setup`", self.settings.user))
+            }
         }
     }
 
@@ -213,7 +212,9 @@ impl Sandbox {
             };
         }
         match self.run_as() {
-            Ok(RunAs::Dropped { uid, .. }) => Readiness::Ready { run_as: format!("{} (uid {uid})", self.settings.user) },
+            Ok(RunAs::Dropped { uid, .. }) => {
+                Readiness::Ready { run_as: format!("{} (uid {uid})", self.settings.user) }
+            }
             Ok(RunAs::Current { uid }) => Readiness::Ready { run_as: format!("the server's own uid {uid}") },
             Err(reason) => Readiness::Unavailable { reason },
         }
@@ -223,7 +224,8 @@ impl Sandbox {
     pub fn sample_data(&self, symbol: &str) -> Option<PathBuf> {
         let name = SAMPLE_SYMBOLS.iter().find(|s| s.eq_ignore_ascii_case(symbol))?;
         let lib = self.settings.env_dir.join("lib");
-        let python = std::fs::read_dir(&lib).ok()?.flatten().find(|e| e.file_name().to_string_lossy().starts_with("python"))?;
+        let python =
+            std::fs::read_dir(&lib).ok()?.flatten().find(|e| e.file_name().to_string_lossy().starts_with("python"))?;
         let path = python.path().join("site-packages/backtesting/test").join(format!("{name}.csv"));
         path.exists().then_some(path)
     }

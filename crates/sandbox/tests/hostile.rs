@@ -45,7 +45,12 @@ async fn run(sandbox: &Sandbox, code: &str) -> RunOutput {
 /// The honest run after each attack: the worker is healthy.
 async fn still_healthy(sandbox: &Sandbox) {
     let output = run(sandbox, sandbox::setup::CHECK_STRATEGY).await;
-    assert!(matches!(output.verdict, Verdict::Completed { .. }), "after an attack: {:?} {}", output.verdict, output.stderr);
+    assert!(
+        matches!(output.verdict, Verdict::Completed { .. }),
+        "after an attack: {:?} {}",
+        output.verdict,
+        output.stderr
+    );
 }
 
 fn failed_with(output: &RunOutput, error_type: &str) -> String {

@@ -107,6 +107,11 @@ impl App {
             stream_slots: api_core::stream_slots::StreamSlots::new(config.user_max_streams),
             request_timeout: config.request_timeout,
             sandbox: Arc::new(sandbox::Sandbox::new(config.sandbox.settings())),
+            backtest_defaults: api_core::BacktestDefaults {
+                cash: config.backtest_cash,
+                commission: config.backtest_commission,
+            },
+            backtest_queue: tokio::sync::Notify::new(),
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
             secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(
@@ -175,6 +180,7 @@ impl App {
         background.spawn(self.keys.pool.activity().clone().flush_forever());
         background.spawn(self.state.history.clone().write_forever());
         background.spawn(admin_dashboard::alerts::run(self.state.clone()));
+        background.spawn(backtests::worker::run_workers(self.state.clone(), self.config.sandbox.workers));
         let pid_file = crate::reload::write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
@@ -255,6 +261,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(auth.protected)
         .merge(strategies.protected)
         .merge(operators.protected)
+        .merge(backtests::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
 

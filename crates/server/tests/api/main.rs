@@ -11,6 +11,7 @@ mod admin_pages;
 mod alerts;
 mod aws_secrets;
 mod azure_secrets;
+mod backtests;
 mod bounds;
 mod chat;
 mod chat_stream;

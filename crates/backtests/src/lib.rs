@@ -1,0 +1,311 @@
+//! `/api/backtests/`: backtests that really run. A run is a row in the
+//! database (`backtest_runs`), queued by the API and claimed by a worker on
+//! any replica ([`worker`]), which executes it in the sandbox and writes
+//! the result back. Owner-scoped like everything else.
+
+pub mod worker;
+
+use std::time::Duration;
+
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Page, PageRequest, ResourceId};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::backtests::{BacktestRunRow, NewBacktestRun};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/backtests/api/quick_run", post(quick_run))
+        .route("/api/backtests/runs", get(list_runs))
+        .route("/api/backtests/runs/{id}", get(get_run))
+        .route("/api/backtests/runs/{id}/result", get(run_result))
+        .route("/api/backtests/runs/{id}/trades", get(run_trades))
+        .route("/api/backtests/runs/{id}/cancel", post(cancel_run))
+}
+
+/// What the old API gave a run, in snake_case.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: i64,
+    pub run_id: String,
+    pub status: String,
+    pub strategy_id: Option<i64>,
+    pub symbols: Value,
+    pub parameters: Value,
+    pub attempts: i32,
+    #[serde(serialize_with = "api_core::time::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "api_core::time::serialize_opt")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "api_core::time::serialize_opt")]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub execution_time: Option<f64>,
+    pub error_message: Option<String>,
+    pub error_traceback: Option<String>,
+    /// The first symbol's headline numbers, once completed.
+    pub result_summary: Option<Value>,
+}
+
+impl From<&BacktestRunRow> for RunView {
+    fn from(row: &BacktestRunRow) -> Self {
+        Self {
+            id: row.id,
+            run_id: row.run_id.clone(),
+            status: row.status.clone(),
+            strategy_id: row.strategy_id,
+            symbols: row.symbols.0.clone(),
+            parameters: row.parameters.0.clone(),
+            attempts: row.attempts,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            completed_at: row.completed_at,
+            execution_time: row.execution_time,
+            error_message: row.error_message.clone(),
+            error_traceback: row.error_traceback.clone(),
+            result_summary: row.result.as_ref().map(|result| summary(&result.0)),
+        }
+    }
+}
+
+/// `summary{total_return, total_trades, win_rate, sharpe_ratio,
+/// max_drawdown, final_equity}` of the first symbol.
+fn summary(result: &Value) -> Value {
+    let metrics = &result["results"][0]["metrics"];
+    json!({
+        "total_return": metrics["return_pct"],
+        "total_trades": metrics["total_trades"],
+        "win_rate": metrics["win_rate"],
+        "sharpe_ratio": metrics["sharpe_ratio"],
+        "max_drawdown": metrics["max_drawdown"],
+        "final_equity": metrics["equity_final"],
+    })
+}
+
+/// The old `quick_run` shape: the first symbol's summary, metrics, trades
+/// and equity curve, and every symbol's metrics in `symbol_stats`.
+fn result_view(row: &BacktestRunRow, result: &Value) -> Value {
+    let first = &result["results"][0];
+    let symbol_stats: Vec<Value> = result["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|symbol| json!({ "symbol": symbol["symbol"], "bars": symbol["bars"], "metrics": symbol["metrics"] }))
+        .collect();
+    json!({
+        "id": row.id,
+        "run_id": row.run_id,
+        "status": row.status,
+        "summary": summary(result),
+        "metrics": first["metrics"],
+        "trades": first["trades"],
+        "equity_curve": first["equity_curve"],
+        "daily_stats": [],
+        "symbol_stats": symbol_stats,
+        "strategy_class": result["strategy_class"],
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct QuickRunRequest {
+    strategy_code: String,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    start_date: Option<String>,
+    #[serde(default)]
+    end_date: Option<String>,
+    #[serde(default)]
+    initial_capital: Option<f64>,
+    #[serde(default)]
+    commission: Option<f64>,
+}
+
+/// How long `quick_run` waits for its run before answering with the
+/// queued run to poll.
+const QUICK_RUN_WAIT: Duration = Duration::from_secs(25);
+
+fn date(field: &str, value: Option<&str>) -> ApiResult<Option<NaiveDate>> {
+    value
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| {
+            NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+                .map_err(|_| ApiError::bad_request(format!("{field} must be a date, YYYY-MM-DD")))
+        })
+        .transpose()
+}
+
+/// The run's symbols, each resolvable now: a 400 naming what exists
+/// otherwise, before anything is queued.
+fn check_symbols(state: &AppState, symbols: &[String]) -> ApiResult<()> {
+    for symbol in symbols {
+        if state.sandbox.sample_data(symbol).is_none() {
+            return Err(ApiError::bad_request_with_details(
+                format!("no market data for symbol {symbol}"),
+                format!("available symbols: {}", sandbox::SAMPLE_SYMBOLS.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn new_run_id() -> String {
+    format!("bt_{:08x}", rand::random::<u32>())
+}
+
+async fn quick_run(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<QuickRunRequest>,
+) -> ApiResult<Response> {
+    if let sandbox::Readiness::Unavailable { reason } = state.sandbox.readiness() {
+        tracing::warn!(%reason, "a backtest was refused: the sandbox is unavailable");
+        return Err(ApiError::Unavailable(format!("backtests are unavailable here: {reason}")));
+    }
+    let code = request.strategy_code.trim();
+    if code.is_empty() {
+        return Err(ApiError::bad_request("strategy_code must not be empty"));
+    }
+    if code.starts_with('{') {
+        return Err(ApiError::bad_request(
+            "canonical JSON strategies are not run yet: send Python code (a backtesting.Strategy subclass)",
+        ));
+    }
+    let symbol = request.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("GOOG").to_uppercase();
+    let start = date("start_date", request.start_date.as_deref())?;
+    let end = date("end_date", request.end_date.as_deref())?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if start >= end {
+            return Err(ApiError::bad_request("start_date must be before end_date"));
+        }
+    }
+    let cash = request.initial_capital.unwrap_or(state.backtest_defaults.cash);
+    if !(cash.is_finite() && cash > 0.0) {
+        return Err(ApiError::bad_request("initial_capital must be more than zero"));
+    }
+    let commission = request.commission.unwrap_or(state.backtest_defaults.commission);
+    if !(commission.is_finite() && (0.0..1.0).contains(&commission)) {
+        return Err(ApiError::bad_request("commission must be a fraction from 0 up to 1"));
+    }
+    check_symbols(&state, std::slice::from_ref(&symbol))?;
+    let symbols = json!([symbol]);
+    let parameters = json!({
+        "start_date": start.map(|d| d.to_string()),
+        "end_date": end.map(|d| d.to_string()),
+        "initial_capital": cash,
+        "commission": commission,
+    });
+    let run_id = new_run_id();
+    let row = state
+        .store
+        .queue_backtest(&NewBacktestRun {
+            run_id: &run_id,
+            user_id: user.user_id,
+            strategy_id: None,
+            code,
+            symbols: &symbols,
+            parameters: &parameters,
+            created_at: Utc::now(),
+        })
+        .await?;
+    state.backtest_queue.notify_waiters();
+    tracing::info!(run = row.id, run_id = %row.run_id, "backtest queued");
+    let waited = wait_for_end(&state, row.id, user.user_id, QUICK_RUN_WAIT.min(state.request_timeout)).await?;
+    Ok(match waited {
+        Some(done) => match (&done.status[..], &done.result) {
+            ("completed", Some(result)) => Json(result_view(&done, &result.0)).into_response(),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "error": "Backtest execution failed",
+                    "details": done.error_message,
+                    "run": RunView::from(&done),
+                })),
+            )
+                .into_response(),
+        },
+        None => {
+            let row = state.store.backtest_run(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+            (StatusCode::ACCEPTED, Json(RunView::from(&row))).into_response()
+        }
+    })
+}
+
+/// The run once final, or `None` if it is not within `wait`.
+async fn wait_for_end(state: &AppState, id: i64, owner: i64, wait: Duration) -> ApiResult<Option<BacktestRunRow>> {
+    let deadline = tokio::time::Instant::now() + wait.saturating_sub(Duration::from_secs(1));
+    loop {
+        let row = state.store.backtest_run(id, owner).await?.ok_or(ApiError::NotFound)?;
+        if row.is_final() {
+            return Ok(Some(row));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn list_runs(State(state): State<AppState>, user: AuthUser, page: PageRequest) -> ApiResult<Json<Page<RunView>>> {
+    let (count, rows) = state.store.backtest_runs_page(user.user_id, page.limit(), page.offset()).await?;
+    Ok(Json(page.into_page(count, rows.iter().map(RunView::from).collect())?))
+}
+
+async fn owned(state: &AppState, user: &AuthUser, id: i64) -> ApiResult<BacktestRunRow> {
+    state.store.backtest_run(id, user.user_id).await?.ok_or(ApiError::NotFound)
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ResourceId(id): ResourceId,
+) -> ApiResult<Json<RunView>> {
+    Ok(Json(RunView::from(&owned(&state, &user, id).await?)))
+}
+
+fn not_available() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": "Results not available for this run" }))).into_response()
+}
+
+async fn run_result(State(state): State<AppState>, user: AuthUser, ResourceId(id): ResourceId) -> ApiResult<Response> {
+    let row = owned(&state, &user, id).await?;
+    Ok(match &row.result {
+        Some(result) => Json(result_view(&row, &result.0)).into_response(),
+        None => not_available(),
+    })
+}
+
+async fn run_trades(State(state): State<AppState>, user: AuthUser, ResourceId(id): ResourceId) -> ApiResult<Response> {
+    let row = owned(&state, &user, id).await?;
+    let Some(result) = &row.result else { return Ok(not_available()) };
+    let trades: Vec<Value> = result.0["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|symbol| {
+            let name = symbol["symbol"].clone();
+            symbol["trades"].as_array().cloned().unwrap_or_default().into_iter().map(move |mut trade| {
+                trade["symbol"] = name.clone();
+                trade
+            })
+        })
+        .collect();
+    Ok(Json(trades).into_response())
+}
+
+async fn cancel_run(State(state): State<AppState>, user: AuthUser, ResourceId(id): ResourceId) -> ApiResult<Response> {
+    let before = owned(&state, &user, id).await?;
+    if before.is_final() {
+        return Err(ApiError::bad_request(format!("the run is already {}", before.status)));
+    }
+    let after = state.store.cancel_backtest(id, user.user_id, Utc::now()).await?.ok_or(ApiError::NotFound)?;
+    if after.status != store::backtests::CANCELLED {
+        return Err(ApiError::bad_request(format!("the run is already {}", after.status)));
+    }
+    tracing::info!(run = id, "backtest cancelled by its owner");
+    Ok(Json(json!({ "message": "Backtest cancelled", "run_id": after.run_id, "status": after.status })).into_response())
+}

@@ -1,0 +1,169 @@
+//! Backtest workers: each claims the oldest queued run it may (two running
+//! per user at most), runs it in the sandbox while renewing its lease and
+//! watching for a cancel, and writes how it ended. Any replica runs them,
+//! and so does `algoagent worker` on machines that serve no HTTP.
+
+use std::time::Duration;
+
+use api_core::AppState;
+use chrono::Utc;
+use sandbox::{DataFile, RunInput, Verdict};
+use store::backtests::{BacktestRunRow, RunEnding, CANCELLED, COMPLETED, FAILED, TIMED_OUT};
+
+/// Runs one user may have running at once.
+pub const PER_USER_RUNNING: i64 = 2;
+/// Claims a run gets before it is failed for good.
+pub const MAX_ATTEMPTS: i32 = 3;
+/// How often an idle worker looks for work (a queued run wakes this
+/// replica's workers at once).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often a running worker checks for a cancel.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// `slots` workers on this process, until the task is dropped.
+pub async fn run_workers(state: AppState, slots: usize) {
+    let replica = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    let mut workers = tokio::task::JoinSet::new();
+    for slot in 0..slots.max(1) {
+        workers.spawn(worker(state.clone(), format!("{replica}/{slot}")));
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+async fn worker(state: AppState, name: String) {
+    loop {
+        let claimed = next_run(&state, &name).await;
+        match claimed {
+            Some(run) => execute(&state, &name, run).await,
+            None => {
+                let notified = state.backtest_queue.notified();
+                let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+            }
+        }
+    }
+}
+
+fn lease(state: &AppState) -> chrono::Duration {
+    // Twice the time limit: a live worker renews long before it runs out.
+    chrono::Duration::from_std(state.sandbox.settings().limits.wall * 2).unwrap_or(chrono::Duration::minutes(4))
+}
+
+async fn next_run(state: &AppState, name: &str) -> Option<BacktestRunRow> {
+    if !state.sandbox.readiness().is_ready() {
+        return None;
+    }
+    let now = Utc::now();
+    match state.store.reclaim_expired_backtests(MAX_ATTEMPTS, now).await {
+        Ok(0) => {}
+        Ok(reclaimed) => tracing::warn!(reclaimed, "backtests whose worker stopped were re-queued or failed"),
+        Err(err) => tracing::warn!(error = %err, "could not reclaim expired backtests"),
+    }
+    match state.store.claim_backtest(name, PER_USER_RUNNING, now + lease(state), now).await {
+        Ok(run) => run,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not claim a backtest");
+            None
+        }
+    }
+}
+
+/// The run's data files, by symbol.
+fn data_files(state: &AppState, run: &BacktestRunRow) -> Result<Vec<DataFile>, String> {
+    let symbols: Vec<String> = serde_json::from_value(run.symbols.0.clone()).map_err(|err| err.to_string())?;
+    symbols
+        .into_iter()
+        .map(|symbol| match state.sandbox.sample_data(&symbol) {
+            Some(path) => Ok(DataFile { symbol, path }),
+            None => Err(format!("no market data for symbol {symbol}")),
+        })
+        .collect()
+}
+
+#[tracing::instrument(name = "backtest", skip_all, fields(run = run.id, run_id = %run.run_id, attempt = run.attempts))]
+async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
+    let parameters = &run.parameters.0;
+    let input = match data_files(state, &run) {
+        Ok(data) => RunInput {
+            code: run.code.clone(),
+            data,
+            cash: parameters["initial_capital"].as_f64().unwrap_or(state.backtest_defaults.cash),
+            commission: parameters["commission"].as_f64().unwrap_or(state.backtest_defaults.commission),
+            start_date: parameters["start_date"].as_str().map(str::to_string),
+            end_date: parameters["end_date"].as_str().map(str::to_string),
+        },
+        Err(message) => {
+            finish(state, name, &run, FAILED, None, Some(&message), None, 0.0).await;
+            return;
+        }
+    };
+    let sandboxed = state.sandbox.run(&input);
+    tokio::pin!(sandboxed);
+    let mut checks = tokio::time::interval(CANCEL_POLL);
+    let mut renewals = tokio::time::interval(state.sandbox.settings().limits.wall / 4);
+    let output = loop {
+        tokio::select! {
+            output = &mut sandboxed => break output,
+            _ = checks.tick() => {
+                if let Ok(Some(status)) = state.store.backtest_status(run.id).await {
+                    if status == CANCELLED {
+                        // Dropping the run kills its sandbox.
+                        tracing::info!("backtest cancelled while running: sandbox stopped");
+                        return;
+                    }
+                }
+            }
+            _ = renewals.tick() => {
+                if let Err(err) = state.store.renew_backtest_lease(run.id, name, Utc::now() + lease(state)).await {
+                    tracing::warn!(error = %err, "could not renew a backtest's lease");
+                }
+            }
+        }
+    };
+    let output = match output {
+        Ok(output) => output,
+        Err(err) => {
+            // The sandbox could not start: give the run back to be retried.
+            tracing::warn!(error = %err, "a backtest could not start; released to the queue");
+            if let Err(err) = state.store.release_backtest(run.id, name).await {
+                tracing::warn!(error = %err, "could not release a backtest");
+            }
+            return;
+        }
+    };
+    let seconds = output.elapsed.as_secs_f64();
+    match &output.verdict {
+        Verdict::Completed { result } => {
+            finish(state, name, &run, COMPLETED, Some(result), None, None, seconds).await;
+        }
+        Verdict::Failed { error_type, message, traceback } => {
+            let message = format!("{error_type}: {message}");
+            finish(state, name, &run, FAILED, None, Some(&message), traceback.as_deref(), seconds).await;
+        }
+        Verdict::TimedOut => {
+            let message = format!("the run took longer than {} s", state.sandbox.settings().limits.wall.as_secs());
+            finish(state, name, &run, TIMED_OUT, None, Some(&message), None, seconds).await;
+        }
+        Verdict::Killed { reason } => {
+            finish(state, name, &run, FAILED, None, Some(reason), None, seconds).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one row's columns")]
+async fn finish(
+    state: &AppState,
+    name: &str,
+    run: &BacktestRunRow,
+    status: &str,
+    result: Option<&serde_json::Value>,
+    error_message: Option<&str>,
+    error_traceback: Option<&str>,
+    execution_time: f64,
+) {
+    let ending = RunEnding { status, result, error_message, error_traceback, execution_time, at: Utc::now() };
+    match state.store.finish_backtest(run.id, name, &ending).await {
+        Ok(true) => tracing::info!(status, seconds = execution_time, "backtest finished"),
+        Ok(false) => tracing::info!("backtest ended after it was cancelled or taken back: result dropped"),
+        Err(err) => tracing::warn!(error = %err, "could not record a backtest's end"),
+    }
+}

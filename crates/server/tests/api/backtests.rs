@@ -1,0 +1,150 @@
+//! `/api/backtests/`: runs queued in the database, taken by the server's
+//! workers and executed in the real sandbox. They need the sandbox's
+//! environment (`ALGOAGENT_SANDBOX_ENV`, set by `.ci/run` after `algoagent
+//! sandbox setup`) and run on both database backends: the claim differs.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_status, spawn_app, spawn_app_with, TestApp};
+
+const SMA_CROSS: &str = r#"
+from backtesting import Strategy
+from backtesting.lib import crossover
+from backtesting.test import SMA
+
+
+class SmaCross(Strategy):
+    def init(self):
+        self.fast = self.I(SMA, self.data.Close, 10)
+        self.slow = self.I(SMA, self.data.Close, 30)
+
+    def next(self):
+        if crossover(self.fast, self.slow):
+            self.buy()
+        elif crossover(self.slow, self.fast):
+            self.position.close()
+"#;
+
+async fn with_sandbox(extra: &[(&str, &str)]) -> Option<TestApp> {
+    let Ok(env_dir) = std::env::var("ALGOAGENT_SANDBOX_ENV") else {
+        #[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
+        {
+            eprintln!("skipped: set ALGOAGENT_SANDBOX_ENV (algoagent sandbox setup) to run the backtest tests");
+        }
+        return None;
+    };
+    let mut env = vec![("SANDBOX_ENV_DIR", env_dir.as_str()), ("SANDBOX_WORKERS", "2")];
+    env.extend_from_slice(extra);
+    Some(spawn_app_with(&env).await)
+}
+
+async fn quick_run(app: &TestApp, access: &str, body: Value) -> reqwest::Response {
+    app.send(Method::POST, "/api/backtests/api/quick_run/", Some(access), &body).await
+}
+
+#[tokio::test]
+async fn quick_run_backtests_python_for_real_and_keeps_the_run() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("backtester").await;
+    let body =
+        json!({"strategy_code": SMA_CROSS, "symbol": "goog", "start_date": "2010-01-01", "initial_capital": 20000});
+    let done = expect_status(quick_run(&app, &user.access, body).await, StatusCode::OK).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["run_id"].as_str().is_some_and(|id| id.starts_with("bt_") && id.len() == 11), "{done}");
+    assert!(done["summary"]["total_trades"].as_u64().is_some_and(|n| n > 0), "{done}");
+    for field in
+        ["start_date", "equity_final", "return_pct", "sharpe_ratio", "max_drawdown", "win_rate", "profit_factor"]
+    {
+        assert!(done["metrics"].get(field).is_some(), "metrics.{field} missing: {done}");
+    }
+    assert!(done["metrics"]["start_date"].as_str().unwrap().starts_with("2010-01-04"), "{done}");
+    assert!(!done["trades"].as_array().unwrap().is_empty() && !done["equity_curve"].as_array().unwrap().is_empty());
+    assert_eq!(done["symbol_stats"][0]["symbol"], "GOOG");
+
+    let id = done["id"].as_i64().unwrap();
+    let runs = expect_status(app.get("/api/backtests/runs/", Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(runs["count"], 1);
+    assert_eq!(runs["results"][0]["status"], "completed");
+    assert_eq!(runs["results"][0]["parameters"]["initial_capital"], 20000.0);
+    let trades = app.get(&format!("/api/backtests/runs/{id}/trades/"), Some(&user.access)).await;
+    let trades = expect_status(trades, StatusCode::OK).await;
+    assert_eq!(trades[0]["symbol"], "GOOG");
+    let result = app.get(&format!("/api/backtests/runs/{id}/result/"), Some(&user.access)).await;
+    assert_eq!(expect_status(result, StatusCode::OK).await["summary"], done["summary"]);
+
+    // Another user sees nothing of it.
+    let other = app.register("someone-else").await;
+    let hidden = app.get(&format!("/api/backtests/runs/{id}/"), Some(&other.access)).await;
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_failing_strategy_is_a_clear_failed_run() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("broken-code").await;
+    let code = "from backtesting import Strategy\n\nclass Broken(Strategy):\n    def init(self):\n        raise ValueError('no indicators today')\n\n    def next(self):\n        pass\n";
+    let failed = quick_run(&app, &user.access, json!({"strategy_code": code, "symbol": "GOOG"})).await;
+    let failed = expect_status(failed, StatusCode::BAD_REQUEST).await;
+    assert_eq!(failed["error"], "Backtest execution failed");
+    assert!(failed["details"].as_str().unwrap().contains("ValueError: no indicators today"), "{failed}");
+    assert_eq!(failed["run"]["status"], "failed");
+    assert!(failed["run"]["error_traceback"].as_str().is_some_and(|tb| tb.contains("no indicators today")));
+    let id = failed["run"]["id"].as_i64().unwrap();
+    let result = app.get(&format!("/api/backtests/runs/{id}/result/"), Some(&user.access)).await;
+    assert_eq!(expect_status(result, StatusCode::NOT_FOUND).await["error"], "Results not available for this run");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_anything_is_queued() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("careless").await;
+    let unknown = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "NOPE"})).await;
+    let unknown = expect_status(unknown, StatusCode::BAD_REQUEST).await;
+    assert!(unknown.to_string().contains("GOOG") && unknown.to_string().contains("EURUSD"), "{unknown}");
+    for body in [
+        json!({"strategy_code": "  "}),
+        json!({"strategy_code": SMA_CROSS, "start_date": "2012-05-01", "end_date": "2012-01-01"}),
+        json!({"strategy_code": SMA_CROSS, "start_date": "yesterday"}),
+        json!({"strategy_code": SMA_CROSS, "initial_capital": -5}),
+        json!({"strategy_code": SMA_CROSS, "commission": 1.5}),
+        json!({"symbol": "GOOG"}),
+    ] {
+        let response = quick_run(&app, &user.access, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let runs = expect_status(app.get("/api/backtests/runs/", Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(runs["count"], 0, "nothing was queued: {runs}");
+}
+
+#[tokio::test]
+async fn a_long_run_answers_queued_and_can_be_cancelled_while_running() {
+    let Some(app) = with_sandbox(&[("AI_DEADLINE_SECS", "2"), ("REQUEST_TIMEOUT_SECS", "4")]).await else { return };
+    let user = app.register("impatient").await;
+    let slow = "import time\nfrom backtesting import Strategy\n\nclass Slow(Strategy):\n    def init(self):\n        time.sleep(60)\n\n    def next(self):\n        pass\n";
+    let queued = quick_run(&app, &user.access, json!({"strategy_code": slow, "symbol": "GOOG"})).await;
+    let queued = expect_status(queued, StatusCode::ACCEPTED).await;
+    assert!(["queued", "running"].contains(&queued["status"].as_str().unwrap()), "{queued}");
+    let id = queued["id"].as_i64().unwrap();
+
+    let cancel = format!("/api/backtests/runs/{id}/cancel/");
+    let cancelled =
+        expect_status(app.send(Method::POST, &cancel, Some(&user.access), &json!({})).await, StatusCode::OK).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    // The worker stops the sandbox and never overwrites the cancel.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let run =
+        expect_status(app.get(&format!("/api/backtests/runs/{id}/"), Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    let again = app.send(Method::POST, &cancel, Some(&user.access), &json!({})).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn without_the_sandbox_backtests_are_refused_with_503() {
+    let app = spawn_app().await;
+    let user = app.register("no-sandbox").await;
+    let refused = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "GOOG"})).await;
+    let refused = expect_status(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(refused.to_string().contains("sandbox setup") || refused.to_string().contains("bubblewrap"), "{refused}");
+}

@@ -1,0 +1,265 @@
+//! Backtest runs as jobs: queued by the API, claimed by workers on any
+//! replica, held by a lease that a dead worker lets expire.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+
+use crate::{on_pool, DbPool, Store, StoreResult};
+
+/// Where a run is. The last four are final.
+pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const COMPLETED: &str = "completed";
+pub const FAILED: &str = "failed";
+pub const CANCELLED: &str = "cancelled";
+pub const TIMED_OUT: &str = "timed_out";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct BacktestRunRow {
+    pub id: i64,
+    pub run_id: String,
+    pub user_id: i64,
+    pub strategy_id: Option<i64>,
+    pub status: String,
+    pub code: String,
+    pub symbols: Json<Value>,
+    pub parameters: Json<Value>,
+    pub attempts: i32,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub result: Option<Json<Value>>,
+    pub error_message: Option<String>,
+    pub error_traceback: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub execution_time: Option<f64>,
+}
+
+impl BacktestRunRow {
+    pub fn is_final(&self) -> bool {
+        ![QUEUED, RUNNING].contains(&self.status.as_str())
+    }
+}
+
+/// A run to queue.
+#[derive(Debug, Clone)]
+pub struct NewBacktestRun<'a> {
+    pub run_id: &'a str,
+    pub user_id: i64,
+    pub strategy_id: Option<i64>,
+    pub code: &'a str,
+    pub symbols: &'a Value,
+    pub parameters: &'a Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a claimed run ended.
+#[derive(Debug, Clone)]
+pub struct RunEnding<'a> {
+    pub status: &'a str,
+    pub result: Option<&'a Value>,
+    pub error_message: Option<&'a str>,
+    pub error_traceback: Option<&'a str>,
+    pub execution_time: f64,
+    pub at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, run_id, user_id, strategy_id, status, code, symbols, parameters, attempts, lease_until, \
+     worker, result, error_message, error_traceback, created_at, started_at, completed_at, execution_time";
+
+impl Store {
+    pub async fn queue_backtest(&self, run: &NewBacktestRun<'_>) -> StoreResult<BacktestRunRow> {
+        let sql = format!(
+            "INSERT INTO backtest_runs (run_id, user_id, strategy_id, status, code, symbols, parameters, created_at) \
+             VALUES ($1, $2, $3, '{QUEUED}', $4, $5, $6, $7) RETURNING {COLUMNS}"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(run.run_id)
+            .bind(run.user_id)
+            .bind(run.strategy_id)
+            .bind(run.code)
+            .bind(Json(run.symbols))
+            .bind(Json(run.parameters))
+            .bind(run.created_at)
+            .fetch_one(pool)
+            .await)?;
+        Ok(row)
+    }
+
+    pub async fn backtest_run(&self, id: i64, owner_id: i64) -> StoreResult<Option<BacktestRunRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM backtest_runs WHERE id = $1 AND user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's runs, newest first.
+    pub async fn backtest_runs_page(
+        &self,
+        owner_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<BacktestRunRow>)> {
+        let sql = format!("SELECT {COLUMNS} FROM backtest_runs WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3");
+        let (count, rows) = on_pool!(self, pool => {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM backtest_runs WHERE user_id = $1")
+                .bind(owner_id)
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query_as(&sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count, rows))
+        })?;
+        Ok((count, rows))
+    }
+
+    /// Takes the oldest queued run whose owner has fewer than `per_user`
+    /// running, for `worker` until `lease_until`. On Postgres the claims are
+    /// serialized by a transaction-scoped advisory lock, so the per-user
+    /// count is exact across replicas, and `SKIP LOCKED` passes over rows
+    /// another transaction holds; SQLite has one writer at a time anyway.
+    pub async fn claim_backtest(
+        &self,
+        worker: &str,
+        per_user: i64,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<BacktestRunRow>> {
+        let pick = "SELECT r.id FROM backtest_runs r WHERE r.status = 'queued' AND \
+             (SELECT COUNT(*) FROM backtest_runs o WHERE o.user_id = r.user_id AND o.status = 'running') < $3 \
+             ORDER BY r.id LIMIT 1";
+        let claim = |pick: &str| {
+            format!(
+                "UPDATE backtest_runs SET status = '{RUNNING}', attempts = attempts + 1, worker = $1, lease_until = $2, \
+                 started_at = COALESCE(started_at, $4) WHERE id = ({pick}) RETURNING {COLUMNS}"
+            )
+        };
+        let row = match self.pool() {
+            DbPool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // One claim at a time, across replicas; held to the commit.
+                sqlx::query("SELECT pg_advisory_xact_lock(7261530017)").execute(&mut *tx).await?;
+                let row = sqlx::query_as(&claim(&format!("{pick} FOR UPDATE SKIP LOCKED")))
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(per_user)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row
+            }
+            DbPool::Sqlite(pool) => {
+                sqlx::query_as(&claim(pick))
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(per_user)
+                    .bind(now)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        Ok(row)
+    }
+
+    /// Extends a running run's lease; `false` when it is no longer this
+    /// worker's (cancelled, or taken back after an expiry).
+    pub async fn renew_backtest_lease(&self, id: i64, worker: &str, until: DateTime<Utc>) -> StoreResult<bool> {
+        let renewed = on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET lease_until = $3 WHERE id = $1 AND worker = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected() > 0))?;
+        Ok(renewed)
+    }
+
+    /// Records how a claimed run ended, if it is still this worker's.
+    pub async fn finish_backtest(&self, id: i64, worker: &str, ending: &RunEnding<'_>) -> StoreResult<bool> {
+        let finished = on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET status = $3, result = $4, error_message = $5, error_traceback = $6, \
+             execution_time = $7, completed_at = $8, lease_until = NULL \
+             WHERE id = $1 AND worker = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(ending.status)
+        .bind(ending.result.map(Json))
+        .bind(ending.error_message)
+        .bind(ending.error_traceback)
+        .bind(ending.execution_time)
+        .bind(ending.at)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected() > 0))?;
+        Ok(finished)
+    }
+
+    /// Gives a run back to the queue (a worker shutting down mid-run).
+    pub async fn release_backtest(&self, id: i64, worker: &str) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET status = 'queued', worker = NULL, lease_until = NULL \
+             WHERE id = $1 AND worker = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Cancels the owner's run if it is not final yet; the run as it is now.
+    pub async fn cancel_backtest(
+        &self,
+        id: i64,
+        owner_id: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<BacktestRunRow>> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET status = 'cancelled', completed_at = $3, lease_until = NULL \
+             WHERE id = $1 AND user_id = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .bind(at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        self.backtest_run(id, owner_id).await
+    }
+
+    /// Whether a run is still running (a worker polls this to stop a
+    /// cancelled one).
+    pub async fn backtest_status(&self, id: i64) -> StoreResult<Option<String>> {
+        let status = on_pool!(self, pool => sqlx::query_scalar("SELECT status FROM backtest_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(status)
+    }
+
+    /// Runs whose worker stopped renewing: back to the queue, or failed
+    /// once `max_attempts` are spent. Returns how many were touched.
+    pub async fn reclaim_expired_backtests(&self, max_attempts: i32, now: DateTime<Utc>) -> StoreResult<u64> {
+        let touched = on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET \
+               status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END, \
+               error_message = CASE WHEN attempts >= $1 \
+                 THEN 'the workers running it stopped ' || attempts || ' times' ELSE error_message END, \
+               completed_at = CASE WHEN attempts >= $1 THEN $2 ELSE NULL END, \
+               worker = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < $2",
+        )
+        .bind(max_attempts)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(touched)
+    }
+}
