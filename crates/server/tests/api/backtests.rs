@@ -148,3 +148,77 @@ async fn without_the_sandbox_backtests_are_refused_with_503() {
     let refused = expect_status(refused, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(refused.to_string().contains("sandbox setup") || refused.to_string().contains("bubblewrap"), "{refused}");
 }
+
+/// The job table's rules, on this backend: a dead worker's lease expires
+/// and its run goes back to the queue, failing for good after three
+/// attempts; at most two runs of a user run at once; a cancelled run's
+/// late result is dropped. (This server's own workers stay idle: it has
+/// no sandbox.)
+#[tokio::test]
+async fn leases_expire_to_the_queue_attempts_run_out_and_users_get_two_at_a_time() {
+    use chrono::{Duration, Utc};
+    use store::backtests::{NewBacktestRun, RunEnding};
+
+    let app = spawn_app().await;
+    let user = app.register("queue-owner").await;
+    let other = app.register("queue-neighbour").await;
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    let queue = |owner: i64, run_id: &'static str| {
+        let store = store.clone();
+        async move {
+            let (symbols, parameters) = (json!(["GOOG"]), json!({}));
+            let run = NewBacktestRun {
+                run_id,
+                user_id: owner,
+                strategy_id: None,
+                code: "pass",
+                symbols: &symbols,
+                parameters: &parameters,
+                created_at: Utc::now(),
+            };
+            store.queue_backtest(&run).await.unwrap()
+        }
+    };
+    let past = || Utc::now() - Duration::seconds(1);
+    let later = || Utc::now() + Duration::minutes(5);
+
+    let abandoned = queue(user.id, "bt_0000000a").await;
+    for attempt in 1..=3 {
+        let claimed = store.claim_backtest("dead-worker", 2, past(), Utc::now()).await.unwrap().unwrap();
+        assert_eq!((claimed.id, claimed.attempts), (abandoned.id, attempt));
+        assert_eq!(store.reclaim_expired_backtests(3, Utc::now()).await.unwrap(), 1);
+    }
+    let failed = app.get(&format!("/api/backtests/runs/{}/", abandoned.id), Some(&user.access)).await;
+    let failed = expect_status(failed, StatusCode::OK).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error_message"].as_str().unwrap().contains("stopped 3 times"), "{failed}");
+
+    // Two of a user's runs at once; the third waits, a neighbour's does not.
+    for run_id in ["bt_0000000b", "bt_0000000c", "bt_0000000d"] {
+        queue(user.id, run_id).await;
+    }
+    let neighbour = queue(other.id, "bt_0000000e").await;
+    let first = store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().unwrap();
+    let second = store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().unwrap();
+    let third = store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().unwrap();
+    assert_eq!((first.user_id, second.user_id), (user.id, user.id));
+    assert_eq!(third.id, neighbour.id, "the user's third run waits for one of the two");
+    assert!(store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().is_none());
+    assert_eq!(store.reclaim_expired_backtests(3, Utc::now()).await.unwrap(), 0, "live leases stay");
+
+    // Cancelled while running: the worker's late result is dropped.
+    let cancelled = store.cancel_backtest(first.id, user.id, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    let result = json!({"ok": true});
+    let ending = RunEnding {
+        status: "completed",
+        result: Some(&result),
+        error_message: None,
+        error_traceback: None,
+        execution_time: 1.0,
+        at: Utc::now(),
+    };
+    assert!(!store.finish_backtest(first.id, "live-worker", &ending).await.unwrap());
+    assert!(store.finish_backtest(second.id, "live-worker", &ending).await.unwrap());
+    assert!(store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().is_some(), "room again");
+}
