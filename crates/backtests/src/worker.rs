@@ -24,10 +24,12 @@ const CANCEL_POLL: Duration = Duration::from_secs(1);
 pub async fn run_workers(state: AppState, slots: usize) {
     let replica = format!("{}-{}", std::process::id(), rand::random::<u32>());
     let mut workers = tokio::task::JoinSet::new();
-    for slot in 0..slots.max(1) {
+    for slot in 0..slots {
         workers.spawn(worker(state.clone(), format!("{replica}/{slot}")));
     }
     while workers.join_next().await.is_some() {}
+    // No slots (an HTTP-only replica): nothing to do, ever.
+    std::future::pending::<()>().await;
 }
 
 async fn worker(state: AppState, name: String) {

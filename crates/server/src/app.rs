@@ -55,6 +55,24 @@ impl App {
     /// `demo`: an in-process gemini-sim and a built-in key pool stand in for
     /// Google and `KEYS_FILE` (see `demo.rs`).
     pub async fn build_with(config: &Config, demo: bool) -> anyhow::Result<App> {
+        let (state, keys, demo_sim) = Self::prepare(config, demo).await?;
+        let router = router(state.clone(), config);
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
+        Ok(App { listener, router, state, keys, config: config.clone(), demo_sim })
+    }
+
+    /// The shared state alone, for a process that serves no HTTP
+    /// (`algoagent worker`).
+    pub async fn state_only(config: &Config) -> anyhow::Result<AppState> {
+        Ok(Self::prepare(config, false).await?.0)
+    }
+
+    async fn prepare(
+        config: &Config,
+        demo: bool,
+    ) -> anyhow::Result<(AppState, KeyServices, Option<gemini_sim::SimServer>)> {
         let store = connect_store(config).await?;
         if config.run_migrations {
             store.migrate().await.context("applying database migrations")?;
@@ -128,11 +146,7 @@ impl App {
                 check_every: config.alert_check,
             }),
         });
-        let router = router(state.clone(), config);
-        let listener = TcpListener::bind(config.bind_addr)
-            .await
-            .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?;
-        Ok(App { listener, router, state, keys, config: config.clone(), demo_sim })
+        Ok((state, keys, demo_sim))
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

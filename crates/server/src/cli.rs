@@ -74,6 +74,9 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Run backtests from the shared queue, serving no HTTP: a worker
+    /// machine beside the server replicas (SANDBOX_WORKERS at once).
+    Worker,
     /// The backtest sandbox.
     Sandbox {
         #[command(subcommand)]
@@ -180,12 +183,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CreateAdmin { username } => create_admin(&config, &username).await,
         Command::Keys { action } => keys(&config, action).await,
         Command::Sandbox { action } => sandbox_command(&config, action).await,
+        Command::Worker => worker(&config).await,
         Command::ImportDjango { from, dry_run, merge, orphans_to, map_file } => {
             let options =
                 crate::import_django::ImportOptions { from, dry_run, merge, orphans_to, map_file: Some(map_file) };
             import_django(&config, &options).await
         }
     }
+}
+
+async fn worker(config: &Config) -> anyhow::Result<()> {
+    let state = App::state_only(config).await?;
+    if let sandbox::Readiness::Unavailable { reason } = state.sandbox.readiness() {
+        anyhow::bail!("the sandbox is unavailable: {reason}");
+    }
+    if config.sandbox.workers == 0 {
+        anyhow::bail!("SANDBOX_WORKERS=0: a worker with no slots would run nothing");
+    }
+    tracing::info!(workers = config.sandbox.workers, "backtest worker started");
+    tokio::select! {
+        () = backtests::worker::run_workers(state, config.sandbox.workers) => {}
+        () = app::shutdown_signal() => tracing::info!("backtest worker stopping"),
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout, reason = "the sandbox commands report to the operator's terminal")]

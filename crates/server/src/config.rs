@@ -111,7 +111,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("BACKTEST_COMMISSION", Some("0.002"), "Commission of a backtest that names none, as a fraction (0.002 = 0.2%)."),
     setting("SANDBOX_ENV_DIR", None, "The backtest sandbox's Python environment (`algoagent sandbox setup` makes it). Default `<DATA_DIR>/sandbox-env`."),
     setting("SANDBOX_USER", Some("algoagent-sandbox"), "The unprivileged account sandboxed runs drop to when the server runs as root."),
-    setting("SANDBOX_WORKERS", None, "Backtests this process runs at once. Default: the number of cores."),
+    setting("SANDBOX_WORKERS", None, "Backtests this process runs at once. Default: the number of cores. `0`: none here (an HTTP-only replica beside `algoagent worker` machines)."),
     setting("SANDBOX_TIME_LIMIT_SECS", Some("120"), "A backtest's wall-clock and CPU-time limit, in seconds."),
     setting("SANDBOX_MEMORY_MB", Some("2048"), "A backtest's address-space limit, in MiB (numpy needs about 1 GB)."),
 ];
@@ -925,8 +925,9 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
     let sandbox = SandboxConfig {
         env_dir: layers.string("SANDBOX_ENV_DIR").map_or_else(|| data_dir.join("sandbox-env"), PathBuf::from),
         user: layers.string("SANDBOX_USER").ok_or_else(|| layers.invalid("SANDBOX_USER", "must not be empty"))?,
+        // 0: this replica serves HTTP only and `algoagent worker` machines run the backtests.
         workers: match layers.string("SANDBOX_WORKERS") {
-            Some(_) => layers.positive_u32("SANDBOX_WORKERS")? as usize,
+            Some(_) => layers.parse::<usize>("SANDBOX_WORKERS", "a whole number (0: no backtests on this replica)")?,
             None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         },
         time_limit: Duration::from_secs(layers.positive("SANDBOX_TIME_LIMIT_SECS")?),

@@ -222,3 +222,44 @@ async fn leases_expire_to_the_queue_attempts_run_out_and_users_get_two_at_a_time
     assert!(store.finish_backtest(second.id, "live-worker", &ending).await.unwrap());
     assert!(store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().is_some(), "room again");
 }
+
+/// `algoagent worker` runs the queue on a machine that serves no HTTP;
+/// `SANDBOX_WORKERS=0` makes a replica leave the runs to it.
+#[tokio::test]
+async fn a_worker_process_runs_what_an_http_only_replica_queued() {
+    let Some(env_dir) = std::env::var("ALGOAGENT_SANDBOX_ENV").ok() else { return };
+    let app = with_sandbox(&[("SANDBOX_WORKERS", "0"), ("AI_DEADLINE_SECS", "2"), ("REQUEST_TIMEOUT_SECS", "4")])
+        .await
+        .unwrap();
+    let user = app.register("queue-only").await;
+    let queued = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "EURUSD"})).await;
+    let queued = expect_status(queued, StatusCode::ACCEPTED).await;
+    assert_eq!(queued["status"], "queued", "no worker here: {queued}");
+    let id = queued["id"].as_i64().unwrap();
+
+    let env: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), app.database_url.clone()),
+        ("JWT_SECRET".into(), app.jwt_secret.clone()),
+        ("DATA_DIR".into(), app.data_dir.path().display().to_string()),
+        ("SANDBOX_ENV_DIR".into(), env_dir),
+        ("SANDBOX_WORKERS".into(), "1".into()),
+        ("RUN_MIGRATIONS".into(), "false".into()),
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+    ];
+    let mut command = crate::cli::algoagent(&env);
+    command.arg("worker");
+    let mut worker = command.spawn().unwrap();
+    let mut status = String::new();
+    for _ in 0..150 {
+        let run =
+            expect_status(app.get(&format!("/api/backtests/runs/{id}/"), Some(&user.access)).await, StatusCode::OK)
+                .await;
+        status = run["status"].as_str().unwrap().to_string();
+        if status == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    worker.kill().await.unwrap();
+    assert_eq!(status, "completed");
+}
