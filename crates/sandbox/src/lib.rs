@@ -32,7 +32,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The runner script, written into each run's `/input`.
-const RUNNER: &str = include_str!("runner.py");
+pub const RUNNER: &str = include_str!("runner.py");
 
 /// The user runs drop to when the server is root.
 pub const DEFAULT_USER: &str = "algoagent-sandbox";
@@ -373,7 +373,7 @@ impl Sandbox {
 /// The run's read-only `/input`: our runner, the code, the parameters and
 /// a copy of each data file (the server's data directory is not the
 /// sandbox's to read).
-fn prepare_input(input: &RunInput) -> std::io::Result<tempfile::TempDir> {
+pub fn prepare_input(input: &RunInput) -> std::io::Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new().prefix("algoagent-run-").tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -388,7 +388,7 @@ fn prepare_input(input: &RunInput) -> std::io::Result<tempfile::TempDir> {
     for (n, data) in input.data.iter().enumerate() {
         let name = format!("data-{n}.csv");
         write(&name, &std::fs::read(&data.path)?)?;
-        symbols.push(serde_json::json!({ "symbol": data.symbol, "path": format!("/input/{name}") }));
+        symbols.push(serde_json::json!({ "symbol": data.symbol, "file": name }));
     }
     let params = serde_json::json!({
         "symbols": symbols,

@@ -13,6 +13,9 @@ import sys
 import time
 import traceback
 
+# The run's inputs: /input in the sandbox; a directory given on the command
+# line when the benchmark runs the same thing without one.
+INPUT = sys.argv[1] if len(sys.argv) > 1 else "/input"
 RESULT_FD = os.dup(1)
 os.dup2(2, 1)  # the strategy's prints go to stderr; stdout is ours alone
 T0 = time.monotonic()
@@ -127,7 +130,7 @@ def equity_curve(stats, points):
 
 
 def main():
-    with open("/input/params.json") as handle:
+    with open(os.path.join(INPUT, "params.json")) as handle:
         params = json.load(handle)
     try:
         import importlib.util
@@ -137,7 +140,7 @@ def main():
         fail("EnvironmentError", f"{type(err).__name__}: {err}", traceback.format_exc())
     imported = time.monotonic()
     try:
-        spec = importlib.util.spec_from_file_location("user_strategy", "/input/strategy.py")
+        spec = importlib.util.spec_from_file_location("user_strategy", os.path.join(INPUT, "strategy.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules["user_strategy"] = module
         spec.loader.exec_module(module)
@@ -148,7 +151,7 @@ def main():
     cls = strategy_class(module, Strategy)
     results = []
     for item in params["symbols"]:
-        frame = pd.read_csv(item["path"], index_col=0, parse_dates=True)
+        frame = pd.read_csv(os.path.join(INPUT, item["file"]), index_col=0, parse_dates=True)
         frame = frame[["Open", "High", "Low", "Close", "Volume"]].dropna(subset=["Open", "High", "Low", "Close"])
         if params.get("start_date"):
             frame = frame[frame.index >= pd.Timestamp(params["start_date"])]
