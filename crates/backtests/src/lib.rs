@@ -21,6 +21,7 @@ use store::backtests::{BacktestRunRow, NewBacktestRun};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/backtests/api/quick_run", post(quick_run))
+        .route("/api/backtests/api/run_backtest", post(run_backtest))
         .route("/api/backtests/runs", get(list_runs))
         .route("/api/backtests/runs/{id}", get(get_run))
         .route("/api/backtests/runs/{id}/result", get(run_result))
@@ -157,16 +158,51 @@ fn new_run_id() -> String {
     format!("bt_{:08x}", rand::random::<u32>())
 }
 
-async fn quick_run(
-    State(state): State<AppState>,
-    user: AuthUser,
-    ApiJson(request): ApiJson<QuickRunRequest>,
-) -> ApiResult<Response> {
-    if let sandbox::Readiness::Unavailable { reason } = state.sandbox.readiness() {
-        tracing::warn!(%reason, "a backtest was refused: the sandbox is unavailable");
-        return Err(ApiError::Unavailable(format!("backtests are unavailable here: {reason}")));
+/// Dates, capital and commission of a run, checked.
+fn run_parameters(
+    state: &AppState,
+    start_date: Option<&str>,
+    end_date: Option<&str>,
+    initial_capital: Option<f64>,
+    commission: Option<f64>,
+) -> ApiResult<Value> {
+    let start = date("start_date", start_date)?;
+    let end = date("end_date", end_date)?;
+    if let (Some(start), Some(end)) = (start, end) {
+        if start >= end {
+            return Err(ApiError::bad_request("start_date must be before end_date"));
+        }
     }
-    let code = request.strategy_code.trim();
+    let cash = initial_capital.unwrap_or(state.backtest_defaults.cash);
+    if !(cash.is_finite() && cash > 0.0) {
+        return Err(ApiError::bad_request("initial_capital must be more than zero"));
+    }
+    let commission = commission.unwrap_or(state.backtest_defaults.commission);
+    if !(commission.is_finite() && (0.0..1.0).contains(&commission)) {
+        return Err(ApiError::bad_request("commission must be a fraction from 0 up to 1"));
+    }
+    Ok(json!({
+        "start_date": start.map(|d| d.to_string()),
+        "end_date": end.map(|d| d.to_string()),
+        "initial_capital": cash,
+        "commission": commission,
+    }))
+}
+
+/// Refused, never run unsandboxed, when the sandbox is not there.
+fn sandbox_ready(state: &AppState) -> ApiResult<()> {
+    match state.sandbox.readiness() {
+        sandbox::Readiness::Ready { .. } => Ok(()),
+        sandbox::Readiness::Unavailable { reason } => {
+            tracing::warn!(%reason, "a backtest was refused: the sandbox is unavailable");
+            Err(ApiError::Unavailable(format!("backtests are unavailable here: {reason}")))
+        }
+    }
+}
+
+/// Python the runner can load, or a 400 saying what to send instead.
+fn python_code(code: &str) -> ApiResult<&str> {
+    let code = code.trim();
     if code.is_empty() {
         return Err(ApiError::bad_request("strategy_code must not be empty"));
     }
@@ -175,63 +211,130 @@ async fn quick_run(
             "canonical JSON strategies are not run yet: send Python code (a backtesting.Strategy subclass)",
         ));
     }
-    let symbol = request.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("GOOG").to_uppercase();
-    let start = date("start_date", request.start_date.as_deref())?;
-    let end = date("end_date", request.end_date.as_deref())?;
-    if let (Some(start), Some(end)) = (start, end) {
-        if start >= end {
-            return Err(ApiError::bad_request("start_date must be before end_date"));
-        }
-    }
-    let cash = request.initial_capital.unwrap_or(state.backtest_defaults.cash);
-    if !(cash.is_finite() && cash > 0.0) {
-        return Err(ApiError::bad_request("initial_capital must be more than zero"));
-    }
-    let commission = request.commission.unwrap_or(state.backtest_defaults.commission);
-    if !(commission.is_finite() && (0.0..1.0).contains(&commission)) {
-        return Err(ApiError::bad_request("commission must be a fraction from 0 up to 1"));
-    }
-    check_symbols(&state, std::slice::from_ref(&symbol))?;
-    let symbols = json!([symbol]);
-    let parameters = json!({
-        "start_date": start.map(|d| d.to_string()),
-        "end_date": end.map(|d| d.to_string()),
-        "initial_capital": cash,
-        "commission": commission,
-    });
+    Ok(code)
+}
+
+/// Queues a run and waits for it within the request's time: the finished
+/// run, or `None` (then the caller answers 202 with the run to poll).
+async fn start_and_wait(
+    state: &AppState,
+    user: &AuthUser,
+    strategy_id: Option<i64>,
+    code: &str,
+    symbols: &[String],
+    parameters: &Value,
+) -> ApiResult<(BacktestRunRow, bool)> {
     let run_id = new_run_id();
     let row = state
         .store
         .queue_backtest(&NewBacktestRun {
             run_id: &run_id,
             user_id: user.user_id,
-            strategy_id: None,
+            strategy_id,
             code,
-            symbols: &symbols,
-            parameters: &parameters,
+            symbols: &json!(symbols),
+            parameters,
             created_at: Utc::now(),
         })
         .await?;
     state.backtest_queue.notify_waiters();
     tracing::info!(run = row.id, run_id = %row.run_id, "backtest queued");
-    let waited = wait_for_end(&state, row.id, user.user_id, QUICK_RUN_WAIT.min(state.request_timeout)).await?;
-    Ok(match waited {
-        Some(done) => match (&done.status[..], &done.result) {
-            ("completed", Some(result)) => Json(result_view(&done, &result.0)).into_response(),
-            _ => (
-                StatusCode::BAD_REQUEST,
-                Json(json!({
-                    "error": "Backtest execution failed",
-                    "details": done.error_message,
-                    "run": RunView::from(&done),
-                })),
-            )
-                .into_response(),
-        },
-        None => {
-            let row = state.store.backtest_run(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?;
-            (StatusCode::ACCEPTED, Json(RunView::from(&row))).into_response()
+    match wait_for_end(state, row.id, user.user_id, QUICK_RUN_WAIT.min(state.request_timeout)).await? {
+        Some(done) => Ok((done, true)),
+        None => Ok((state.store.backtest_run(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?, false)),
+    }
+}
+
+/// The old API's failure answer.
+fn failed(run: &BacktestRunRow) -> Response {
+    let body = json!({ "error": "Backtest execution failed", "details": run.error_message, "run": RunView::from(run) });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+async fn quick_run(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<QuickRunRequest>,
+) -> ApiResult<Response> {
+    sandbox_ready(&state)?;
+    let code = python_code(&request.strategy_code)?;
+    let symbol = request.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("GOOG").to_uppercase();
+    let parameters = run_parameters(
+        &state,
+        request.start_date.as_deref(),
+        request.end_date.as_deref(),
+        request.initial_capital,
+        request.commission,
+    )?;
+    let symbols = [symbol];
+    check_symbols(&state, &symbols)?;
+    let (run, ended) = start_and_wait(&state, &user, None, code, &symbols, &parameters).await?;
+    Ok(match (ended, &run.result) {
+        (false, _) => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
+        (true, Some(result)) if run.status == store::backtests::COMPLETED => {
+            Json(result_view(&run, &result.0)).into_response()
         }
+        (true, _) => failed(&run),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct RunBacktestRequest {
+    strategy_id: i64,
+    symbols: Vec<String>,
+    #[serde(default)]
+    start_date: Option<String>,
+    #[serde(default)]
+    end_date: Option<String>,
+    #[serde(default)]
+    initial_capital: Option<f64>,
+    #[serde(default)]
+    commission: Option<f64>,
+}
+
+/// Most symbols one run takes.
+const MAX_SYMBOLS: usize = 50;
+
+/// A strategy's code, backtested on each symbol: its latest generated
+/// code, or else its own `strategy_code` when that is Python. Each
+/// completed run writes a `performance` record per symbol.
+async fn run_backtest(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(request): ApiJson<RunBacktestRequest>,
+) -> ApiResult<Response> {
+    sandbox_ready(&state)?;
+    let strategy = state.store.strategy(request.strategy_id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+    // As the old API: uppercased, anything not alphanumeric dropped.
+    let mut symbols: Vec<String> = Vec::new();
+    for symbol in &request.symbols {
+        let symbol = symbol.trim().to_uppercase();
+        if !symbol.is_empty() && symbol.chars().all(|c| c.is_ascii_alphanumeric()) && !symbols.contains(&symbol) {
+            symbols.push(symbol);
+        }
+    }
+    if symbols.is_empty() || symbols.len() > MAX_SYMBOLS {
+        return Err(ApiError::bad_request(format!("symbols must name 1 to {MAX_SYMBOLS} symbols")));
+    }
+    check_symbols(&state, &symbols)?;
+    let parameters = run_parameters(
+        &state,
+        request.start_date.as_deref(),
+        request.end_date.as_deref(),
+        request.initial_capital,
+        request.commission,
+    )?;
+    let generated = state.store.latest_generated_code(strategy.id, user.user_id).await?;
+    let code = match &generated {
+        Some(generated) => generated.code.as_str(),
+        None => python_code(&strategy.strategy_code)
+            .map_err(|_| ApiError::bad_request("the strategy has no Python code yet: generate its code first"))?,
+    };
+    let (run, ended) = start_and_wait(&state, &user, Some(strategy.id), code, &symbols, &parameters).await?;
+    Ok(match ended {
+        false => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
+        true if run.status == store::backtests::COMPLETED => Json(RunView::from(&run)).into_response(),
+        true => failed(&run),
     })
 }
 

@@ -135,7 +135,9 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
     let seconds = output.elapsed.as_secs_f64();
     match &output.verdict {
         Verdict::Completed { result } => {
-            finish(state, name, &run, COMPLETED, Some(result), None, None, seconds).await;
+            if finish(state, name, &run, COMPLETED, Some(result), None, None, seconds).await {
+                record_performance(state, &run, result).await;
+            }
         }
         Verdict::Failed { error_type, message, traceback } => {
             let message = format!("{error_type}: {message}");
@@ -161,11 +163,56 @@ async fn finish(
     error_message: Option<&str>,
     error_traceback: Option<&str>,
     execution_time: f64,
-) {
+) -> bool {
     let ending = RunEnding { status, result, error_message, error_traceback, execution_time, at: Utc::now() };
     match state.store.finish_backtest(run.id, name, &ending).await {
-        Ok(true) => tracing::info!(status, seconds = execution_time, "backtest finished"),
-        Ok(false) => tracing::info!("backtest ended after it was cancelled or taken back: result dropped"),
-        Err(err) => tracing::warn!(error = %err, "could not record a backtest's end"),
+        Ok(true) => {
+            tracing::info!(status, seconds = execution_time, "backtest finished");
+            true
+        }
+        Ok(false) => {
+            tracing::info!("backtest ended after it was cancelled or taken back: result dropped");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not record a backtest's end");
+            false
+        }
+    }
+}
+
+/// A completed run on a strategy: a `performance` record per symbol.
+async fn record_performance(state: &AppState, run: &BacktestRunRow, result: &serde_json::Value) {
+    let Some(strategy_id) = run.strategy_id else { return };
+    let timestamp = |value: &serde_json::Value| {
+        value
+            .as_str()
+            .and_then(|text| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
+            .map(|at| at.and_utc())
+    };
+    for symbol in result["results"].as_array().into_iter().flatten() {
+        let metrics = &symbol["metrics"];
+        let mut kept = metrics.clone();
+        kept["run_id"] = serde_json::json!(run.run_id);
+        let record = store::generated::NewPerformance {
+            user_id: run.user_id,
+            strategy_id,
+            symbol: symbol["symbol"].as_str().unwrap_or_default(),
+            timeframe: "1d",
+            period_start: timestamp(&metrics["start_date"]),
+            period_end: timestamp(&metrics["end_date"]),
+            initial_capital: run.parameters.0["initial_capital"].as_f64(),
+            final_value: metrics["equity_final"].as_f64(),
+            total_return: metrics["return_pct"].as_f64(),
+            sharpe_ratio: metrics["sharpe_ratio"].as_f64(),
+            max_drawdown: metrics["max_drawdown"].as_f64(),
+            win_rate: metrics["win_rate"].as_f64(),
+            total_trades: metrics["total_trades"].as_i64().and_then(|n| i32::try_from(n).ok()),
+            metrics: &kept,
+            created_at: Utc::now(),
+        };
+        if let Err(err) = state.store.record_performance(&record).await {
+            tracing::warn!(error = %err, "could not record a backtest's performance");
+        }
     }
 }

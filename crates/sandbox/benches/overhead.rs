@@ -72,11 +72,7 @@ async fn main() {
         median(direct.clone()),
         median(direct_import)
     );
-    println!(
-        "  sandboxed: {:.3} s ({:.3} s importing)",
-        median(sandboxed.clone()),
-        median(sandboxed_import)
-    );
+    println!("  sandboxed: {:.3} s ({:.3} s importing)", median(sandboxed.clone()), median(sandboxed_import));
     println!("  sandbox overhead: {:.3} s", median(sandboxed) - median(direct));
 
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);

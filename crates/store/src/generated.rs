@@ -81,6 +81,26 @@ pub struct PerformanceRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// A backtest's result on a strategy, for `performance`.
+#[derive(Debug, Clone)]
+pub struct NewPerformance<'a> {
+    pub user_id: i64,
+    pub strategy_id: i64,
+    pub symbol: &'a str,
+    pub timeframe: &'a str,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub initial_capital: Option<f64>,
+    pub final_value: Option<f64>,
+    pub total_return: Option<f64>,
+    pub sharpe_ratio: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    pub win_rate: Option<f64>,
+    pub total_trades: Option<i32>,
+    pub metrics: &'a Value,
+    pub created_at: DateTime<Utc>,
+}
+
 const CODE_SELECT: &str =
     "SELECT id, user_id, strategy_id, strategy_name, file_name, code, source, validation_status, \
      problems, fix_attempts, fix_history, created_at FROM generated_code";
@@ -226,6 +246,33 @@ impl Store {
         offset: i64,
     ) -> StoreResult<(i64, Vec<ValidationRow>)> {
         self.narrowed_page(VALIDATION_SELECT, owner_id, strategy_id, limit, offset).await
+    }
+
+    pub async fn record_performance(&self, row: &NewPerformance<'_>) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO strategy_performance (user_id, strategy_id, symbol, timeframe, period_start, period_end, \
+             initial_capital, final_value, total_return, sharpe_ratio, max_drawdown, win_rate, total_trades, metrics, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(row.user_id)
+        .bind(row.strategy_id)
+        .bind(row.symbol)
+        .bind(row.timeframe)
+        .bind(row.period_start)
+        .bind(row.period_end)
+        .bind(row.initial_capital)
+        .bind(row.final_value)
+        .bind(row.total_return)
+        .bind(row.sharpe_ratio)
+        .bind(row.max_drawdown)
+        .bind(row.win_rate)
+        .bind(row.total_trades)
+        .bind(Json(row.metrics))
+        .bind(row.created_at)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
     }
 
     pub async fn performance(&self, id: i64, owner_id: i64) -> StoreResult<Option<PerformanceRow>> {

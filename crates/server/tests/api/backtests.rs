@@ -263,3 +263,47 @@ async fn a_worker_process_runs_what_an_http_only_replica_queued() {
     worker.kill().await.unwrap();
     assert_eq!(status, "completed");
 }
+
+/// `run_backtest` runs a strategy's own Python on several symbols, and the
+/// completed run leaves a `performance` record per symbol.
+#[tokio::test]
+async fn run_backtest_runs_a_strategy_on_each_symbol_and_records_its_performance() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("strategist").await;
+    let created = app
+        .post(
+            "/api/strategies/strategies/",
+            Some(&user.access),
+            &json!({"name": "Crossover", "strategy_code": SMA_CROSS}),
+        )
+        .await;
+    let strategy = expect_status(created, StatusCode::CREATED).await["id"].as_i64().unwrap();
+    let body =
+        json!({"strategy_id": strategy, "symbols": ["goog", "eurusd", "goog", "b@d"], "start_date": "2012-01-01"});
+    let run = app.post("/api/backtests/api/run_backtest/", Some(&user.access), &body).await;
+    let run = expect_status(run, StatusCode::OK).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["symbols"], json!(["GOOG", "EURUSD"]), "uppercased, deduplicated, the bad one dropped");
+    assert!(run["result_summary"]["total_trades"].is_u64(), "{run}");
+
+    let performance =
+        app.get(&format!("/api/strategies/performance/?strategy_id={strategy}"), Some(&user.access)).await;
+    let performance = expect_status(performance, StatusCode::OK).await;
+    assert_eq!(performance["count"], 2, "{performance}");
+    let symbols: Vec<&str> =
+        performance["results"].as_array().unwrap().iter().map(|p| p["symbol"].as_str().unwrap()).collect();
+    assert!(symbols.contains(&"GOOG") && symbols.contains(&"EURUSD"), "{performance}");
+
+    let missing = app
+        .post(
+            "/api/backtests/api/run_backtest/",
+            Some(&user.access),
+            &json!({"strategy_id": 999_999, "symbols": ["GOOG"]}),
+        )
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let no_symbols = app
+        .post("/api/backtests/api/run_backtest/", Some(&user.access), &json!({"strategy_id": strategy, "symbols": []}))
+        .await;
+    assert_eq!(no_symbols.status(), StatusCode::BAD_REQUEST);
+}
