@@ -163,6 +163,8 @@ pub struct Overview {
     pub warning_threshold: f64,
     /// When the key secrets' store is failing: which store, and since when.
     pub secret_store_failing: Option<String>,
+    /// Whether this replica can run backtests, and if not why.
+    pub sandbox: sandbox::Readiness,
 }
 
 /// Everything one refresh of the pages reads: the pool's state (one
@@ -256,6 +258,7 @@ impl Reading {
             secret_store_failing: state.secret_store.failing_since_ms().map(|since| {
                 format!("{} has not answered since {}", state.secret_store.store().unwrap_or_default(), clock(since))
             }),
+            sandbox: state.sandbox.readiness(),
         }
     }
 

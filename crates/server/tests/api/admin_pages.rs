@@ -115,6 +115,9 @@ async fn an_admin_logs_in_with_a_strict_cookie_and_sees_every_page_without_secre
     }
     let keys = browser.get("/admin/keys").await.text().await.unwrap();
     assert!(keys.contains("default") && keys.contains("…0001"), "{keys}");
+    // This server has no sandbox environment: the overview says so, and why.
+    let overview = browser.get("/admin").await.text().await.unwrap();
+    assert!(overview.contains("Backtest sandbox") && overview.contains("unavailable"), "{overview}");
     let fragment = browser.get("/admin/fragments/keys").await;
     assert_eq!(fragment.status(), StatusCode::OK);
     assert!(!fragment.text().await.unwrap().contains("<html"), "a fragment, not a page");
