@@ -88,7 +88,12 @@ pub enum Command {
 pub enum SandboxCommand {
     /// Create the unprivileged account runs drop to (when root), the pinned
     /// Python environment at SANDBOX_ENV_DIR, and prove both with a run.
-    Setup,
+    Setup {
+        /// Skip the proving run: for an image build, where namespaces are
+        /// not allowed (the running container's `sandbox status` checks).
+        #[arg(long)]
+        skip_check: bool,
+    },
     /// Say whether backtests can run here, and if not why.
     Status,
 }
@@ -212,8 +217,8 @@ async fn worker(config: &Config) -> anyhow::Result<()> {
 async fn sandbox_command(config: &Config, action: SandboxCommand) -> anyhow::Result<()> {
     let settings = config.sandbox.settings();
     match action {
-        SandboxCommand::Setup => {
-            sandbox::setup::setup(&settings, |line| println!("{line}")).await?;
+        SandboxCommand::Setup { skip_check } => {
+            sandbox::setup::setup(&settings, !skip_check, |line| println!("{line}")).await?;
             println!("the sandbox is ready: {}", settings.env_dir.display());
         }
         SandboxCommand::Status => match sandbox::Sandbox::new(settings).readiness() {
