@@ -10,7 +10,12 @@
 //! 2. Throughput: as many of those as complete in 60 s with one run per
 //!    core in flight.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "a benchmark: a failure should stop it loudly")]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark: a failure should stop it loudly"
+)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
