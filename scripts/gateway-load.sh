@@ -23,15 +23,11 @@ LATENCY_MS="${GATEWAY_SIM_LATENCY_MS:-200}"
 cargo build --release -p loadgen -p server -p gemini-sim
 bin=target/release
 
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 work=$(mktemp -d)
 pids=()
-trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; echo "logs in $work" >&2' EXIT
-
-wait_for() { # url
-  for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
-  echo "not answering: $1" >&2
-  exit 1
-}
+trap 'stop_all; echo "logs in $work" >&2' EXIT
 
 # Four keys of four projects, each far above what the load asks.
 cat >"$work/sim.json" <<JSON
@@ -62,17 +58,7 @@ JSON
 sim_pid=$!
 pids+=("$sim_pid")
 
-env -i PATH="$PATH" HOME="$HOME" \
-  DATABASE_URL="sqlite://$work/algoagent.db?mode=rwc" DATA_DIR="$work/data" \
-  JWT_SECRET="$(head -c 32 /dev/urandom | base64)" KEYS_FILE="$work/keys.json" \
-  GEMINI_KEY_K1=load-key-1 GEMINI_KEY_K2=load-key-2 GEMINI_KEY_K3=load-key-3 GEMINI_KEY_K4=load-key-4 \
-  GEMINI_BASE_URL="http://127.0.0.1:$PORT_BASE" \
-  USER_RPM_DEFAULT=10000000 USER_BURST_DEFAULT=10000000 USER_TPM_DEFAULT=1000000000 \
-  RUST_LOG=warn \
-  "$bin/algoagent" --bind "127.0.0.1:$((PORT_BASE + 1))" serve 2>"$work/algoagent.log" &
-server_pid=$!
-pids+=("$server_pid")
-wait_for "http://127.0.0.1:$((PORT_BASE + 1))/readyz"
+start_algoagent "$((PORT_BASE + 1))" "$PORT_BASE" load
 
 rate_args=()
 for rate in $RATES; do rate_args+=(--rate "$rate"); done

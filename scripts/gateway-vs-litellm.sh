@@ -30,20 +30,11 @@ fi
 cargo build --release -p loadgen -p server -p gemini-sim
 bin=target/release
 
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 work=$(mktemp -d)
 pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
 trap 'stop_all; echo "logs in $work" >&2' EXIT
-
-wait_for() { # url [header]
-  for _ in $(seq 1 300); do curl -sf ${2:+-H "$2"} "$1" >/dev/null && return 0; sleep 0.2; done
-  echo "not answering: $1" >&2
-  exit 1
-}
 
 write_configs() { # rpm latency_low latency_high
   local rpm=$1 low=$2 high=$3 sim_keys="" our_keys="" litellm_models=""
@@ -77,20 +68,12 @@ start_all() { # part
   "$bin/gemini-sim" --config "$work/sim.json" --bind "127.0.0.1:$SIM_PORT" 2>"$work/sim-$1.log" &
   sim_pid=$!
   pids+=("$sim_pid")
-  env -i PATH="$PATH" HOME="$HOME" \
-    DATABASE_URL="sqlite://$work/algoagent-$1.db?mode=rwc" DATA_DIR="$work/data-$1" \
-    JWT_SECRET="$(head -c 32 /dev/urandom | base64)" KEYS_FILE="$work/keys.json" \
-    GEMINI_KEY_K1=load-key-1 GEMINI_KEY_K2=load-key-2 GEMINI_KEY_K3=load-key-3 GEMINI_KEY_K4=load-key-4 \
-    GEMINI_BASE_URL="http://127.0.0.1:$SIM_PORT" \
-    USER_RPM_DEFAULT=10000000 USER_BURST_DEFAULT=10000000 USER_TPM_DEFAULT=1000000000 RUST_LOG=warn \
-    "$bin/algoagent" --bind "127.0.0.1:$OURS_PORT" serve 2>"$work/algoagent-$1.log" &
-  ours_pid=$!
-  pids+=("$ours_pid")
+  start_algoagent "$OURS_PORT" "$SIM_PORT" "$1"
+  ours_pid=$server_pid
   LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/litellm" --config "$work/litellm.yaml" \
     --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 >"$work/litellm-$1.log" 2>&1 &
   litellm_pid=$!
   pids+=("$litellm_pid")
-  wait_for "http://127.0.0.1:$OURS_PORT/readyz"
   wait_for "http://127.0.0.1:$LITELLM_PORT/health/liveliness"
 }
 

@@ -28,20 +28,12 @@ if [ "${1:-}" = "pool" ]; then
   exit 0
 fi
 
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 work=$(mktemp -d)
 pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
 trap 'status=$?; stop_all; if [ $status -ne 0 ]; then echo "failed; logs kept in $work" >&2; elif [ -z "${LOAD_KEEP_LOGS:-}" ]; then rm -rf "$work"; else echo "logs kept in $work" >&2; fi' EXIT
 
-wait_for() { # url
-  for _ in $(seq 1 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
-  echo "not answering: $1" >&2
-  exit 1
-}
 
 "$bin/loadgen" scenario --dir "$work" --window-seconds "$WINDOW"
 # shellcheck disable=SC1091

@@ -111,11 +111,9 @@ fn result_view(row: &BacktestRunRow, result: &Value) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct QuickRunRequest {
-    strategy_code: String,
-    #[serde(default)]
-    symbol: Option<String>,
+/// The dates, capital and commission every kind of run takes.
+#[derive(Debug, Default, Deserialize)]
+struct RunSettings {
     #[serde(default)]
     start_date: Option<String>,
     #[serde(default)]
@@ -124,6 +122,15 @@ struct QuickRunRequest {
     initial_capital: Option<f64>,
     #[serde(default)]
     commission: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct QuickRunRequest {
+    strategy_code: String,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(flatten)]
+    settings: RunSettings,
 }
 
 /// How long `quick_run` waits for its run before answering with the
@@ -159,25 +166,19 @@ fn new_run_id() -> String {
 }
 
 /// Dates, capital and commission of a run, checked.
-fn run_parameters(
-    state: &AppState,
-    start_date: Option<&str>,
-    end_date: Option<&str>,
-    initial_capital: Option<f64>,
-    commission: Option<f64>,
-) -> ApiResult<Value> {
-    let start = date("start_date", start_date)?;
-    let end = date("end_date", end_date)?;
+fn run_parameters(state: &AppState, settings: &RunSettings) -> ApiResult<Value> {
+    let start = date("start_date", settings.start_date.as_deref())?;
+    let end = date("end_date", settings.end_date.as_deref())?;
     if let (Some(start), Some(end)) = (start, end) {
         if start >= end {
             return Err(ApiError::bad_request("start_date must be before end_date"));
         }
     }
-    let cash = initial_capital.unwrap_or(state.backtest_defaults.cash);
+    let cash = settings.initial_capital.unwrap_or(state.backtest_defaults.cash);
     if !(cash.is_finite() && cash > 0.0) {
         return Err(ApiError::bad_request("initial_capital must be more than zero"));
     }
-    let commission = commission.unwrap_or(state.backtest_defaults.commission);
+    let commission = settings.commission.unwrap_or(state.backtest_defaults.commission);
     if !(commission.is_finite() && (0.0..1.0).contains(&commission)) {
         return Err(ApiError::bad_request("commission must be a fraction from 0 up to 1"));
     }
@@ -259,13 +260,7 @@ async fn quick_run(
     sandbox_ready(&state)?;
     let code = python_code(&request.strategy_code)?;
     let symbol = request.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("GOOG").to_uppercase();
-    let parameters = run_parameters(
-        &state,
-        request.start_date.as_deref(),
-        request.end_date.as_deref(),
-        request.initial_capital,
-        request.commission,
-    )?;
+    let parameters = run_parameters(&state, &request.settings)?;
     let symbols = [symbol];
     check_symbols(&state, &symbols)?;
     let (run, ended) = start_and_wait(&state, &user, None, code, &symbols, &parameters).await?;
@@ -282,14 +277,8 @@ async fn quick_run(
 struct RunBacktestRequest {
     strategy_id: i64,
     symbols: Vec<String>,
-    #[serde(default)]
-    start_date: Option<String>,
-    #[serde(default)]
-    end_date: Option<String>,
-    #[serde(default)]
-    initial_capital: Option<f64>,
-    #[serde(default)]
-    commission: Option<f64>,
+    #[serde(flatten)]
+    settings: RunSettings,
 }
 
 /// Most symbols one run takes.
@@ -317,13 +306,7 @@ async fn run_backtest(
         return Err(ApiError::bad_request(format!("symbols must name 1 to {MAX_SYMBOLS} symbols")));
     }
     check_symbols(&state, &symbols)?;
-    let parameters = run_parameters(
-        &state,
-        request.start_date.as_deref(),
-        request.end_date.as_deref(),
-        request.initial_capital,
-        request.commission,
-    )?;
+    let parameters = run_parameters(&state, &request.settings)?;
     let generated = state.store.latest_generated_code(strategy.id, user.user_id).await?;
     let code = match &generated {
         Some(generated) => generated.code.as_str(),
