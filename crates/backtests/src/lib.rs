@@ -118,6 +118,9 @@ struct RunSettings {
     start_date: Option<String>,
     #[serde(default)]
     end_date: Option<String>,
+    /// `1mo` … `10y` back from the series' end (or `end_date`), or `max`.
+    #[serde(default)]
+    period: Option<String>,
     #[serde(default)]
     initial_capital: Option<f64>,
     #[serde(default)]
@@ -174,6 +177,15 @@ fn run_parameters(state: &AppState, settings: &RunSettings) -> ApiResult<Value> 
             return Err(ApiError::bad_request("start_date must be before end_date"));
         }
     }
+    let period = settings.period.as_deref().map(str::trim).filter(|p| !p.is_empty()).map(str::to_ascii_lowercase);
+    if let Some(period) = &period {
+        if !sandbox::PERIODS.contains(&period.as_str()) {
+            return Err(ApiError::bad_request(format!("period must be one of {}", sandbox::PERIODS.join(", "))));
+        }
+        if start.is_some() {
+            return Err(ApiError::bad_request("give period or start_date, not both"));
+        }
+    }
     let cash = settings.initial_capital.unwrap_or(state.backtest_defaults.cash);
     if !(cash.is_finite() && cash > 0.0) {
         return Err(ApiError::bad_request("initial_capital must be more than zero"));
@@ -185,6 +197,7 @@ fn run_parameters(state: &AppState, settings: &RunSettings) -> ApiResult<Value> 
     Ok(json!({
         "start_date": start.map(|d| d.to_string()),
         "end_date": end.map(|d| d.to_string()),
+        "period": period,
         "initial_capital": cash,
         "commission": commission,
     }))

@@ -92,6 +92,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
             commission: parameters["commission"].as_f64().unwrap_or(state.backtest_defaults.commission),
             start_date: parameters["start_date"].as_str().map(str::to_string),
             end_date: parameters["end_date"].as_str().map(str::to_string),
+            period: parameters["period"].as_str().map(str::to_string),
         },
         Err(message) => {
             finish(state, name, &run, FAILED, None, Some(&message), None, 0.0).await;

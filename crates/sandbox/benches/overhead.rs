@@ -42,6 +42,7 @@ async fn main() {
         commission: 0.002,
         start_date: Some("2012-03-01".into()),
         end_date: Some("2013-03-01".into()),
+        period: None,
     };
     let python = sandbox.settings().python();
 

@@ -4,9 +4,11 @@
 //! Python, with:
 //! - resource limits set before anything of the user's runs (CPU seconds,
 //!   address space, processes, file size, open files, no core dumps);
-//! - a dedicated unprivileged uid when the server is root (`algoagent
-//!   sandbox setup` creates it): root ignores `RLIMIT_NPROC`, so only a
-//!   real user makes the process limit hold against a fork bomb;
+//! - an unprivileged uid of the run's own when the server is root (in the
+//!   group of the account `algoagent sandbox setup` creates): root ignores
+//!   `RLIMIT_NPROC`, so only a real uid makes the process limit hold
+//!   against a fork bomb, and one uid per run keeps one run's bomb from
+//!   exhausting another's limit;
 //! - its own user, network, PID, IPC and UTS namespaces: no network at all,
 //!   no view of the host's processes, `--die-with-parent`, and the whole
 //!   namespace gone when its first process ends;
@@ -34,8 +36,16 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The runner script, written into each run's `/input`.
 pub const RUNNER: &str = include_str!("runner.py");
 
-/// The user runs drop to when the server is root.
+/// The account whose group runs take when the server is root.
 pub const DEFAULT_USER: &str = "algoagent-sandbox";
+
+/// Runs get a uid of their own, counted up from here (no account needed):
+/// the process limit then counts one run's processes only, so a fork bomb
+/// starves no other run, and whatever is left with that uid after a run is
+/// that run's, to kill.
+pub const UID_BASE: u32 = 1_800_000_000;
+/// Runs at once, at most, on one machine.
+const UID_SLOTS: u32 = 4096;
 
 /// The sample series backtesting.py ships, by the names runs use.
 pub const SAMPLE_SYMBOLS: [&str; 3] = ["GOOG", "EURUSD", "BTCUSD"];
@@ -133,7 +143,13 @@ pub struct RunInput {
     pub commission: f64,
     pub start_date: Option<String>,
     pub end_date: Option<String>,
+    /// `1mo` … `10y` back from the series' end (or `end_date`); `None` or
+    /// `max` for all of it.
+    pub period: Option<String>,
 }
+
+/// The periods a run may name.
+pub const PERIODS: [&str; 8] = ["1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "max"];
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -160,20 +176,45 @@ pub struct RunOutput {
 /// Who the process chain runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunAs {
-    /// The server is root: drop to the sandbox account.
-    Dropped { uid: u32, gid: u32 },
+    /// The server is root: drop to a run's own uid and the account's group.
+    Dropped { gid: u32 },
     /// The server is an ordinary user already: run as it.
     Current { uid: u32 },
+}
+
+/// A run's own uid, free again when dropped.
+struct UidSlot {
+    uid: u32,
+    taken: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        kill_all_of(self.uid);
+        self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.uid);
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     settings: SandboxSettings,
+    /// Run uids in use by this process.
+    taken: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
 }
 
 impl Sandbox {
     pub fn new(settings: SandboxSettings) -> Self {
-        Self { settings }
+        Self { settings, taken: std::sync::Arc::default() }
+    }
+
+    /// The lowest run uid neither in use here nor held by any process (a
+    /// dying run's processes, a zombie its reaper has not collected yet).
+    fn take_uid(&self) -> Option<UidSlot> {
+        let busy = uids_with_processes();
+        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let uid = (UID_BASE..UID_BASE + UID_SLOTS).find(|uid| !taken.contains(uid) && !busy.contains(uid))?;
+        taken.insert(uid);
+        Some(UidSlot { uid, taken: self.taken.clone() })
     }
 
     pub fn settings(&self) -> &SandboxSettings {
@@ -186,7 +227,7 @@ impl Sandbox {
             return Ok(RunAs::Current { uid });
         }
         match account(&self.settings.user) {
-            Some((uid, gid)) if uid != 0 => Ok(RunAs::Dropped { uid, gid }),
+            Some((uid, gid)) if uid != 0 && gid != 0 => Ok(RunAs::Dropped { gid }),
             Some(_) => Err(format!("the sandbox account {} is root", self.settings.user)),
             None => {
                 Err(format!("the sandbox account {} does not exist: run `algoagent sandbox setup`", self.settings.user))
@@ -212,9 +253,9 @@ impl Sandbox {
             };
         }
         match self.run_as() {
-            Ok(RunAs::Dropped { uid, .. }) => {
-                Readiness::Ready { run_as: format!("{} (uid {uid})", self.settings.user) }
-            }
+            Ok(RunAs::Dropped { gid }) => Readiness::Ready {
+                run_as: format!("a uid of its own from {UID_BASE} up, group {} ({gid})", self.settings.user),
+            },
             Ok(RunAs::Current { uid }) => Readiness::Ready { run_as: format!("the server's own uid {uid}") },
             Err(reason) => Readiness::Unavailable { reason },
         }
@@ -238,8 +279,14 @@ impl Sandbox {
             (_, None) => return Err(SandboxError::Unavailable("bubblewrap (bwrap) is not installed".into())),
         };
         let run_as = self.run_as().map_err(SandboxError::Unavailable)?;
+        let slot = match run_as {
+            RunAs::Dropped { .. } => {
+                Some(self.take_uid().ok_or_else(|| SandboxError::Unavailable("every run uid is in use".into()))?)
+            }
+            RunAs::Current { .. } => None,
+        };
         let input_dir = prepare_input(input)?;
-        let mut command = self.command(&bwrap, run_as, input_dir.path());
+        let mut command = self.command(&bwrap, run_as, slot.as_ref().map(|slot| slot.uid), input_dir.path());
         let started = Instant::now();
         let mut child = command.spawn()?;
         let limits = self.settings.limits;
@@ -279,7 +326,7 @@ impl Sandbox {
         Ok(RunOutput { verdict, stderr: stderr_text, elapsed })
     }
 
-    fn command(&self, bwrap: &Path, run_as: RunAs, input: &Path) -> tokio::process::Command {
+    fn command(&self, bwrap: &Path, run_as: RunAs, uid: Option<u32>, input: &Path) -> tokio::process::Command {
         let limits = self.settings.limits;
         let env = self.settings.env_dir.display().to_string();
         let mut args: Vec<String> = vec![
@@ -292,7 +339,7 @@ impl Sandbox {
             "--core=0".into(),
             "--".into(),
         ];
-        if let RunAs::Dropped { uid, gid } = run_as {
+        if let (RunAs::Dropped { gid }, Some(uid)) = (run_as, uid) {
             args.extend([
                 "setpriv".into(),
                 format!("--reuid={uid}"),
@@ -396,6 +443,7 @@ pub fn prepare_input(input: &RunInput) -> std::io::Result<tempfile::TempDir> {
         "commission": input.commission,
         "start_date": input.start_date,
         "end_date": input.end_date,
+        "period": input.period,
     });
     write("params.json", params.to_string().as_bytes())?;
     Ok(dir)
@@ -448,6 +496,34 @@ fn verdict_of(stdout: &[u8], status: Option<std::process::ExitStatus>, limits: &
         (None, Some(code)) => format!("exited with status {code} without a result"),
     };
     Verdict::Killed { reason }
+}
+
+/// Every process's real uid, from /proc.
+fn process_uids() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let uid = status.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, uid))
+        })
+        .collect()
+}
+
+fn uids_with_processes() -> std::collections::BTreeSet<u32> {
+    process_uids().into_iter().map(|(_, uid)| uid).filter(|uid| *uid >= UID_BASE).collect()
+}
+
+/// SIGKILL to whatever a finished run left behind under its uid (a
+/// zombie is already dead and only waits for its reaper).
+fn kill_all_of(uid: u32) {
+    let pids: Vec<String> =
+        process_uids().into_iter().filter(|(_, owner)| *owner == uid).map(|(pid, _)| pid.to_string()).collect();
+    if !pids.is_empty() {
+        let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).stderr(Stdio::null()).status();
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -129,6 +129,10 @@ def equity_curve(stats, points):
     ]
 
 
+# `period`: how far back from the end of the series (or end_date).
+PERIOD_DAYS = {"1mo": 31, "3mo": 92, "6mo": 183, "1y": 366, "2y": 731, "5y": 1827, "10y": 3653}
+
+
 def main():
     with open(os.path.join(INPUT, "params.json")) as handle:
         params = json.load(handle)
@@ -157,6 +161,9 @@ def main():
             frame = frame[frame.index >= pd.Timestamp(params["start_date"])]
         if params.get("end_date"):
             frame = frame[frame.index <= pd.Timestamp(params["end_date"])]
+        period = params.get("period")
+        if period in PERIOD_DAYS and len(frame):
+            frame = frame[frame.index > frame.index[-1] - pd.Timedelta(days=PERIOD_DAYS[period])]
         if len(frame) < 2:
             fail("NoData", f"{item['symbol']}: fewer than 2 bars in the requested dates.")
         try:

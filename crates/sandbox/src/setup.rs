@@ -121,6 +121,7 @@ pub async fn setup(settings: &SandboxSettings, check: bool, mut say: impl FnMut(
         commission: 0.002,
         start_date: None,
         end_date: None,
+        period: None,
     };
     let output = sandbox.run(&input).await.map_err(|err| SetupError::Check(err.to_string()))?;
     match output.verdict {

@@ -73,6 +73,12 @@ async fn quick_run_backtests_python_for_real_and_keeps_the_run() {
     let result = app.get(&format!("/api/backtests/runs/{id}/result/"), Some(&user.access)).await;
     assert_eq!(expect_status(result, StatusCode::OK).await["summary"], done["summary"]);
 
+    // `period` counts back from the end of the series (GOOG's ends 2013-03-01).
+    let body = json!({"strategy_code": SMA_CROSS, "symbol": "GOOG", "period": "1y"});
+    let year = expect_status(quick_run(&app, &user.access, body).await, StatusCode::OK).await;
+    assert!(year["metrics"]["start_date"].as_str().unwrap().starts_with("2012-03"), "{}", year["metrics"]);
+    assert!(year["metrics"]["end_date"].as_str().unwrap().starts_with("2013-03-01"), "{}", year["metrics"]);
+
     // Another user sees nothing of it.
     let other = app.register("someone-else").await;
     let hidden = app.get(&format!("/api/backtests/runs/{id}/"), Some(&other.access)).await;
@@ -108,6 +114,8 @@ async fn bad_requests_are_refused_before_anything_is_queued() {
         json!({"strategy_code": SMA_CROSS, "start_date": "yesterday"}),
         json!({"strategy_code": SMA_CROSS, "initial_capital": -5}),
         json!({"strategy_code": SMA_CROSS, "commission": 1.5}),
+        json!({"strategy_code": SMA_CROSS, "period": "7w"}),
+        json!({"strategy_code": SMA_CROSS, "period": "1y", "start_date": "2012-01-01"}),
         json!({"symbol": "GOOG"}),
     ] {
         let response = quick_run(&app, &user.access, body.clone()).await;
