@@ -3,6 +3,7 @@
 //! any replica ([`worker`]), which executes it in the sandbox and writes
 //! the result back. Owner-scoped like everything else.
 
+pub mod data;
 pub mod worker;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/backtests/runs/{id}/result", get(run_result))
         .route("/api/backtests/runs/{id}/trades", get(run_trades))
         .route("/api/backtests/runs/{id}/cancel", post(cancel_run))
+        .merge(data::routes())
 }
 
 /// What the old API gave a run, in snake_case.
@@ -150,14 +152,17 @@ fn date(field: &str, value: Option<&str>) -> ApiResult<Option<NaiveDate>> {
         .transpose()
 }
 
-/// The run's symbols, each resolvable now: a 400 naming what exists
-/// otherwise, before anything is queued.
-fn check_symbols(state: &AppState, symbols: &[String]) -> ApiResult<()> {
+/// The run's symbols, each resolvable now (the user's own series or a
+/// sample): a 400 naming what exists otherwise, before anything is queued.
+async fn check_symbols(state: &AppState, user_id: i64, symbols: &[String]) -> ApiResult<()> {
     for symbol in symbols {
-        if state.sandbox.sample_data(symbol).is_none() {
+        if !data::available(state, user_id, symbol).await? {
+            let own: Vec<String> = state.store.datasets(user_id).await?.into_iter().map(|d| d.symbol).collect();
+            let known: Vec<&str> =
+                sandbox::SAMPLE_SYMBOLS.iter().copied().chain(own.iter().map(String::as_str)).collect();
             return Err(ApiError::bad_request_with_details(
                 format!("no market data for symbol {symbol}"),
-                format!("available symbols: {}", sandbox::SAMPLE_SYMBOLS.join(", ")),
+                format!("available symbols: {}", known.join(", ")),
             ));
         }
     }
@@ -272,10 +277,10 @@ async fn quick_run(
 ) -> ApiResult<Response> {
     sandbox_ready(&state)?;
     let code = python_code(&request.strategy_code)?;
-    let symbol = request.symbol.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("GOOG").to_uppercase();
+    let symbol = data::normalise_symbol(request.symbol.as_deref().filter(|s| !s.trim().is_empty()).unwrap_or("GOOG"))?;
     let parameters = run_parameters(&state, &request.settings)?;
     let symbols = [symbol];
-    check_symbols(&state, &symbols)?;
+    check_symbols(&state, user.user_id, &symbols).await?;
     let (run, ended) = start_and_wait(&state, &user, None, code, &symbols, &parameters).await?;
     Ok(match (ended, &run.result) {
         (false, _) => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
@@ -307,18 +312,17 @@ async fn run_backtest(
 ) -> ApiResult<Response> {
     sandbox_ready(&state)?;
     let strategy = state.store.strategy(request.strategy_id, user.user_id).await?.ok_or(ApiError::NotFound)?;
-    // As the old API: uppercased, anything not alphanumeric dropped.
+    // As the old API: uppercased, anything that is no symbol dropped.
     let mut symbols: Vec<String> = Vec::new();
-    for symbol in &request.symbols {
-        let symbol = symbol.trim().to_uppercase();
-        if !symbol.is_empty() && symbol.chars().all(|c| c.is_ascii_alphanumeric()) && !symbols.contains(&symbol) {
+    for symbol in request.symbols.iter().filter_map(|symbol| data::normalise_symbol(symbol).ok()) {
+        if !symbols.contains(&symbol) {
             symbols.push(symbol);
         }
     }
     if symbols.is_empty() || symbols.len() > MAX_SYMBOLS {
         return Err(ApiError::bad_request(format!("symbols must name 1 to {MAX_SYMBOLS} symbols")));
     }
-    check_symbols(&state, &symbols)?;
+    check_symbols(&state, user.user_id, &symbols).await?;
     let parameters = run_parameters(&state, &request.settings)?;
     let generated = state.store.latest_generated_code(strategy.id, user.user_id).await?;
     let code = match &generated {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use api_core::AppState;
 use chrono::Utc;
-use sandbox::{DataFile, RunInput, Verdict};
+use sandbox::{RunInput, Verdict};
 use store::backtests::{BacktestRunRow, RunEnding, CANCELLED, COMPLETED, FAILED, TIMED_OUT};
 
 /// Runs one user may have running at once.
@@ -69,22 +69,17 @@ async fn next_run(state: &AppState, name: &str) -> Option<BacktestRunRow> {
     }
 }
 
-/// The run's data files, by symbol.
-fn data_files(state: &AppState, run: &BacktestRunRow) -> Result<Vec<DataFile>, String> {
-    let symbols: Vec<String> = serde_json::from_value(run.symbols.0.clone()).map_err(|err| err.to_string())?;
-    symbols
-        .into_iter()
-        .map(|symbol| match state.sandbox.sample_data(&symbol) {
-            Some(path) => Ok(DataFile { symbol, path }),
-            None => Err(format!("no market data for symbol {symbol}")),
-        })
-        .collect()
-}
-
 #[tracing::instrument(name = "backtest", skip_all, fields(run = run.id, run_id = %run.run_id, attempt = run.attempts))]
 async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
     let parameters = &run.parameters.0;
-    let input = match data_files(state, &run) {
+    // The user's own series are written here for the run's /input copy.
+    let Ok(scratch) = tempfile::Builder::new().prefix("algoagent-data-").tempdir() else {
+        tracing::warn!("no scratch directory for a backtest's data; released to the queue");
+        let _ = state.store.release_backtest(run.id, name).await;
+        return;
+    };
+    let symbols: Vec<String> = serde_json::from_value(run.symbols.0.clone()).unwrap_or_default();
+    let input = match crate::data::files(state, run.user_id, &symbols, scratch.path()).await {
         Ok(data) => RunInput {
             code: run.code.clone(),
             data,

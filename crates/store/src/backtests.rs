@@ -263,3 +263,80 @@ impl Store {
         Ok(touched)
     }
 }
+
+/// A user's own series, as listed (the CSV stays in the row).
+#[derive(Debug, Clone, FromRow)]
+pub struct DatasetRow {
+    pub id: i64,
+    pub symbol: String,
+    pub bars: i32,
+    pub first_bar: String,
+    pub last_bar: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A validated series to keep.
+#[derive(Debug, Clone)]
+pub struct NewDataset<'a> {
+    pub user_id: i64,
+    pub symbol: &'a str,
+    pub csv: &'a str,
+    pub bars: i32,
+    pub first_bar: &'a str,
+    pub last_bar: &'a str,
+    pub created_at: DateTime<Utc>,
+}
+
+const DATASET_COLUMNS: &str = "id, symbol, bars, first_bar, last_bar, created_at";
+
+impl Store {
+    /// Stores the user's series for `symbol`, replacing an earlier one.
+    pub async fn save_dataset(&self, dataset: &NewDataset<'_>) -> StoreResult<DatasetRow> {
+        let sql = format!(
+            "INSERT INTO market_datasets (user_id, symbol, csv, bars, first_bar, last_bar, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (user_id, symbol) DO UPDATE SET csv = excluded.csv, bars = excluded.bars, \
+             first_bar = excluded.first_bar, last_bar = excluded.last_bar, created_at = excluded.created_at \
+             RETURNING {DATASET_COLUMNS}"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as(&sql)
+            .bind(dataset.user_id)
+            .bind(dataset.symbol)
+            .bind(dataset.csv)
+            .bind(dataset.bars)
+            .bind(dataset.first_bar)
+            .bind(dataset.last_bar)
+            .bind(dataset.created_at)
+            .fetch_one(pool)
+            .await)?;
+        Ok(row)
+    }
+
+    pub async fn datasets(&self, user_id: i64) -> StoreResult<Vec<DatasetRow>> {
+        let sql = format!("SELECT {DATASET_COLUMNS} FROM market_datasets WHERE user_id = $1 ORDER BY symbol");
+        let rows = on_pool!(self, pool => sqlx::query_as(&sql).bind(user_id).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+
+    /// The user's CSV for `symbol`, if they uploaded one.
+    pub async fn dataset_csv(&self, user_id: i64, symbol: &str) -> StoreResult<Option<String>> {
+        let csv = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT csv FROM market_datasets WHERE user_id = $1 AND symbol = $2",
+        )
+        .bind(user_id)
+        .bind(symbol)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(csv)
+    }
+
+    pub async fn delete_dataset(&self, user_id: i64, id: i64) -> StoreResult<bool> {
+        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM market_datasets WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0))?;
+        Ok(deleted)
+    }
+}

@@ -315,3 +315,62 @@ async fn run_backtest_runs_a_strategy_on_each_symbol_and_records_its_performance
         .await;
     assert_eq!(no_symbols.status(), StatusCode::BAD_REQUEST);
 }
+
+/// A daily series of `bars` bars from 2020-01-01, a slow sine around 100.
+fn synthetic_csv(bars: usize) -> String {
+    let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap();
+    let mut csv = String::from("Date,Open,High,Low,Close,Volume\n");
+    for n in 0..bars {
+        let day = start + chrono::Duration::days(n as i64);
+        let close = 100.0 + 10.0 * (n as f64 / 15.0).sin();
+        csv.push_str(&format!("{day},{close},{},{},{close},1000\n", close + 1.0, close - 1.0));
+    }
+    csv
+}
+
+/// Users upload their own OHLCV CSV and run on it by symbol; it is theirs
+/// alone, validated on the way in, and can be deleted.
+#[tokio::test]
+async fn users_backtest_their_own_uploaded_series() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("data-owner").await;
+    let upload = |symbol: &str, csv: String| {
+        app.client
+            .post(app.url(&format!("/api/backtests/data/upload/?symbol={symbol}")))
+            .bearer_auth(&user.access)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+    };
+    let stored = expect_status(upload("mine.x", synthetic_csv(300)).await.unwrap(), StatusCode::CREATED).await;
+    assert_eq!((stored["symbol"].as_str(), stored["bars"].as_i64()), (Some("MINE.X"), Some(300)), "{stored}");
+    assert_eq!(stored["first_bar"], "2020-01-01");
+
+    let listed = expect_status(app.get("/api/backtests/data/", Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(listed["datasets"][0]["symbol"], "MINE.X");
+    assert!(listed["samples"].as_array().unwrap().contains(&json!("GOOG")));
+
+    let run = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "mine.x"})).await;
+    let run = expect_status(run, StatusCode::OK).await;
+    assert_eq!(run["symbol_stats"][0]["symbol"], "MINE.X");
+    assert_eq!(run["symbol_stats"][0]["bars"], 300, "{run}");
+    assert!(run["metrics"]["start_date"].as_str().unwrap().starts_with("2020-01-01"), "{run}");
+
+    // Another user's runs cannot name it.
+    let other = app.register("data-stranger").await;
+    let refused = quick_run(&app, &other.access, json!({"strategy_code": SMA_CROSS, "symbol": "MINE.X"})).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+
+    // Bad files and names are refused with the reason; nothing is stored.
+    let bad = upload("BAD", "Date,Open,High,Low,Close\n2020-01-02,1,2,1,1\n2020-01-01,1,2,1,1\n".into()).await.unwrap();
+    let bad = expect_status(bad, StatusCode::BAD_REQUEST).await;
+    assert!(bad.to_string().contains("rise"), "{bad}");
+    let named = upload("no%20spaces", synthetic_csv(5)).await.unwrap();
+    assert_eq!(named.status(), StatusCode::BAD_REQUEST);
+
+    let id = stored["id"].as_i64().unwrap();
+    let deleted = app.send(Method::DELETE, &format!("/api/backtests/data/{id}/"), Some(&user.access), &json!({})).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "MINE.X"})).await;
+    assert_eq!(gone.status(), StatusCode::BAD_REQUEST);
+}
