@@ -120,7 +120,7 @@ pub fn normalise_symbol(symbol: &str) -> ApiResult<String> {
 
 /// Whether the user can run on `symbol`: their own series, or a sample.
 pub async fn available(state: &AppState, user_id: i64, symbol: &str) -> ApiResult<bool> {
-    Ok(state.store.dataset_csv(user_id, symbol).await?.is_some() || state.sandbox.sample_data(symbol).is_some())
+    Ok(state.sandbox.sample_data(symbol).is_some() || state.store.has_dataset(user_id, symbol).await?)
 }
 
 /// The run's data files: the owner's own series written into `dir`, or

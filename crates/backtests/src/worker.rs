@@ -27,9 +27,28 @@ pub async fn run_workers(state: AppState, slots: usize) {
     for slot in 0..slots {
         workers.spawn(worker(state.clone(), format!("{replica}/{slot}")));
     }
+    if slots > 0 {
+        workers.spawn(reclaim_expired(state.clone()));
+    }
     while workers.join_next().await.is_some() {}
     // No slots (an HTTP-only replica): nothing to do, ever.
     std::future::pending::<()>().await;
+}
+
+/// How often this process looks for runs whose worker stopped renewing.
+const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+
+/// One sweep a process, not one per worker poll: expired leases go back to
+/// the queue (or fail once their attempts are spent).
+async fn reclaim_expired(state: AppState) {
+    loop {
+        match state.store.reclaim_expired_backtests(MAX_ATTEMPTS, Utc::now()).await {
+            Ok(0) => {}
+            Ok(reclaimed) => tracing::warn!(reclaimed, "backtests whose worker stopped were re-queued or failed"),
+            Err(err) => tracing::warn!(error = %err, "could not reclaim expired backtests"),
+        }
+        tokio::time::sleep(RECLAIM_EVERY).await;
+    }
 }
 
 async fn worker(state: AppState, name: String) {
@@ -55,11 +74,6 @@ async fn next_run(state: &AppState, name: &str) -> Option<BacktestRunRow> {
         return None;
     }
     let now = Utc::now();
-    match state.store.reclaim_expired_backtests(MAX_ATTEMPTS, now).await {
-        Ok(0) => {}
-        Ok(reclaimed) => tracing::warn!(reclaimed, "backtests whose worker stopped were re-queued or failed"),
-        Err(err) => tracing::warn!(error = %err, "could not reclaim expired backtests"),
-    }
     match state.store.claim_backtest(name, PER_USER_RUNNING, now + lease(state), now).await {
         Ok(run) => run,
         Err(err) => {

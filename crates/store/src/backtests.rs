@@ -330,6 +330,18 @@ impl Store {
         Ok(csv)
     }
 
+    /// Whether the user has a series for `symbol` (without reading it).
+    pub async fn has_dataset(&self, user_id: i64, symbol: &str) -> StoreResult<bool> {
+        let found: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM market_datasets WHERE user_id = $1 AND symbol = $2",
+        )
+        .bind(user_id)
+        .bind(symbol)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(found.is_some())
+    }
+
     pub async fn delete_dataset(&self, user_id: i64, id: i64) -> StoreResult<bool> {
         let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM market_datasets WHERE id = $1 AND user_id = $2")
             .bind(id)
