@@ -37,7 +37,7 @@ fn error_info(reason: &str) -> Value {
 
 /// `RetryInfo.retryDelay` is a protobuf Duration in JSON: "37s", "0.447s".
 pub fn format_delay(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         let text = format!("{:.3}", ms as f64 / 1000.0);

@@ -182,39 +182,48 @@ enum RunAs {
     Current { uid: u32 },
 }
 
-/// A run's own uid, free again when dropped.
+/// A run's own uid, held machine-wide by an exclusive lock on its lock
+/// file (so a server replica and `algoagent worker` on one host never share
+/// one); the lock goes when this is dropped, or when its process dies.
 struct UidSlot {
     uid: u32,
-    taken: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
+    _lock: std::fs::File,
 }
 
 impl Drop for UidSlot {
     fn drop(&mut self) {
+        // Before the lock is released (fields drop after this body).
         kill_all_of(self.uid);
-        self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.uid);
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     settings: SandboxSettings,
-    /// Run uids in use by this process.
-    taken: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
 }
 
 impl Sandbox {
     pub fn new(settings: SandboxSettings) -> Self {
-        Self { settings, taken: std::sync::Arc::default() }
+        Self { settings }
     }
 
-    /// The lowest run uid neither in use here nor held by any process (a
-    /// dying run's processes, a zombie its reaper has not collected yet).
+    /// The lowest run uid no process on this machine holds (a dying run's
+    /// processes, a zombie its reaper has not collected yet) and no other
+    /// run has locked.
     fn take_uid(&self) -> Option<UidSlot> {
+        let dir = std::env::temp_dir().join("algoagent-sandbox-uids");
+        std::fs::create_dir_all(&dir).ok()?;
         let busy = uids_with_processes();
-        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let uid = (UID_BASE..UID_BASE + UID_SLOTS).find(|uid| !taken.contains(uid) && !busy.contains(uid))?;
-        taken.insert(uid);
-        Some(UidSlot { uid, taken: self.taken.clone() })
+        (UID_BASE..UID_BASE + UID_SLOTS).filter(|uid| !busy.contains(uid)).find_map(|uid| {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("{uid}.lock")))
+                .ok()?;
+            file.try_lock().ok()?;
+            Some(UidSlot { uid, _lock: file })
+        })
     }
 
     pub fn settings(&self) -> &SandboxSettings {
