@@ -40,6 +40,11 @@ impl DetachedTasks {
         self.shutdown.cancelled().await;
     }
 
+    /// Whether the server has begun to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Tells every task to save its work and end.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();

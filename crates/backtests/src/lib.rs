@@ -8,9 +8,10 @@ pub mod worker;
 
 use std::time::Duration;
 
-use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Page, PageRequest, ResourceId};
-use axum::extract::State;
-use axum::http::StatusCode;
+use api_core::{streaming, ApiError, ApiJson, ApiResult, AppState, AuthUser, Page, PageRequest, ResourceId};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::backtests::{BacktestRunRow, NewBacktestRun};
+use tokio::sync::mpsc;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -138,9 +140,13 @@ struct QuickRunRequest {
     settings: RunSettings,
 }
 
-/// How long `quick_run` waits for its run before answering with the
-/// queued run to poll.
+/// How long `quick_run` and `run_backtest` wait for their run before
+/// answering with the queued run to poll.
 const QUICK_RUN_WAIT: Duration = Duration::from_secs(25);
+
+fn request_wait(state: &AppState) -> Duration {
+    QUICK_RUN_WAIT.min(state.request_timeout)
+}
 
 fn date(field: &str, value: Option<&str>) -> ApiResult<Option<NaiveDate>> {
     value
@@ -154,7 +160,7 @@ fn date(field: &str, value: Option<&str>) -> ApiResult<Option<NaiveDate>> {
 
 /// The run's symbols, each resolvable now (the user's own series or a
 /// sample): a 400 naming what exists otherwise, before anything is queued.
-async fn check_symbols(state: &AppState, user_id: i64, symbols: &[String]) -> ApiResult<()> {
+pub async fn check_symbols(state: &AppState, user_id: i64, symbols: &[String]) -> ApiResult<()> {
     for symbol in symbols {
         if !data::available(state, user_id, symbol).await? {
             let own: Vec<String> = state.store.datasets(user_id).await?.into_iter().map(|d| d.symbol).collect();
@@ -209,7 +215,7 @@ fn run_parameters(state: &AppState, settings: &RunSettings) -> ApiResult<Value> 
 }
 
 /// Refused, never run unsandboxed, when the sandbox is not there.
-fn sandbox_ready(state: &AppState) -> ApiResult<()> {
+pub fn sandbox_ready(state: &AppState) -> ApiResult<()> {
     match state.sandbox.readiness() {
         sandbox::Readiness::Ready { .. } => Ok(()),
         sandbox::Readiness::Unavailable { reason } => {
@@ -219,49 +225,173 @@ fn sandbox_ready(state: &AppState) -> ApiResult<()> {
     }
 }
 
-/// Python the runner can load, or a 400 saying what to send instead.
-fn python_code(code: &str) -> ApiResult<&str> {
+/// Python the runner can load: the code as sent, or executable canonical
+/// JSON translated locally ([`strategy_schema::to_python`]), never by a
+/// Gemini call. Anything else is a 400 saying what to send instead.
+fn runnable_code(code: &str) -> ApiResult<String> {
     let code = code.trim();
     if code.is_empty() {
         return Err(ApiError::bad_request("strategy_code must not be empty"));
     }
-    if code.starts_with('{') {
+    if !code.starts_with('{') {
+        return Ok(code.to_string());
+    }
+    let strategy: Value = serde_json::from_str(code)
+        .map_err(|err| ApiError::Rejected(json!({ "error": "Invalid JSON format", "detail": err.to_string() })))?;
+    if strategy_schema::form_of(&strategy) == strategy_schema::Schema::Canonical {
         return Err(ApiError::bad_request(
-            "canonical JSON strategies are not run yet: send Python code (a backtesting.Strategy subclass)",
+            "this canonical JSON describes its steps in words: generate its code with \
+             generate_executable_code, then run that",
         ));
     }
-    Ok(code)
+    const FIELD: &str = "strategy_code";
+    strategy_schema::check(strategy_schema::Schema::Executable, FIELD, &strategy).map_err(ApiError::Validation)?;
+    let strategy = strategy_schema::normalize_executable(FIELD, strategy).map_err(ApiError::Validation)?;
+    let name = strategy["strategy_name"].as_str().unwrap_or_default().to_string();
+    strategy_schema::to_python(FIELD, &strategy, &name).map_err(ApiError::Validation)
 }
 
-/// Queues a run and waits for it within the request's time: the finished
-/// run, or `None` (then the caller answers 202 with the run to poll).
-async fn start_and_wait(
+/// Python the runner can load, never canonical JSON (a stored strategy's
+/// own `strategy_code` may be either).
+fn python_code(code: &str) -> Option<&str> {
+    let code = code.trim();
+    (!code.is_empty() && !code.starts_with('{')).then_some(code)
+}
+
+/// A run checked and ready to queue: every symbol has data, the dates,
+/// capital and commission are sound.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub symbols: Vec<String>,
+    pub parameters: Value,
+}
+
+/// A generation endpoint's `test_config` as a run: `symbol` (or
+/// `symbols`, default GOOG), and the dates, `period`, capital and
+/// commission a run takes. `interval` is the series' own: it is read
+/// from the data, not chosen. Checked before any AI call is paid for.
+pub async fn prepare_test_run(state: &AppState, user_id: i64, test_config: &Value) -> ApiResult<Prepared> {
+    #[derive(Deserialize)]
+    struct TestConfig {
+        #[serde(default)]
+        symbol: Option<String>,
+        #[serde(default)]
+        symbols: Option<Vec<String>>,
+        #[serde(flatten)]
+        settings: RunSettings,
+    }
+    let config: TestConfig = serde_json::from_value(test_config.clone()).map_err(|err| {
+        ApiError::Validation(api_core::FieldErrors::single("test_config", format!("Invalid test_config: {err}")))
+    })?;
+    let mut named: Vec<String> = config.symbols.unwrap_or_default();
+    named.extend(config.symbol.filter(|s| !s.trim().is_empty()));
+    if named.is_empty() {
+        named.push(DEFAULT_SYMBOL.to_string());
+    }
+    let symbols = distinct_symbols(&named)?;
+    check_symbols(state, user_id, &symbols).await?;
+    Ok(Prepared { symbols, parameters: run_parameters(state, &config.settings)? })
+}
+
+/// The symbol a run without one uses: the first sample series.
+const DEFAULT_SYMBOL: &str = "GOOG";
+
+/// Uppercased, each once, 1 to [`MAX_SYMBOLS`] of them.
+fn distinct_symbols(named: &[String]) -> ApiResult<Vec<String>> {
+    let mut symbols: Vec<String> = Vec::new();
+    for symbol in named {
+        let symbol = data::normalise_symbol(symbol)?;
+        if !symbols.contains(&symbol) {
+            symbols.push(symbol);
+        }
+    }
+    if symbols.is_empty() || symbols.len() > MAX_SYMBOLS {
+        return Err(ApiError::bad_request(format!("symbols must name 1 to {MAX_SYMBOLS} symbols")));
+    }
+    Ok(symbols)
+}
+
+/// Queues a run of `code` and wakes this replica's workers; any replica's
+/// may take it.
+pub async fn submit(
     state: &AppState,
-    user: &AuthUser,
+    user_id: i64,
     strategy_id: Option<i64>,
     code: &str,
-    symbols: &[String],
-    parameters: &Value,
-) -> ApiResult<(BacktestRunRow, bool)> {
+    run: &Prepared,
+) -> ApiResult<BacktestRunRow> {
     let run_id = new_run_id();
     let row = state
         .store
         .queue_backtest(&NewBacktestRun {
             run_id: &run_id,
-            user_id: user.user_id,
+            user_id,
             strategy_id,
             code,
-            symbols: &json!(symbols),
-            parameters,
+            symbols: &json!(run.symbols),
+            parameters: &run.parameters,
             created_at: Utc::now(),
         })
         .await?;
     state.backtest_queue.notify_waiters();
     tracing::info!(run = row.id, run_id = %row.run_id, "backtest queued");
-    match wait_for_end(state, row.id, user.user_id, QUICK_RUN_WAIT.min(state.request_timeout)).await? {
-        Some(done) => Ok((done, true)),
-        None => Ok((state.store.backtest_run(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?, false)),
+    Ok(row)
+}
+
+/// Queues a run and waits for it within `wait`: the run as it then is,
+/// final or not.
+pub async fn run_within(
+    state: &AppState,
+    user_id: i64,
+    strategy_id: Option<i64>,
+    code: &str,
+    run: &Prepared,
+    wait: Duration,
+) -> ApiResult<BacktestRunRow> {
+    let row = submit(state, user_id, strategy_id, code, run).await?;
+    match wait_for_end(state, row.id, user_id, wait).await? {
+        Some(done) => Ok(done),
+        None => state.store.backtest_run(row.id, user_id).await?.ok_or(ApiError::NotFound),
     }
+}
+
+/// What went wrong in a run that ended badly, for the fixer: the
+/// traceback when the code raised, else the reason it was stopped.
+pub fn failure_text(run: &BacktestRunRow) -> Option<String> {
+    match run.status.as_str() {
+        store::backtests::FAILED | store::backtests::TIMED_OUT => Some(
+            run.error_traceback
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .or_else(|| run.error_message.clone())
+                .unwrap_or_else(|| format!("the run {}", run.status)),
+        ),
+        _ => None,
+    }
+}
+
+/// A run as a generation endpoint's `execution`.
+pub fn execution_view(run: &BacktestRunRow) -> Value {
+    let completed = run.status == store::backtests::COMPLETED;
+    json!({
+        "attempted": true,
+        "success": if run.is_final() { json!(completed) } else { Value::Null },
+        "status": run.status,
+        "id": run.id,
+        "run_id": run.run_id,
+        "symbols": run.symbols.0,
+        "validation_status": match run.status.as_str() {
+            store::backtests::COMPLETED => "backtest_passed",
+            store::backtests::FAILED | store::backtests::TIMED_OUT => "backtest_failed",
+            store::backtests::CANCELLED => "backtest_cancelled",
+            _ => "backtest_pending",
+        },
+        "metrics": run.result.as_ref().map(|result| result.0["results"][0]["metrics"].clone()),
+        "summary": run.result.as_ref().map(|result| summary(&result.0)),
+        "execution_time": run.execution_time,
+        "error_message": run.error_message,
+        "error_traceback": run.error_traceback,
+    })
 }
 
 /// The old API's failure answer.
@@ -276,13 +406,13 @@ async fn quick_run(
     ApiJson(request): ApiJson<QuickRunRequest>,
 ) -> ApiResult<Response> {
     sandbox_ready(&state)?;
-    let code = python_code(&request.strategy_code)?;
-    let symbol = data::normalise_symbol(request.symbol.as_deref().filter(|s| !s.trim().is_empty()).unwrap_or("GOOG"))?;
-    let parameters = run_parameters(&state, &request.settings)?;
-    let symbols = [symbol];
+    let code = runnable_code(&request.strategy_code)?;
+    let symbol = request.symbol.as_deref().filter(|s| !s.trim().is_empty()).unwrap_or(DEFAULT_SYMBOL);
+    let symbols = vec![data::normalise_symbol(symbol)?];
     check_symbols(&state, user.user_id, &symbols).await?;
-    let (run, ended) = start_and_wait(&state, &user, None, code, &symbols, &parameters).await?;
-    Ok(match (ended, &run.result) {
+    let run = Prepared { symbols, parameters: run_parameters(&state, &request.settings)? };
+    let run = run_within(&state, user.user_id, None, &code, &run, request_wait(&state)).await?;
+    Ok(match (run.is_final(), &run.result) {
         (false, _) => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
         (true, Some(result)) if run.status == store::backtests::COMPLETED => {
             Json(result_view(&run, &result.0)).into_response()
@@ -313,33 +443,27 @@ async fn run_backtest(
     sandbox_ready(&state)?;
     let strategy = state.store.strategy(request.strategy_id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     // As the old API: uppercased, anything that is no symbol dropped.
-    let mut symbols: Vec<String> = Vec::new();
-    for symbol in request.symbols.iter().filter_map(|symbol| data::normalise_symbol(symbol).ok()) {
-        if !symbols.contains(&symbol) {
-            symbols.push(symbol);
-        }
-    }
-    if symbols.is_empty() || symbols.len() > MAX_SYMBOLS {
-        return Err(ApiError::bad_request(format!("symbols must name 1 to {MAX_SYMBOLS} symbols")));
-    }
+    let named: Vec<String> =
+        request.symbols.into_iter().filter(|symbol| data::normalise_symbol(symbol).is_ok()).collect();
+    let symbols = distinct_symbols(&named)?;
     check_symbols(&state, user.user_id, &symbols).await?;
-    let parameters = run_parameters(&state, &request.settings)?;
+    let run = Prepared { symbols, parameters: run_parameters(&state, &request.settings)? };
     let generated = state.store.latest_generated_code(strategy.id, user.user_id).await?;
     let code = match &generated {
         Some(generated) => generated.code.as_str(),
         None => python_code(&strategy.strategy_code)
-            .map_err(|_| ApiError::bad_request("the strategy has no Python code yet: generate its code first"))?,
+            .ok_or_else(|| ApiError::bad_request("the strategy has no Python code yet: generate its code first"))?,
     };
-    let (run, ended) = start_and_wait(&state, &user, Some(strategy.id), code, &symbols, &parameters).await?;
-    Ok(match ended {
-        false => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
-        true if run.status == store::backtests::COMPLETED => Json(RunView::from(&run)).into_response(),
-        true => failed(&run),
+    let run = run_within(&state, user.user_id, Some(strategy.id), code, &run, request_wait(&state)).await?;
+    Ok(match (run.is_final(), run.status.as_str()) {
+        (false, _) => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
+        (true, store::backtests::COMPLETED) => Json(RunView::from(&run)).into_response(),
+        (true, _) => failed(&run),
     })
 }
 
 /// The run once final, or `None` if it is not within `wait`.
-async fn wait_for_end(state: &AppState, id: i64, owner: i64, wait: Duration) -> ApiResult<Option<BacktestRunRow>> {
+pub async fn wait_for_end(state: &AppState, id: i64, owner: i64, wait: Duration) -> ApiResult<Option<BacktestRunRow>> {
     let deadline = tokio::time::Instant::now() + wait.saturating_sub(Duration::from_secs(1));
     loop {
         let row = state.store.backtest_run(id, owner).await?.ok_or(ApiError::NotFound)?;
@@ -362,12 +486,91 @@ async fn owned(state: &AppState, user: &AuthUser, id: i64) -> ApiResult<Backtest
     state.store.backtest_run(id, user.user_id).await?.ok_or(ApiError::NotFound)
 }
 
+/// A run, or with `?stream=true` its progress as server-sent events:
+/// `progress{stage, detail}` at each change of state (the stage is the
+/// status), then `done` with the run (and its result, once completed).
+/// The stream reads the database, so it follows a run on any replica.
 async fn get_run(
     State(state): State<AppState>,
     user: AuthUser,
     ResourceId(id): ResourceId,
-) -> ApiResult<Json<RunView>> {
-    Ok(Json(RunView::from(&owned(&state, &user, id).await?)))
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let stream = streaming::wants_stream(query.as_deref(), &headers)?;
+    let run = owned(&state, &user, id).await?;
+    if !stream {
+        return Ok(Json(RunView::from(&run)).into_response());
+    }
+    let slot = state.stream_slots.acquire(user.user_id)?;
+    let (events, receiver) = mpsc::channel(16);
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let state = task_state;
+        let last = follow(&state, &events, run).await;
+        if let Some(last) = last {
+            streaming::send_last(&events, last).await;
+        }
+        drop(slot);
+    });
+    Ok(streaming::response(receiver))
+}
+
+fn shutting_down() -> Event {
+    streaming::error("The server is shutting down; the run goes on. Follow it again.", "server_shutdown")
+}
+
+/// How often a followed run is read again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// A run's progress until it ends: the last event to send, or `None` when
+/// the client left.
+async fn follow(state: &AppState, events: &mpsc::Sender<Event>, mut run: BacktestRunRow) -> Option<Event> {
+    let mut told: Option<(String, i32)> = None;
+    loop {
+        let now = (run.status.clone(), run.attempts);
+        if told.as_ref() != Some(&now) {
+            let detail = match run.status.as_str() {
+                store::backtests::QUEUED if run.attempts > 0 => {
+                    format!("waiting for a worker (attempt {} of {} ended early)", run.attempts, worker::MAX_ATTEMPTS)
+                }
+                store::backtests::QUEUED => "waiting for a worker".to_string(),
+                store::backtests::RUNNING => {
+                    let symbols = run.symbols.0.as_array().map_or(0, Vec::len);
+                    let plural = if symbols == 1 { "" } else { "s" };
+                    format!(
+                        "in the sandbox on {symbols} symbol{plural} (attempt {} of {})",
+                        run.attempts,
+                        worker::MAX_ATTEMPTS
+                    )
+                }
+                other => other.to_string(),
+            };
+            match streaming::send(events, streaming::progress(&run.status, &detail), &state.tasks).await {
+                Ok(()) => {}
+                Err(streaming::SendFailed::ShuttingDown) => return Some(shutting_down()),
+                Err(_) => return None,
+            }
+            told = Some(now);
+        }
+        if run.is_final() {
+            let mut body = json!(RunView::from(&run));
+            if let Some(result) = &run.result {
+                body["result"] = result_view(&run, &result.0);
+            }
+            return Some(streaming::done(&body));
+        }
+        tokio::select! {
+            biased;
+            () = state.tasks.shutting_down() => return Some(shutting_down()),
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        run = match state.store.backtest_run(run.id, run.user_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Some(streaming::failure(&ApiError::NotFound)),
+            Err(err) => return Some(streaming::failure(&ApiError::from(err))),
+        };
+    }
 }
 
 fn not_available() -> Response {

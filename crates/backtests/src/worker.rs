@@ -20,19 +20,22 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How often a running worker checks for a cancel.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
-/// `slots` workers on this process, until the task is dropped.
+/// `slots` workers on this process, until the process shuts down
+/// (`state.tasks`): then each gives its run back to the queue, the attempt
+/// refunded, for another worker to take at once rather than after the
+/// lease runs out.
 pub async fn run_workers(state: AppState, slots: usize) {
+    if slots == 0 {
+        // An HTTP-only replica.
+        return;
+    }
     let replica = format!("{}-{}", std::process::id(), rand::random::<u32>());
     let mut workers = tokio::task::JoinSet::new();
     for slot in 0..slots {
         workers.spawn(worker(state.clone(), format!("{replica}/{slot}")));
     }
-    if slots > 0 {
-        workers.spawn(reclaim_expired(state.clone()));
-    }
+    workers.spawn(reclaim_expired(state.clone()));
     while workers.join_next().await.is_some() {}
-    // No slots (an HTTP-only replica): nothing to do, ever.
-    std::future::pending::<()>().await;
 }
 
 /// How often this process looks for runs whose worker stopped renewing.
@@ -41,24 +44,30 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 /// One sweep a process, not one per worker poll: expired leases go back to
 /// the queue (or fail once their attempts are spent).
 async fn reclaim_expired(state: AppState) {
-    loop {
+    while !state.tasks.is_shutting_down() {
         match state.store.reclaim_expired_backtests(MAX_ATTEMPTS, Utc::now()).await {
             Ok(0) => {}
             Ok(reclaimed) => tracing::warn!(reclaimed, "backtests whose worker stopped were re-queued or failed"),
             Err(err) => tracing::warn!(error = %err, "could not reclaim expired backtests"),
         }
-        tokio::time::sleep(RECLAIM_EVERY).await;
+        tokio::select! {
+            () = state.tasks.shutting_down() => {}
+            () = tokio::time::sleep(RECLAIM_EVERY) => {}
+        }
     }
 }
 
 async fn worker(state: AppState, name: String) {
-    loop {
+    while !state.tasks.is_shutting_down() {
         let claimed = next_run(&state, &name).await;
         match claimed {
             Some(run) => execute(&state, &name, run).await,
             None => {
                 let notified = state.backtest_queue.notified();
-                let _ = tokio::time::timeout(IDLE_POLL, notified).await;
+                tokio::select! {
+                    () = state.tasks.shutting_down() => {}
+                    _ = tokio::time::timeout(IDLE_POLL, notified) => {}
+                }
             }
         }
     }
@@ -89,7 +98,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
     // The user's own series are written here for the run's /input copy.
     let Ok(scratch) = tempfile::Builder::new().prefix("algoagent-data-").tempdir() else {
         tracing::warn!("no scratch directory for a backtest's data; released to the queue");
-        let _ = state.store.release_backtest(run.id, name).await;
+        let _ = state.store.release_backtest(run.id, name, false).await;
         return;
     };
     let symbols: Vec<String> = serde_json::from_value(run.symbols.0.clone()).unwrap_or_default();
@@ -115,6 +124,14 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
     let output = loop {
         tokio::select! {
             output = &mut sandboxed => break output,
+            () = state.tasks.shutting_down() => {
+                // Dropping the run kills its sandbox; the run goes back whole.
+                match state.store.release_backtest(run.id, name, true).await {
+                    Ok(()) => tracing::info!("shutting down: the backtest went back to the queue"),
+                    Err(err) => tracing::warn!(error = %err, "shutting down: could not give a backtest back; its lease will"),
+                }
+                return;
+            }
             _ = checks.tick() => {
                 if let Ok(Some(status)) = state.store.backtest_status(run.id).await {
                     if status == CANCELLED {
@@ -136,7 +153,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
         Err(err) => {
             // The sandbox could not start: give the run back to be retried.
             tracing::warn!(error = %err, "a backtest could not start; released to the queue");
-            if let Err(err) = state.store.release_backtest(run.id, name).await {
+            if let Err(err) = state.store.release_backtest(run.id, name, false).await {
                 tracing::warn!(error = %err, "could not release a backtest");
             }
             return;

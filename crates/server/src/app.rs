@@ -194,7 +194,9 @@ impl App {
         background.spawn(self.keys.pool.activity().clone().flush_forever());
         background.spawn(self.state.history.clone().write_forever());
         background.spawn(admin_dashboard::alerts::run(self.state.clone()));
-        background.spawn(backtests::worker::run_workers(self.state.clone(), self.config.sandbox.workers));
+        // With the detached tasks: at shutdown the workers give their runs
+        // back to the queue, and the drain below waits for that.
+        self.state.tasks.spawn(backtests::worker::run_workers(self.state.clone(), self.config.sandbox.workers));
         let pid_file = crate::reload::write_pid_file(&self.config);
         // Trailing slashes are optional on every route: normalise before routing.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);

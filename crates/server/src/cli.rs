@@ -197,6 +197,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// How long `algoagent worker` waits, at a stop signal, for its workers
+/// to give their runs back.
+const WORKER_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn worker(config: &Config) -> anyhow::Result<()> {
     let state = App::state_only(config).await?;
     if let sandbox::Readiness::Unavailable { reason } = state.sandbox.readiness() {
@@ -206,10 +210,14 @@ async fn worker(config: &Config) -> anyhow::Result<()> {
         anyhow::bail!("SANDBOX_WORKERS=0: a worker with no slots would run nothing");
     }
     tracing::info!(workers = config.sandbox.workers, "backtest worker started");
-    tokio::select! {
-        () = backtests::worker::run_workers(state, config.sandbox.workers) => {}
-        () = app::shutdown_signal() => tracing::info!("backtest worker stopping"),
+    let workers = tokio::spawn(backtests::worker::run_workers(state.clone(), config.sandbox.workers));
+    app::shutdown_signal().await;
+    tracing::info!("backtest worker stopping: running backtests go back to the queue");
+    state.tasks.begin_shutdown();
+    if tokio::time::timeout(WORKER_STOP_LIMIT, workers).await.is_err() {
+        tracing::warn!("the workers did not stop in time; their runs return to the queue when their leases run out");
     }
+    state.store.close().await;
     Ok(())
 }
 

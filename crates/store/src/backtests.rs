@@ -199,14 +199,18 @@ impl Store {
         Ok(finished)
     }
 
-    /// Gives a run back to the queue (a worker shutting down mid-run).
-    pub async fn release_backtest(&self, id: i64, worker: &str) -> StoreResult<()> {
+    /// Gives a run back to the queue. A worker shutting down mid-run
+    /// refunds the attempt (the code did nothing wrong); a sandbox that
+    /// could not start does not, so a run that never starts still ends.
+    pub async fn release_backtest(&self, id: i64, worker: &str, refund_attempt: bool) -> StoreResult<()> {
         on_pool!(self, pool => sqlx::query(
-            "UPDATE backtest_runs SET status = 'queued', worker = NULL, lease_until = NULL \
+            "UPDATE backtest_runs SET status = 'queued', worker = NULL, lease_until = NULL, \
+               started_at = NULL, attempts = attempts - $3 \
              WHERE id = $1 AND worker = $2 AND status = 'running'",
         )
         .bind(id)
         .bind(worker)
+        .bind(i32::from(refund_attempt))
         .execute(pool)
         .await
         .map(|_| ()))?;

@@ -147,23 +147,7 @@ fn default_strategy_name() -> String {
 
 /// A Python class name from a display name: "ema cross-2" → "EmaCross2".
 fn class_name(name: &str) -> String {
-    let mut class: String = name
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .map(|word| {
-            // "EMA" → "Ema", so the file name reads ema_cross.py; "GoldenCross" stays.
-            let word =
-                if word.chars().any(|c| c.is_ascii_lowercase()) { word.to_string() } else { word.to_ascii_lowercase() };
-            let mut chars = word.chars();
-            chars.next().map(|first| first.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
-        })
-        .collect();
-    if class.is_empty() {
-        class = DEFAULT_STRATEGY_NAME.into();
-    } else if class.starts_with(|c: char| c.is_ascii_digit()) {
-        class.insert_str(0, "Strategy");
-    }
-    class.chars().take(100).collect()
+    strategy_schema::python_class_name(name, DEFAULT_STRATEGY_NAME)
 }
 
 /// "EmaCross2" → "ema_cross2.py".
