@@ -370,6 +370,16 @@ pub fn failure_text(run: &BacktestRunRow) -> Option<String> {
     }
 }
 
+/// A run as generated code's `validation_status`.
+pub fn validation_status(run: &BacktestRunRow) -> &'static str {
+    match run.status.as_str() {
+        store::backtests::COMPLETED => "backtest_passed",
+        store::backtests::FAILED | store::backtests::TIMED_OUT => "backtest_failed",
+        store::backtests::CANCELLED => "backtest_cancelled",
+        _ => "backtest_pending",
+    }
+}
+
 /// A run as a generation endpoint's `execution`.
 pub fn execution_view(run: &BacktestRunRow) -> Value {
     let completed = run.status == store::backtests::COMPLETED;
@@ -380,12 +390,7 @@ pub fn execution_view(run: &BacktestRunRow) -> Value {
         "id": run.id,
         "run_id": run.run_id,
         "symbols": run.symbols.0,
-        "validation_status": match run.status.as_str() {
-            store::backtests::COMPLETED => "backtest_passed",
-            store::backtests::FAILED | store::backtests::TIMED_OUT => "backtest_failed",
-            store::backtests::CANCELLED => "backtest_cancelled",
-            _ => "backtest_pending",
-        },
+        "validation_status": validation_status(run),
         "metrics": run.result.as_ref().map(|result| result.0["results"][0]["metrics"].clone()),
         "summary": run.result.as_ref().map(|result| summary(&result.0)),
         "execution_time": run.execution_time,

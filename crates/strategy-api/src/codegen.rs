@@ -2,11 +2,12 @@
 //! `generate_code` and `strategies/{id}/fix_errors`.
 //!
 //! Every call goes through the rotating executor as `heavy` work. The code
-//! is checked statically ([`crate::python_checks`]); a failed check goes to
-//! the fixer with the checker's message, for up to `max_fix_attempts`
-//! rounds. Nothing runs the code yet, and the answers say so:
-//! `execution.attempted` is false and `validation_status` names the static
-//! checks, never a backtest.
+//! is checked statically ([`crate::python_checks`]). With a `test_config`
+//! and a sandbox, code that passes is then run: a backtest job like any
+//! other ([`backtests::run_within`]), so any replica's workers take it,
+//! under the same limits. A failed check, or the traceback of a failed
+//! run, goes to the fixer, for up to `max_fix_attempts` rounds. Code that
+//! was not run says so: `execution.attempted` is false, with the reason.
 //!
 //! Every result is stored in `generated_code`, linked to the strategy when
 //! one is given; for a strategy it is also a validation run and a note in
@@ -29,6 +30,7 @@ use gemini_client::{CallSpec, ChatRequest, ExecError, GenerationConfig, Message,
 use key_rotation::config::Workload;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use store::backtests::BacktestRunRow;
 use store::generated::{GeneratedCodeFields, GeneratedCodeRow, ValidationFields};
 use store::strategies::StrategyRow;
 use tokio::sync::mpsc;
@@ -46,6 +48,9 @@ const ERROR_MESSAGE_MAX_CHARS: usize = 20_000;
 const CANONICAL_MAX_CHARS: usize = 100_000;
 const STATIC_ONLY: &str =
     "The code was checked statically (parsed, structure, imports, forbidden calls); it has not been run or backtested.";
+const NO_TEST_CONFIG: &str = "Send a test_config ({symbol, period}) to have the code backtested in the sandbox.";
+/// Of a job's budget, what a backtest may not use: the fixer's turn.
+const RUN_MARGIN: Duration = Duration::from_secs(2);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -68,14 +73,48 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 struct Job {
     events: Option<mpsc::Sender<Event>>,
     ends: Instant,
+    test: Testing,
+}
+
+/// Whether the job's code is run, and where.
+#[derive(Clone)]
+enum Testing {
+    /// Checked statically only, for this reason.
+    StaticOnly(String),
+    /// Backtested, on behalf of this strategy (if any), after each check it passes.
+    Run { run: backtests::Prepared, strategy_id: Option<i64> },
+}
+
+impl Testing {
+    /// From a request's `test_config`: a run whose symbols and settings are
+    /// checked now, before any AI call is paid for; static checks only
+    /// without one, or without a sandbox here.
+    async fn from_request(
+        state: &AppState,
+        user_id: i64,
+        test_config: Option<&Value>,
+        strategy_id: Option<i64>,
+    ) -> ApiResult<Self> {
+        let Some(config) = test_config.filter(|config| !config.is_null()) else {
+            return Ok(Self::StaticOnly(NO_TEST_CONFIG.into()));
+        };
+        if !config.is_object() {
+            return Err(ApiError::Validation(FieldErrors::single("test_config", "Expected an object.")));
+        }
+        if let sandbox::Readiness::Unavailable { reason } = state.sandbox.readiness() {
+            return Ok(Self::StaticOnly(format!("Not run: backtests are unavailable here ({reason}).")));
+        }
+        let run = backtests::prepare_test_run(state, user_id, config).await?;
+        Ok(Self::Run { run, strategy_id })
+    }
 }
 
 impl Job {
-    fn new(state: &AppState, events: Option<mpsc::Sender<Event>>) -> Self {
+    fn new(state: &AppState, events: Option<mpsc::Sender<Event>>, test: Testing) -> Self {
         let timeout = state.request_timeout;
         // A request timeout too short for the margin still leaves half of it.
         let budget = timeout.saturating_sub(ANSWER_MARGIN).max(timeout / 2);
-        Self { events, ends: Instant::now() + budget }
+        Self { events, ends: Instant::now() + budget, test }
     }
 
     async fn stage(&self, state: &AppState, stage: &str, detail: &str) {
@@ -92,6 +131,20 @@ impl Job {
         let left = self.ends.saturating_duration_since(Instant::now());
         (!left.is_zero()).then(|| left.min(state.gemini.default_deadline()))
     }
+
+    /// Backtests code that passed its static checks, waiting for the run
+    /// within the budget: the run as it then is (it goes on, to be polled,
+    /// if it has not ended). `None` when the job only checks statically,
+    /// or no time is left.
+    async fn backtest(&self, state: &AppState, user_id: i64, code: &str) -> ApiResult<Option<BacktestRunRow>> {
+        let Testing::Run { run, strategy_id } = &self.test else { return Ok(None) };
+        let wait = self.ends.saturating_duration_since(Instant::now()).saturating_sub(RUN_MARGIN);
+        if wait.is_zero() {
+            return Ok(None);
+        }
+        self.stage(state, "running", &format!("backtesting on {} in the sandbox", run.symbols.join(", "))).await;
+        backtests::run_within(state, user_id, *strategy_id, code, run, wait).await.map(Some)
+    }
 }
 
 /// Answers `work` as JSON, or as a `progress` … `done` stream. Either way
@@ -102,6 +155,7 @@ async fn respond<F, Fut>(
     user: AuthUser,
     claim: Idempotency,
     stream: bool,
+    test: Testing,
     work: F,
 ) -> ApiResult<Response>
 where
@@ -109,7 +163,7 @@ where
     Fut: Future<Output = ApiResult<Value>> + Send + 'static,
 {
     if !stream {
-        let answer = api_core::run_detached(state, Some(claim), work(Job::new(state, None))).await?;
+        let answer = api_core::run_detached(state, Some(claim), work(Job::new(state, None, test))).await?;
         return Ok(Json(answer).into_response());
     }
     let slot = match state.stream_slots.acquire(user.user_id) {
@@ -120,7 +174,7 @@ where
         }
     };
     let (events, receiver) = mpsc::channel(16);
-    let work = work(Job::new(state, Some(events.clone())));
+    let work = work(Job::new(state, Some(events.clone()), test));
     let task_state = state.clone();
     state.tasks.spawn(async move {
         let state = task_state;
@@ -231,6 +285,8 @@ struct FixRecord {
 struct Outcome {
     code: String,
     report: Report,
+    /// The backtest of `code`, when it was run.
+    run: Option<BacktestRunRow>,
     fixes: Vec<FixRecord>,
     /// Set when the fixer's call failed; the code is the last that existed.
     interrupted: Option<String>,
@@ -238,8 +294,34 @@ struct Outcome {
 }
 
 impl Outcome {
+    fn new(code: String, report: Report, models: Vec<String>) -> Self {
+        Self { code, report, run: None, fixes: Vec::new(), interrupted: None, models }
+    }
+
+    /// Passed its static checks and, when it was run, its backtest did not
+    /// fail (one still running has not failed yet).
+    fn passed(&self) -> bool {
+        self.report.passed && self.run_failure().is_none()
+    }
+
+    /// The traceback (or reason) of a backtest that ended badly.
+    fn run_failure(&self) -> Option<String> {
+        self.run.as_ref().and_then(backtests::failure_text)
+    }
+
+    /// The error the fixer gets next: the static checks', else the run's.
+    fn error(&self) -> Option<(String, &'static str)> {
+        if !self.report.passed {
+            return Some((self.report.error_text(), self.report.error_type()));
+        }
+        self.run_failure().map(|text| {
+            let kind = error_type(&text);
+            (text, kind)
+        })
+    }
+
     fn final_status(&self, max_attempts: u32) -> &'static str {
-        match (self.report.passed, self.fixes.is_empty()) {
+        match (self.passed(), self.fixes.is_empty()) {
             _ if self.interrupted.is_some() => "interrupted",
             (true, true) => "not_needed",
             (true, false) => "fixed",
@@ -249,12 +331,51 @@ impl Outcome {
     }
 
     fn validation_status(&self) -> &'static str {
-        if self.report.passed {
-            "static_checks_passed"
-        } else {
-            "static_checks_failed"
+        match (&self.run, self.report.passed) {
+            (Some(run), _) => backtests::validation_status(run),
+            (None, true) => "static_checks_passed",
+            (None, false) => "static_checks_failed",
         }
     }
+
+    /// `execution`: the backtest, or why there was none.
+    fn execution(&self, job: &Job) -> Value {
+        if let Some(run) = &self.run {
+            let mut view = backtests::execution_view(run);
+            if !run.is_final() {
+                view["note"] = json!(format!(
+                    "The backtest had not ended when the answer was due; follow it at /api/backtests/runs/{}/",
+                    run.id
+                ));
+            }
+            return view;
+        }
+        let note = match &job.test {
+            Testing::StaticOnly(reason) => format!("{STATIC_ONLY} {reason}"),
+            Testing::Run { .. } if !self.report.passed => {
+                format!("{STATIC_ONLY} It was not run: it failed the static checks.")
+            }
+            Testing::Run { .. } => format!("{STATIC_ONLY} No time was left in the request to run it."),
+        };
+        json!({
+            "attempted": false,
+            "success": null,
+            "validation_status": self.validation_status(),
+            "metrics": null,
+            "error_message": if self.report.passed { Value::Null } else { json!(self.report.error_text()) },
+            "note": note,
+        })
+    }
+}
+
+/// Checks code and, if it passes and the job runs code, backtests it.
+async fn assess(state: &AppState, job: &Job, user_id: i64, code: String, models: Vec<String>) -> ApiResult<Outcome> {
+    let report = python_checks::check(&code).await;
+    let mut outcome = Outcome::new(code, report, models);
+    if outcome.report.passed {
+        outcome.run = job.backtest(state, user_id, &outcome.code).await?;
+    }
+    Ok(outcome)
 }
 
 /// Up to `max_attempts` rounds of fixing. `reported` is an error the
@@ -274,8 +395,10 @@ async fn fix_loop(
                 let kind = error_type(&text);
                 (text, kind)
             }
-            None if outcome.report.passed => break,
-            None => (outcome.report.error_text(), outcome.report.error_type()),
+            None => match outcome.error() {
+                Some(error) => error,
+                None => break,
+            },
         };
         job.stage(state, "fixing", &format!("{attempt}/{max_attempts}: {kind}")).await;
         let prompt = code_prompt::fix(&outcome.code, class, kind, &error_text);
@@ -290,14 +413,24 @@ async fn fix_loop(
         outcome.models.push(model);
         job.stage(state, "checking", &format!("static checks after fix {attempt}/{max_attempts}")).await;
         let (code, report) = checked(&answer).await;
-        // An answer without code leaves the code so far, and its report, as they were.
+        // An answer without code leaves the code so far, its report and run, as they were.
         if !code.is_empty() || outcome.code.is_empty() {
             outcome.code = code;
             outcome.report = report;
+            outcome.run = None;
+            if outcome.report.passed {
+                match job.backtest(state, user_id, &outcome.code).await {
+                    Ok(run) => outcome.run = run,
+                    Err(err) => {
+                        tracing::info!(error = %err, attempt, "the fixed code could not be backtested");
+                        outcome.interrupted = Some(err.public_message());
+                    }
+                }
+            }
         }
         outcome.fixes.push(FixRecord {
             attempt,
-            success: outcome.report.passed,
+            success: outcome.passed(),
             error_type: kind,
             error_message: error_text,
             timestamp: api_core::time::iso8601(&chrono::Utc::now()),
@@ -318,8 +451,10 @@ async fn generate_checked(
     job.stage(state, "generating", "asking Gemini for a backtesting.py strategy").await;
     let (answer, model) = ask(state, job, user_id, prompt).await?;
     job.stage(state, "checking", "static checks").await;
-    let (code, report) = checked(&answer).await;
-    let outcome = Outcome { code, report, fixes: Vec::new(), interrupted: None, models: vec![model] };
+    let outcome = match extract_python(&answer) {
+        Some(code) => assess(state, job, user_id, code, vec![model]).await?,
+        None => Outcome::new(String::new(), Report::no_code(), vec![model]),
+    };
     Ok(fix_loop(state, user_id, class, outcome, None, max_fix_attempts, job).await)
 }
 
@@ -346,14 +481,22 @@ async fn keep(state: &AppState, target: &Target<'_>, outcome: &Outcome) -> ApiRe
     };
     let row = state.store.create_generated_code(target.user_id, &fields).await?;
     if let Some(strategy) = target.strategy {
+        let mut errors: Vec<String> = outcome.report.problems.iter().map(|p| p.message.clone()).collect();
+        errors.extend(outcome.run.as_ref().and_then(|run| run.error_message.clone()));
         let validation = ValidationFields {
             strategy_id: strategy.id,
-            validation_type: "static_checks",
-            status: if outcome.report.passed { "passed" } else { "failed" }.into(),
-            errors: json!(outcome.report.problems.iter().map(|p| &p.message).collect::<Vec<_>>()),
+            validation_type: if outcome.run.is_some() { "backtest" } else { "static_checks" },
+            status: match (outcome.passed(), outcome.run.as_ref().is_some_and(|run| !run.is_final())) {
+                (true, true) => "pending",
+                (true, false) => "passed",
+                (false, _) => "failed",
+            }
+            .into(),
+            errors: json!(errors),
             warnings: json!([]),
             details: json!({ "code_id": row.id, "checks": outcome.report.checks, "source": target.source,
-                             "fix_attempts": outcome.fixes.len(), "executed": false }),
+                             "fix_attempts": outcome.fixes.len(), "executed": outcome.run.is_some(),
+                             "run_id": outcome.run.as_ref().map(|run| &run.run_id) }),
         };
         state.store.record_validation(target.user_id, &validation).await?;
         let note = json!({ "code_id": row.id, "strategy_name": target.class, "file_name": row.file_name,
@@ -364,12 +507,25 @@ async fn keep(state: &AppState, target: &Target<'_>, outcome: &Outcome) -> ApiRe
     Ok(row)
 }
 
+/// What a run of code says in a message.
+fn ran(outcome: &Outcome) -> String {
+    match &outcome.run {
+        None => "It has not been run.".into(),
+        Some(run) if run.status == store::backtests::COMPLETED => {
+            let symbols: Vec<&str> = run.symbols.0.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            format!("Its backtest on {} completed.", symbols.join(", "))
+        }
+        Some(run) if !run.is_final() => format!("Its backtest {} is still {}.", run.run_id, run.status),
+        Some(run) => format!("Its backtest {}: {}.", run.status, run.error_message.as_deref().unwrap_or("no detail")),
+    }
+}
+
 /// The answer of `generate_executable_code` and `generate_with_auto_fix`.
-fn generation_body(row: &GeneratedCodeRow, outcome: &Outcome, max_fix_attempts: u32) -> Value {
-    let passed = outcome.report.passed;
-    let message = match (&outcome.interrupted, passed) {
-        (Some(error), _) => format!("Code generated, but fixing stopped when the AI call failed: {error}"),
-        (None, true) => "Code generated; it passed the static checks. It has not been run.".to_string(),
+fn generation_body(row: &GeneratedCodeRow, outcome: &Outcome, max_fix_attempts: u32, job: &Job) -> Value {
+    let passed = outcome.passed();
+    let message = match (&outcome.interrupted, outcome.report.passed) {
+        (Some(error), _) => format!("Code generated, but fixing stopped when a call failed: {error}"),
+        (None, true) => format!("Code generated; it passed the static checks. {}", ran(outcome)),
         (None, false) => format!("Code generated, but it failed the static checks: {}", outcome.report.error_text()),
     };
     json!({
@@ -380,14 +536,7 @@ fn generation_body(row: &GeneratedCodeRow, outcome: &Outcome, max_fix_attempts: 
         "strategy_id": row.strategy_id,
         "code_id": row.id,
         "message": message,
-        "execution": {
-            "attempted": false,
-            "success": null,
-            "validation_status": outcome.validation_status(),
-            "metrics": null,
-            "error_message": if passed { Value::Null } else { json!(outcome.report.error_text()) },
-            "note": STATIC_ONLY,
-        },
+        "execution": outcome.execution(job),
         "static_checks": outcome.report,
         "error_fixing": {
             "attempted": !outcome.fixes.is_empty(),
@@ -468,6 +617,9 @@ async fn generate_endpoint(
     let max_fix_attempts = if auto_fix { fix_attempts(request.max_fix_attempts, "max_fix_attempts")? } else { 0 };
     let (class, prompt) = canonical_prompt(&request)?;
     let strategy = owned_strategy(state, user.user_id, request.strategy_id).await?;
+    let testing =
+        Testing::from_request(state, user.user_id, request.test_config.as_ref(), strategy.as_ref().map(|s| s.id))
+            .await?;
     // The endpoint's name: the idempotency scope and the stored code's source.
     let source = if auto_fix { "generate_with_auto_fix" } else { "generate_executable_code" };
     let claim = match Idempotency::begin(state, user.user_id, headers, source, &request, stream).await? {
@@ -475,14 +627,14 @@ async fn generate_endpoint(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(state, user, claim, stream, move |job| async move {
+    respond(state, user, claim, stream, testing, move |job| async move {
         let state = task_state;
         let outcome = generate_checked(&state, user.user_id, &class, prompt, max_fix_attempts, &job).await?;
         let target = Target { user_id: user.user_id, strategy: strategy.as_ref(), class: &class, source };
         let row = keep(&state, &target, &outcome).await?;
-        let mut body = generation_body(&row, &outcome, max_fix_attempts);
+        let mut body = generation_body(&row, &outcome, max_fix_attempts, &job);
         if auto_fix {
-            body["validation_passed"] = json!(outcome.report.passed);
+            body["validation_passed"] = json!(outcome.passed());
             body["fix_attempts"] = json!(outcome.fixes.len());
             body["fix_history"] = json!(outcome.fixes);
         }
@@ -569,7 +721,8 @@ async fn generate_code(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(&state, user, claim, stream, move |job| async move {
+    let testing = Testing::StaticOnly(String::new());
+    respond(&state, user, claim, stream, testing, move |job| async move {
         let state = task_state;
         let parameters = if request.parameters.is_null() { json!({}) } else { request.parameters.clone() };
         let (outcome, generator) = if request.use_gemini {
@@ -583,7 +736,7 @@ async fn generate_code(
         } else {
             let code = template.as_ref().map(|t| t.template_code.clone()).unwrap_or_default();
             let report = python_checks::check(&code).await;
-            (Outcome { code, report, fixes: Vec::new(), interrupted: None, models: Vec::new() }, "template")
+            (Outcome::new(code, report, Vec::new()), "template")
         };
         let target = Target { user_id: user.user_id, strategy: None, class: &class, source: "generate_code" };
         let row = keep(&state, &target, &outcome).await?;
@@ -612,6 +765,9 @@ pub struct FixRequest {
     max_attempts: Option<u32>,
     /// An error the caller saw running the code (a traceback); fixed first.
     error_message: Option<String>,
+    /// When given, the code is backtested: first to find what fails, then
+    /// after each fix to confirm it.
+    test_config: Option<Value>,
 }
 
 /// `POST /api/strategies/strategies/{id}/fix_errors/`: fixes the strategy's
@@ -634,6 +790,7 @@ async fn fix_errors(
         errors.into_result()?;
     }
     let strategy = state.store.strategy(id, user.user_id).await?.ok_or(ApiError::NotFound)?;
+    let testing = Testing::from_request(&state, user.user_id, request.test_config.as_ref(), Some(id)).await?;
     let Some(latest) = state.store.latest_generated_code(id, user.user_id).await? else {
         return Err(ApiError::bad_request(
             "This strategy has no generated code yet; generate it with generate_executable_code first",
@@ -646,11 +803,14 @@ async fn fix_errors(
         Begun::Replay(answer) => return Ok(answer),
     };
     let task_state = state.clone();
-    respond(&state, user, claim, stream, move |job| async move {
+    respond(&state, user, claim, stream, testing, move |job| async move {
         let state = task_state;
         job.stage(&state, "checking", "static checks of the latest code").await;
-        let report = python_checks::check(&latest.code).await;
-        let start = Outcome { code: latest.code.clone(), report, fixes: Vec::new(), interrupted: None, models: vec![] };
+        // The caller's own error is fixed first: running the code it came from would only repeat it.
+        let start = match &reported {
+            Some(_) => Outcome::new(latest.code.clone(), python_checks::check(&latest.code).await, vec![]),
+            None => assess(&state, &job, user.user_id, latest.code.clone(), vec![]).await?,
+        };
         let class = latest.strategy_name.clone();
         let outcome = fix_loop(&state, user.user_id, &class, start, reported, max_attempts, &job).await;
         let code_id = if outcome.fixes.is_empty() {
@@ -660,16 +820,20 @@ async fn fix_errors(
                 Target { user_id: user.user_id, strategy: Some(&strategy), class: &class, source: "fix_errors" };
             keep(&state, &target, &outcome).await?.id
         };
-        let message = match (&outcome.interrupted, outcome.fixes.is_empty(), outcome.report.passed) {
-            (Some(error), _, _) => format!("Fixing stopped when the AI call failed: {error}"),
-            (None, true, _) => "The latest code passes the static checks; there was nothing to fix.".to_string(),
-            (None, false, true) => "Fixed: the code passes the static checks. It has not been run.".to_string(),
-            (None, false, false) => {
-                format!("Still failing after {} attempts: {}", outcome.fixes.len(), outcome.report.error_text())
+        let message = match (&outcome.interrupted, outcome.fixes.is_empty(), outcome.passed()) {
+            (Some(error), _, _) => format!("Fixing stopped when a call failed: {error}"),
+            (None, true, _) => {
+                format!("The latest code passes the static checks; there was nothing to fix. {}", ran(&outcome))
             }
+            (None, false, true) => format!("Fixed: the code passes the static checks. {}", ran(&outcome)),
+            (None, false, false) => format!(
+                "Still failing after {} attempts: {}",
+                outcome.fixes.len(),
+                outcome.error().map(|(text, _)| text).unwrap_or_default()
+            ),
         };
         Ok(json!({
-            "success": outcome.report.passed && outcome.interrupted.is_none(),
+            "success": outcome.passed() && outcome.interrupted.is_none(),
             "attempts": outcome.fixes.len(),
             "fixes": outcome.fixes,
             "final_status": outcome.final_status(max_attempts),
@@ -679,7 +843,7 @@ async fn fix_errors(
             "strategy_code": outcome.code,
             "validation_status": outcome.validation_status(),
             "static_checks": outcome.report,
-            "execution": { "attempted": false, "success": null, "note": STATIC_ONLY },
+            "execution": outcome.execution(&job),
         }))
     })
     .await
