@@ -374,3 +374,219 @@ async fn users_backtest_their_own_uploaded_series() {
     let gone = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "MINE.X"})).await;
     assert_eq!(gone.status(), StatusCode::BAD_REQUEST);
 }
+
+/// Every indicator the translator knows, both sides, lines by name, prices
+/// and numbers: the code it writes runs in the real backtesting.py.
+fn every_indicator() -> Value {
+    json!({
+        "strategy_name": "Everything at once",
+        "indicators": {
+            "fast": {"type": "ema", "period": 10}, "slow": {"type": "moving_average", "period": 30},
+            "rsi": {"type": "rsi"}, "macd": {"type": "macd"}, "bands": {"type": "bollinger_bands", "std_dev": 2.5},
+            "atr": {"type": "atr"}, "stoch": {"type": "stochastic", "period": 14, "signal": 3},
+            "close": {"type": "price"}
+        },
+        "entry_rules": {
+            "long": [{"type": "crossover", "indicator1": "fast", "indicator2": "slow"}],
+            "short": [{"type": "crossunder", "indicator1": "macd", "indicator2": "macd.signal"},
+                      {"type": "crossunder", "indicator1": "close", "indicator2": "bands.upper"}]
+        },
+        "exit_rules": {
+            "long": [{"type": "crossunder", "indicator1": "fast", "indicator2": "slow"},
+                     {"type": "crossover", "indicator1": "rsi", "indicator2": "75"}],
+            "short": [{"type": "crossover", "indicator1": "stoch", "indicator2": "stoch.d"},
+                      {"type": "crossover", "indicator1": "atr", "indicator2": "50"}]
+        },
+        "risk_management": {"stop_loss": 0.03, "take_profit": 0.08, "position_sizing": 1}
+    })
+}
+
+/// `quick_run` takes executable canonical JSON and runs it translated
+/// locally: no AI call (this server has no Gemini behind it at all).
+#[tokio::test]
+async fn quick_run_translates_executable_canonical_json_locally() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("canonical").await;
+    let crossing = crate::helpers::two_emas("Two EMAs");
+    let body = json!({"strategy_code": crossing.to_string(), "symbol": "GOOG"});
+    let done = expect_status(quick_run(&app, &user.access, body).await, StatusCode::OK).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["strategy_class"], "TwoEMAs");
+    assert!(done["summary"]["total_trades"].as_u64().is_some_and(|n| n > 0), "{}", done["summary"]);
+
+    let body = json!({"strategy_code": every_indicator().to_string(), "symbol": "EURUSD"});
+    let done = expect_status(quick_run(&app, &user.access, body).await, StatusCode::OK).await;
+    assert_eq!(done["status"], "completed", "{}", done["error"]);
+    assert!(done["summary"]["total_trades"].as_u64().is_some_and(|n| n > 0), "{}", done["summary"]);
+
+    // What it cannot translate is a 400 naming the field; nothing is queued.
+    let mut in_words = crossing.clone();
+    in_words["entry_rules"] = json!(["Buy when the trend turns up"]);
+    let refused = quick_run(&app, &user.access, json!({"strategy_code": in_words.to_string()})).await;
+    let refused = expect_status(refused, StatusCode::BAD_REQUEST).await;
+    assert!(refused["strategy_code.entry_rules[0]"].is_array(), "{refused}");
+    let mut unknown = crossing.clone();
+    unknown["exit_rules"][0]["indicator2"] = json!("ghost");
+    let refused = quick_run(&app, &user.access, json!({"strategy_code": unknown.to_string()})).await;
+    let refused = expect_status(refused, StatusCode::BAD_REQUEST).await;
+    assert!(refused.to_string().contains("ghost"), "{refused}");
+    let steps = json!({"title": "x", "steps": [{"order": 1, "text": "Buy low", "kind": "entry"}]});
+    let refused = quick_run(&app, &user.access, json!({"strategy_code": steps.to_string()})).await;
+    assert!(expect_status(refused, StatusCode::BAD_REQUEST).await.to_string().contains("generate_executable_code"));
+    let broken = quick_run(&app, &user.access, json!({"strategy_code": "{\"strategy_name\": "})).await;
+    assert_eq!(expect_status(broken, StatusCode::BAD_REQUEST).await["error"], "Invalid JSON format");
+    let runs = expect_status(app.get("/api/backtests/runs/", Some(&user.access)).await, StatusCode::OK).await;
+    assert_eq!(runs["count"], 2, "only the two good ones ran: {runs}");
+}
+
+const SLOW: &str = "import time\nfrom backtesting import Strategy\n\nclass Slow(Strategy):\n    def init(self):\n        time.sleep(SECONDS)\n\n    def next(self):\n        pass\n";
+
+/// `GET runs/{id}/?stream=true`: `progress` at each change of state, then
+/// `done` with the run and its result.
+#[tokio::test]
+async fn a_run_streams_its_progress_until_it_ends() {
+    let Some(app) = with_sandbox(&[("AI_DEADLINE_SECS", "1"), ("REQUEST_TIMEOUT_SECS", "2")]).await else { return };
+    let user = app.register("follower").await;
+    let slow = SLOW.replace("SECONDS", "3");
+    let queued = quick_run(&app, &user.access, json!({"strategy_code": slow, "symbol": "GOOG"})).await;
+    let id = expect_status(queued, StatusCode::ACCEPTED).await["id"].as_i64().unwrap();
+
+    let path = format!("/api/backtests/runs/{id}/?stream=true");
+    let mut events = crate::helpers::EventReader::new(app.get(&path, Some(&user.access)).await);
+    let events = events.rest().await;
+    let (last, progress) = events.split_last().unwrap();
+    assert_eq!(last.name, "done", "{events:?}");
+    assert_eq!(last.data["status"], "completed", "{last:?}");
+    assert_eq!(last.data["result"]["run_id"], last.data["run_id"], "{last:?}");
+    assert!(last.data["result"]["metrics"]["equity_final"].is_number(), "{last:?}");
+    let stages: Vec<&str> = progress.iter().map(|e| e.data["stage"].as_str().unwrap()).collect();
+    assert!(progress.iter().all(|e| e.name == "progress"), "{events:?}");
+    assert!(stages.contains(&"running") && stages.last() == Some(&"completed"), "{stages:?}");
+    assert!(progress.iter().any(|e| e.data["detail"].as_str().unwrap().contains("attempt 1 of 3")), "{events:?}");
+
+    // A finished run streams at once; someone else's is a 404.
+    let mut again = crate::helpers::EventReader::new(app.get(&path, Some(&user.access)).await);
+    let names: Vec<String> = again.rest().await.into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["progress", "done"]);
+    let stranger = app.register("stranger").await;
+    assert_eq!(app.get(&path, Some(&stranger.access)).await.status(), StatusCode::NOT_FOUND);
+}
+
+/// A server that stops while a backtest runs gives it back to the queue,
+/// the attempt refunded, for another worker at once (not when the lease
+/// runs out).
+#[tokio::test]
+async fn shutdown_gives_a_running_backtest_back_to_the_queue() {
+    let Some(mut app) = with_sandbox(&[("AI_DEADLINE_SECS", "1"), ("REQUEST_TIMEOUT_SECS", "2")]).await else {
+        return;
+    };
+    let user = app.register("interrupted").await;
+    let slow = SLOW.replace("SECONDS", "60");
+    let queued = quick_run(&app, &user.access, json!({"strategy_code": slow, "symbol": "GOOG"})).await;
+    let id = expect_status(queued, StatusCode::ACCEPTED).await["id"].as_i64().unwrap();
+    let mut running = json!(null);
+    for _ in 0..50 {
+        running =
+            expect_status(app.get(&format!("/api/backtests/runs/{id}/"), Some(&user.access)).await, StatusCode::OK)
+                .await;
+        if running["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(running["status"], "running", "{running}");
+    assert_eq!(running["attempts"], 1);
+
+    let stopping = std::time::Instant::now();
+    app.shutdown().await;
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(10), "the sandbox was stopped, not waited for");
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    let run = store.backtest_run(id, user.id).await.unwrap().unwrap();
+    assert_eq!((run.status.as_str(), run.attempts, run.worker.as_deref()), ("queued", 0, None), "{run:?}");
+}
+
+/// Code that passes every static check and fails only when it runs.
+const FAILS_WHEN_RUN: &str = "```python\nfrom backtesting import Strategy\n\n\nclass EmaCross(Strategy):\n    def init(self):\n        self.levels = {}\n\n    def next(self):\n        if self.levels['support'] > self.data.Close[-1]:\n            self.buy()\n```\n";
+
+async fn with_sandbox_and_sim(sim: &gemini_sim::SimServer) -> Option<TestApp> {
+    let env_dir = std::env::var("ALGOAGENT_SANDBOX_ENV").ok()?;
+    let env = [("SANDBOX_ENV_DIR", env_dir.as_str()), ("SANDBOX_WORKERS", "2")];
+    Some(crate::helpers::spawn_app_with_sim_and(sim, &env).await)
+}
+
+/// With a `test_config`, generation backtests the code it wrote; the fixer
+/// gets the run's real traceback; `fix_errors` runs the code to confirm.
+#[tokio::test]
+async fn generation_backtests_its_code_and_fixes_from_the_real_traceback() {
+    use gemini_sim::Scripted;
+    let sim = crate::helpers::start_sim().await;
+    let Some(app) = with_sandbox_and_sim(&sim).await else { return };
+    let user = app.register("closing-the-loop").await;
+    let token = Some(user.access.as_str());
+    let created = app.post("/api/strategies/strategies/", token, &json!({"name": "EMA cross"})).await;
+    let strategy = expect_status(created, StatusCode::CREATED).await["id"].as_i64().unwrap();
+    let test_config = json!({"symbol": "GOOG", "period": "2y", "interval": "1d"});
+
+    // Runs and passes: real metrics, and a performance record.
+    let body = json!({"canonical_json": crate::helpers::two_emas("EMA cross"), "strategy_id": strategy,
+                      "test_config": test_config});
+    let answer = app.post("/api/strategies/api/generate_executable_code/", token, &body).await;
+    let answer = expect_status(answer, StatusCode::OK).await;
+    let execution = &answer["execution"];
+    assert_eq!(
+        (execution["attempted"].as_bool(), execution["success"].as_bool()),
+        (Some(true), Some(true)),
+        "{answer}"
+    );
+    assert_eq!(execution["validation_status"], "backtest_passed");
+    assert!(execution["metrics"]["equity_final"].is_number(), "{answer}");
+    assert_eq!(execution["symbols"], json!(["GOOG"]));
+    assert!(answer["message"].as_str().unwrap().contains("backtest on GOOG completed"), "{answer}");
+    let performance = app.get(&format!("/api/strategies/performance/?strategy_id={strategy}"), token).await;
+    assert_eq!(expect_status(performance, StatusCode::OK).await["count"], 1);
+
+    // Fails when run: the fixer is sent the traceback, and its fix runs.
+    sim.sim.script([Scripted::Text { text: FAILS_WHEN_RUN.into() }]);
+    let calls = sim.sim.requests().len();
+    let body = json!({"canonical_json": crate::helpers::two_emas("EMA cross"), "strategy_id": strategy,
+                      "test_config": test_config, "max_fix_attempts": 2});
+    let answer = app.post("/api/strategies/api/generate_with_auto_fix/", token, &body).await;
+    let answer = expect_status(answer, StatusCode::OK).await;
+    assert_eq!(answer["error_fixing"]["final_status"], "fixed", "{answer}");
+    assert_eq!(answer["fix_history"][0]["error_type"], "key_error", "{answer}");
+    assert!(answer["fix_history"][0]["error_message"].as_str().unwrap().contains("Traceback"), "{answer}");
+    assert_eq!(answer["execution"]["success"], true, "{answer}");
+    let fixer = &sim.sim.requests()[calls + 1].prompt;
+    assert!(fixer.contains("KeyError: 'support'") && fixer.contains("in next"), "{fixer}");
+
+    // generate_executable_code does not fix: the failed run is reported as it is.
+    sim.sim.script([Scripted::Text { text: FAILS_WHEN_RUN.into() }]);
+    let body = json!({"canonical_json": crate::helpers::two_emas("EMA cross"), "strategy_id": strategy,
+                      "test_config": test_config});
+    let answer = app.post("/api/strategies/api/generate_executable_code/", token, &body).await;
+    let answer = expect_status(answer, StatusCode::OK).await;
+    assert_eq!(answer["success"], false, "{answer}");
+    assert_eq!(answer["execution"]["success"], false, "{answer}");
+    assert_eq!(answer["execution"]["validation_status"], "backtest_failed");
+    assert!(answer["execution"]["error_message"].as_str().unwrap().contains("KeyError"), "{answer}");
+
+    // fix_errors runs the latest (failing) code, fixes it, runs the fix.
+    let fixed = app
+        .post(
+            &format!("/api/strategies/strategies/{strategy}/fix_errors/"),
+            token,
+            &json!({"test_config": test_config}),
+        )
+        .await;
+    let fixed = expect_status(fixed, StatusCode::OK).await;
+    assert_eq!((fixed["success"].as_bool(), fixed["final_status"].as_str()), (Some(true), Some("fixed")), "{fixed}");
+    assert_eq!(fixed["execution"]["validation_status"], "backtest_passed", "{fixed}");
+    assert!(fixed["fixes"][0]["error_message"].as_str().unwrap().contains("KeyError: 'support'"), "{fixed}");
+
+    // A symbol without data is a 400 before any AI call is paid for.
+    let calls = sim.sim.requests().len();
+    let body = json!({"canonical_json": crate::helpers::two_emas("x"), "test_config": {"symbol": "AAPL"}});
+    let refused = app.post("/api/strategies/api/generate_executable_code/", token, &body).await;
+    assert!(expect_status(refused, StatusCode::BAD_REQUEST).await.to_string().contains("GOOG"));
+    assert_eq!(sim.sim.requests().len(), calls, "nothing reached Gemini");
+}
