@@ -70,6 +70,9 @@ pub struct AppStateInner {
     pub sandbox: Arc<sandbox::Sandbox>,
     /// `BACKTEST_CASH` and `BACKTEST_COMMISSION`.
     pub backtest_defaults: BacktestDefaults,
+    /// Backtest workers this process runs (`SANDBOX_WORKERS`; 0 on an
+    /// HTTP-only replica, which relies on `algoagent worker` elsewhere).
+    pub backtest_slots: usize,
     /// Wakes this replica's idle backtest workers when a run is queued.
     pub backtest_queue: tokio::sync::Notify,
 }

@@ -118,9 +118,12 @@ pub fn normalise_symbol(symbol: &str) -> ApiResult<String> {
     }
 }
 
-/// Whether the user can run on `symbol`: their own series, or a sample.
+/// Whether the user can run on `symbol`: their own series, or a sample
+/// (every worker's environment has them, whether or not this replica has
+/// one).
 pub async fn available(state: &AppState, user_id: i64, symbol: &str) -> ApiResult<bool> {
-    Ok(state.sandbox.sample_data(symbol).is_some() || state.store.has_dataset(user_id, symbol).await?)
+    let sample = sandbox::SAMPLE_SYMBOLS.iter().any(|known| known.eq_ignore_ascii_case(symbol));
+    Ok(sample || state.store.has_dataset(user_id, symbol).await?)
 }
 
 /// The run's data files: the owner's own series written into `dir`, or

@@ -214,15 +214,26 @@ fn run_parameters(state: &AppState, settings: &RunSettings) -> ApiResult<Value> 
     }))
 }
 
-/// Refused, never run unsandboxed, when the sandbox is not there.
-pub fn sandbox_ready(state: &AppState) -> ApiResult<()> {
-    match state.sandbox.readiness() {
-        sandbox::Readiness::Ready { .. } => Ok(()),
-        sandbox::Readiness::Unavailable { reason } => {
-            tracing::warn!(%reason, "a backtest was refused: the sandbox is unavailable");
-            Err(ApiError::Unavailable(format!("backtests are unavailable here: {reason}")))
-        }
+/// Whether a run queued now will be run: by this process's own workers
+/// (a sandbox here and `SANDBOX_WORKERS` > 0), or by a worker process
+/// that reported in lately. Refused with a 503 saying why otherwise:
+/// never queued for no one, never run unsandboxed.
+pub async fn accepting(state: &AppState) -> ApiResult<()> {
+    let here = match (state.backtest_slots, state.sandbox.readiness()) {
+        (0, _) => "this replica runs no backtests (SANDBOX_WORKERS=0)".to_string(),
+        (_, sandbox::Readiness::Unavailable { reason }) => format!("the sandbox is unavailable here: {reason}"),
+        (_, sandbox::Readiness::Ready { .. }) => return Ok(()),
+    };
+    let since = Utc::now() - chrono::Duration::from_std(worker::SEEN_WITHIN).unwrap_or(chrono::Duration::seconds(15));
+    if state.store.live_backtest_worker_slots(since).await? > 0 {
+        return Ok(());
     }
+    let reason = format!(
+        "backtests are unavailable: {here}, and no backtest worker has reported in for {} s",
+        worker::SEEN_WITHIN.as_secs()
+    );
+    tracing::warn!(%reason, "a backtest was refused");
+    Err(ApiError::Unavailable(reason))
 }
 
 /// Python the runner can load: the code as sent, or executable canonical
@@ -410,7 +421,7 @@ async fn quick_run(
     user: AuthUser,
     ApiJson(request): ApiJson<QuickRunRequest>,
 ) -> ApiResult<Response> {
-    sandbox_ready(&state)?;
+    accepting(&state).await?;
     let code = runnable_code(&request.strategy_code)?;
     let symbol = request.symbol.as_deref().filter(|s| !s.trim().is_empty()).unwrap_or(DEFAULT_SYMBOL);
     let symbols = vec![data::normalise_symbol(symbol)?];
@@ -445,7 +456,7 @@ async fn run_backtest(
     user: AuthUser,
     ApiJson(request): ApiJson<RunBacktestRequest>,
 ) -> ApiResult<Response> {
-    sandbox_ready(&state)?;
+    accepting(&state).await?;
     let strategy = state.store.strategy(request.strategy_id, user.user_id).await?.ok_or(ApiError::NotFound)?;
     // As the old API: uppercased, anything that is no symbol dropped.
     let named: Vec<String> =

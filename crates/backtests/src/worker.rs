@@ -35,7 +35,35 @@ pub async fn run_workers(state: AppState, slots: usize) {
         workers.spawn(worker(state.clone(), format!("{replica}/{slot}")));
     }
     workers.spawn(reclaim_expired(state.clone()));
+    workers.spawn(report_in(state.clone(), replica, slots));
     while workers.join_next().await.is_some() {}
+}
+
+/// How often a worker process reports in.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// A worker process not heard from for this long is taken for gone.
+pub const SEEN_WITHIN: Duration = Duration::from_secs(15);
+
+/// Tells every replica this process runs backtests (while its sandbox is
+/// ready), until it shuts down.
+async fn report_in(state: AppState, replica: String, slots: usize) {
+    let slots = i32::try_from(slots).unwrap_or(i32::MAX);
+    while !state.tasks.is_shutting_down() {
+        // Workers without a sandbox take nothing, so they do not count.
+        if state.sandbox.readiness().is_ready() {
+            if let Err(err) = state.store.report_backtest_workers(&replica, slots, Utc::now()).await {
+                tracing::warn!(error = %err, "backtest workers could not report in");
+            }
+        }
+        tokio::select! {
+            () = state.tasks.shutting_down() => {}
+            () = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+    }
+    let stale = Utc::now() - chrono::Duration::from_std(SEEN_WITHIN * 4).unwrap_or(chrono::Duration::minutes(1));
+    if let Err(err) = state.store.leave_backtest_workers(&replica, stale).await {
+        tracing::warn!(error = %err, "backtest workers could not sign off");
+    }
 }
 
 /// How often this process looks for runs whose worker stopped renewing.

@@ -125,6 +125,7 @@ impl App {
             stream_slots: api_core::stream_slots::StreamSlots::new(config.user_max_streams),
             request_timeout: config.request_timeout,
             sandbox: Arc::new(sandbox::Sandbox::new(config.sandbox.settings())),
+            backtest_slots: config.sandbox.workers,
             backtest_defaults: api_core::BacktestDefaults {
                 cash: config.backtest_cash,
                 commission: config.backtest_commission,

@@ -334,6 +334,44 @@ impl Store {
         Ok(csv)
     }
 
+    /// A worker process reports in: alive, with `slots` workers.
+    pub async fn report_backtest_workers(&self, name: &str, slots: i32, now: DateTime<Utc>) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO backtest_workers (name, slots, started_at, seen_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (name) DO UPDATE SET slots = excluded.slots, seen_at = excluded.seen_at",
+        )
+        .bind(name)
+        .bind(slots)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A worker process leaves (it is shutting down), and rows of any
+    /// process not seen since `stale` are forgotten.
+    pub async fn leave_backtest_workers(&self, name: &str, stale: DateTime<Utc>) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM backtest_workers WHERE name = $1 OR seen_at < $2")
+            .bind(name)
+            .bind(stale)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Worker slots of the processes seen since `since`.
+    pub async fn live_backtest_worker_slots(&self, since: DateTime<Utc>) -> StoreResult<i64> {
+        let slots: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT CAST(SUM(slots) AS BIGINT) FROM backtest_workers WHERE seen_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(pool)
+        .await)?;
+        Ok(slots.unwrap_or(0))
+    }
+
     /// Whether the user has a series for `symbol` (without reading it).
     pub async fn has_dataset(&self, user_id: i64, symbol: &str) -> StoreResult<bool> {
         let found: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(

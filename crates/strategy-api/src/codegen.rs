@@ -101,8 +101,10 @@ impl Testing {
         if !config.is_object() {
             return Err(ApiError::Validation(FieldErrors::single("test_config", "Expected an object.")));
         }
-        if let sandbox::Readiness::Unavailable { reason } = state.sandbox.readiness() {
-            return Ok(Self::StaticOnly(format!("Not run: backtests are unavailable here ({reason}).")));
+        match backtests::accepting(state).await {
+            Ok(()) => {}
+            Err(ApiError::Unavailable(reason)) => return Ok(Self::StaticOnly(format!("Not run: {reason}."))),
+            Err(err) => return Err(err),
         }
         let run = backtests::prepare_test_run(state, user_id, config).await?;
         Ok(Self::Run { run, strategy_id })

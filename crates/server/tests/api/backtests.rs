@@ -231,19 +231,25 @@ async fn leases_expire_to_the_queue_attempts_run_out_and_users_get_two_at_a_time
     assert!(store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().is_some(), "room again");
 }
 
-/// `algoagent worker` runs the queue on a machine that serves no HTTP;
-/// `SANDBOX_WORKERS=0` makes a replica leave the runs to it.
+/// `algoagent worker` runs the queue on a machine that serves no HTTP, as
+/// in the compose file: the HTTP replicas (`SANDBOX_WORKERS=0`) have no
+/// sandbox at all and take backtests as long as a worker reports in.
 #[tokio::test]
 async fn a_worker_process_runs_what_an_http_only_replica_queued() {
     let Some(env_dir) = std::env::var("ALGOAGENT_SANDBOX_ENV").ok() else { return };
-    let app = with_sandbox(&[("SANDBOX_WORKERS", "0"), ("AI_DEADLINE_SECS", "2"), ("REQUEST_TIMEOUT_SECS", "4")])
-        .await
-        .unwrap();
+    let app = spawn_app_with(&[
+        ("SANDBOX_WORKERS", "0"),
+        ("SANDBOX_ENV_DIR", "/nonexistent/sandbox-env"),
+        ("AI_DEADLINE_SECS", "2"),
+        ("REQUEST_TIMEOUT_SECS", "4"),
+    ])
+    .await;
     let user = app.register("queue-only").await;
-    let queued = quick_run(&app, &user.access, json!({"strategy_code": SMA_CROSS, "symbol": "EURUSD"})).await;
-    let queued = expect_status(queued, StatusCode::ACCEPTED).await;
-    assert_eq!(queued["status"], "queued", "no worker here: {queued}");
-    let id = queued["id"].as_i64().unwrap();
+    let body = json!({"strategy_code": SMA_CROSS, "symbol": "EURUSD"});
+    // No sandbox here and no worker anywhere: refused, never queued forever.
+    let refused =
+        expect_status(quick_run(&app, &user.access, body.clone()).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(refused.to_string().contains("no backtest worker"), "{refused}");
 
     let env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), app.database_url.clone()),
@@ -259,17 +265,18 @@ async fn a_worker_process_runs_what_an_http_only_replica_queued() {
     let mut worker = command.spawn().unwrap();
     let mut status = String::new();
     for _ in 0..150 {
-        let run =
-            expect_status(app.get(&format!("/api/backtests/runs/{id}/"), Some(&user.access)).await, StatusCode::OK)
-                .await;
-        status = run["status"].as_str().unwrap().to_string();
-        if status == "completed" {
-            break;
+        let response = quick_run(&app, &user.access, body.clone()).await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // The worker has not reported in yet.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let run = response.json::<Value>().await.unwrap();
+        status = run["status"].as_str().unwrap_or_default().to_string();
+        break;
     }
     worker.kill().await.unwrap();
-    assert_eq!(status, "completed");
+    assert_eq!(status, "completed", "the worker ran it; the replica answered with its result");
 }
 
 /// `run_backtest` runs a strategy's own Python on several symbols, and the
@@ -503,6 +510,9 @@ async fn shutdown_gives_a_running_backtest_back_to_the_queue() {
     let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
     let run = store.backtest_run(id, user.id).await.unwrap().unwrap();
     assert_eq!((run.status.as_str(), run.attempts, run.worker.as_deref()), ("queued", 0, None), "{run:?}");
+    // Its workers signed off: HTTP-only replicas stop counting on them at once.
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(store.live_backtest_worker_slots(an_hour_ago).await.unwrap(), 0);
 }
 
 /// Code that passes every static check and fails only when it runs.
