@@ -78,6 +78,7 @@ async fn pool_wide(state: &AppState, registry: &mut Registry) {
         up.set(i64::from(redis.ping().await.is_ok()));
         registry.register("redis_up", "1 when Redis answered this scrape's PING", up);
     }
+    backtests(state, registry).await;
     match state.pool.view().await {
         Ok(view) => {
             let (_, day_end_ms) = key_rotation::pacific::day_bounds_ms(now_ms());
@@ -87,6 +88,37 @@ async fn pool_wide(state: &AppState, registry: &mut Registry) {
         // Unknown is left out, never exported as a made-up value.
         Err(err) => tracing::warn!(error = %err, "metrics: the pool's state could not be read"),
     }
+}
+
+/// The backtest queue, read from the database: the same on every replica.
+async fn backtests(state: &AppState, registry: &mut Registry) {
+    let since = chrono::Utc::now()
+        - chrono::Duration::from_std(backtests::worker::SEEN_WITHIN).unwrap_or(chrono::Duration::seconds(15));
+    let queue = match state.store.backtest_queue(since).await {
+        Ok(queue) => queue,
+        // Unknown is left out, never exported as a made-up value.
+        Err(err) => return tracing::warn!(error = %err, "metrics: the backtest queue could not be read"),
+    };
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct StatusLabels {
+        status: &'static str,
+    }
+    let runs = Family::<StatusLabels, Gauge>::default();
+    runs.get_or_create(&StatusLabels { status: "queued" }).set(queue.queued);
+    runs.get_or_create(&StatusLabels { status: "running" }).set(queue.running);
+    registry.register("backtest_runs", "Backtest runs waiting for a worker and running", runs);
+    let waited = Gauge::<f64, AtomicU64>::default();
+    let age = queue.oldest_queued_at.map_or(0.0, |at| (chrono::Utc::now() - at).as_seconds_f64().max(0.0));
+    waited.set(age);
+    registry.register_with_unit(
+        "backtest_oldest_queued",
+        "How long the oldest queued backtest has waited (0 when none waits)",
+        Unit::Seconds,
+        waited,
+    );
+    let slots = Gauge::<i64>::default();
+    slots.set(queue.worker_slots);
+    registry.register("backtest_worker_slots", "Backtest workers of the processes that reported in lately", slots);
 }
 
 /// The per-key and per-bucket series, encoded straight from the view: with
@@ -213,6 +245,10 @@ fn this_replica(state: &AppState, registry: &mut Registry) {
         "Refreshes of the key secrets that failed, the last secrets kept (this replica)",
         refresh_failures,
     );
+
+    let sandbox = Gauge::<i64>::default();
+    sandbox.set(i64::from(state.sandbox.readiness().is_ready()));
+    registry.register("sandbox_ready", "1 when this replica could run a backtest in its sandbox", sandbox);
 
     let throttled = Counter::<u64>::default();
     throttled.inc_by(state.counters.too_many_requests());

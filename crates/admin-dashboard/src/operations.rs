@@ -165,20 +165,28 @@ pub struct Overview {
     pub secret_store_failing: Option<String>,
     /// Whether this replica can run backtests, and if not why.
     pub sandbox: sandbox::Readiness,
+    /// The backtest queue, every replica's: `None` when it could not be read.
+    pub backtests: Option<String>,
 }
 
 /// Everything one refresh of the pages reads: the pool's state (one
 /// limiter snapshot) and the activity counts (one round trip).
 pub struct Reading {
     pub view: PoolView,
+    pub backtests: Option<store::backtests::BacktestQueue>,
     pub activity: ActivityReport,
     pub config: std::sync::Arc<key_rotation::config::PoolConfig>,
     pub now_ms: u64,
 }
 
 pub async fn read(state: &AppState) -> ApiResult<Reading> {
-    let (view, activity) = tokio::join!(state.pool.view(), state.pool.activity().report());
-    Ok(Reading { view: view?, activity: activity?, config: state.pool.config(), now_ms: now_ms() })
+    let since = Utc::now()
+        - chrono::Duration::from_std(backtests::worker::SEEN_WITHIN).unwrap_or(chrono::Duration::seconds(15));
+    let (view, activity, backtests) =
+        tokio::join!(state.pool.view(), state.pool.activity().report(), state.store.backtest_queue(since));
+    let backtests =
+        backtests.inspect_err(|err| tracing::warn!(error = %err, "the backtest queue could not be read")).ok();
+    Ok(Reading { view: view?, activity: activity?, backtests, config: state.pool.config(), now_ms: now_ms() })
 }
 
 impl Reading {
@@ -259,6 +267,16 @@ impl Reading {
                 format!("{} has not answered since {}", state.secret_store.store().unwrap_or_default(), clock(since))
             }),
             sandbox: state.sandbox.readiness(),
+            backtests: self.backtests.map(|queue| {
+                let waited = queue.oldest_queued_at.map_or(String::new(), |at| {
+                    let ms = u64::try_from((Utc::now() - at).num_milliseconds().max(0)).unwrap_or(0);
+                    format!(" (the oldest for {})", span(ms))
+                });
+                format!(
+                    "{} queued{waited}, {} running; {} worker slots reporting in",
+                    queue.queued, queue.running, queue.worker_slots
+                )
+            }),
         }
     }
 

@@ -8,6 +8,15 @@ use sqlx::FromRow;
 
 use crate::{on_pool, DbPool, Store, StoreResult};
 
+/// The queue at a glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BacktestQueue {
+    pub queued: i64,
+    pub running: i64,
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    pub worker_slots: i64,
+}
+
 /// Where a run is. The last four are final.
 pub const QUEUED: &str = "queued";
 pub const RUNNING: &str = "running";
@@ -332,6 +341,29 @@ impl Store {
         .fetch_optional(pool)
         .await)?;
         Ok(csv)
+    }
+
+    /// The queue as operators watch it: runs waiting and running, how long
+    /// the oldest has waited, and the worker slots alive (seen since
+    /// `workers_seen_since`).
+    pub async fn backtest_queue(&self, workers_seen_since: DateTime<Utc>) -> StoreResult<BacktestQueue> {
+        let counts: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT status, COUNT(*) FROM backtest_runs WHERE status IN ('queued', 'running') GROUP BY status",
+        )
+        .fetch_all(pool)
+        .await)?;
+        let oldest_queued_at: Option<DateTime<Utc>> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT created_at FROM backtest_runs WHERE status = 'queued' ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await)?;
+        let count = |status: &str| counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        Ok(BacktestQueue {
+            queued: count(QUEUED),
+            running: count(RUNNING),
+            oldest_queued_at,
+            worker_slots: self.live_backtest_worker_slots(workers_seen_since).await?,
+        })
     }
 
     /// A worker process reports in: alive, with `slots` workers.

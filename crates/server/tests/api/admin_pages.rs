@@ -118,6 +118,7 @@ async fn an_admin_logs_in_with_a_strict_cookie_and_sees_every_page_without_secre
     // This server has no sandbox environment: the overview says so, and why.
     let overview = browser.get("/admin").await.text().await.unwrap();
     assert!(overview.contains("Backtest sandbox") && overview.contains("unavailable"), "{overview}");
+    assert!(overview.contains("0 queued, 0 running; 0 worker slots reporting in"), "{overview}");
     let fragment = browser.get("/admin/fragments/keys").await;
     assert_eq!(fragment.status(), StatusCode::OK);
     assert!(!fragment.text().await.unwrap().contains("<html"), "a fragment, not a page");

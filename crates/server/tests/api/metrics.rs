@@ -113,3 +113,37 @@ async fn the_shipped_alert_rules_name_only_exported_series() {
         assert!(exported(name), "{name} is alerted on but not exported:\n{text}");
     }
 }
+
+/// The backtest queue, read from the database: the same on every replica.
+#[tokio::test]
+async fn the_exposition_shows_the_backtest_queue() {
+    let sim = start_sim().await;
+    let app = spawn_app_with_sim(&sim).await;
+    let user = app.register("queued-backtests").await;
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    let (symbols, parameters) = (json!(["GOOG"]), json!({}));
+    let waiting_since = chrono::Utc::now() - chrono::Duration::minutes(3);
+    let run = store::backtests::NewBacktestRun {
+        run_id: "bt_0000abcd",
+        user_id: user.id,
+        strategy_id: None,
+        code: "pass",
+        symbols: &symbols,
+        parameters: &parameters,
+        created_at: waiting_since,
+    };
+    store.queue_backtest(&run).await.unwrap();
+
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        let line = text.lines().find(|line| line.starts_with(series)).unwrap_or_else(|| panic!("no {series}:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("algoagent_backtest_runs{status=\"queued\"}"), 1.0);
+    assert_eq!(value("algoagent_backtest_runs{status=\"running\"}"), 0.0);
+    let waited = value("algoagent_backtest_oldest_queued_seconds ");
+    assert!((180.0..240.0).contains(&waited), "{waited}");
+    // This server has no sandbox: it runs nothing and no worker reports in.
+    assert_eq!(value("algoagent_backtest_worker_slots "), 0.0);
+    assert_eq!(value("algoagent_sandbox_ready "), 0.0);
+}
