@@ -64,6 +64,23 @@ impl FieldErrors {
     }
 }
 
+/// `field: message; field: message`, for a text that names what is wrong.
+impl std::fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (field, messages) in &self.0 {
+            for message in messages {
+                if !first {
+                    f.write_str("; ")?;
+                }
+                write!(f, "{field}: {message}")?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("validation failed: {0:?}")]

@@ -144,7 +144,7 @@ struct QuickRunRequest {
 /// answering with the queued run to poll.
 const QUICK_RUN_WAIT: Duration = Duration::from_secs(25);
 
-fn request_wait(state: &AppState) -> Duration {
+pub fn request_wait(state: &AppState) -> Duration {
     QUICK_RUN_WAIT.min(state.request_timeout)
 }
 
@@ -237,29 +237,12 @@ pub async fn accepting(state: &AppState) -> ApiResult<()> {
 }
 
 /// Python the runner can load: the code as sent, or executable canonical
-/// JSON translated locally ([`strategy_schema::to_python`]), never by a
-/// Gemini call. Anything else is a 400 saying what to send instead.
+/// JSON translated locally; a 400 saying what to send instead.
 fn runnable_code(code: &str) -> ApiResult<String> {
-    let code = code.trim();
-    if code.is_empty() {
+    if code.trim().is_empty() {
         return Err(ApiError::bad_request("strategy_code must not be empty"));
     }
-    if !code.starts_with('{') {
-        return Ok(code.to_string());
-    }
-    let strategy: Value = serde_json::from_str(code)
-        .map_err(|err| ApiError::Rejected(json!({ "error": "Invalid JSON format", "detail": err.to_string() })))?;
-    if strategy_schema::form_of(&strategy) == strategy_schema::Schema::Canonical {
-        return Err(ApiError::bad_request(
-            "this canonical JSON describes its steps in words: generate its code with \
-             generate_executable_code, then run that",
-        ));
-    }
-    const FIELD: &str = "strategy_code";
-    strategy_schema::check(strategy_schema::Schema::Executable, FIELD, &strategy).map_err(ApiError::Validation)?;
-    let strategy = strategy_schema::normalize_executable(FIELD, strategy).map_err(ApiError::Validation)?;
-    let name = strategy["strategy_name"].as_str().unwrap_or_default().to_string();
-    strategy_schema::to_python(FIELD, &strategy, &name).map_err(ApiError::Validation)
+    Ok(strategy_schema::runnable_python("strategy_code", code)?)
 }
 
 /// Python the runner can load, never canonical JSON (a stored strategy's
@@ -381,6 +364,31 @@ pub fn failure_text(run: &BacktestRunRow) -> Option<String> {
     }
 }
 
+/// The code a strategy runs: its latest generated code, or else its own
+/// `strategy_code` when that is Python; a 400 saying what to do otherwise.
+pub async fn code_of(state: &AppState, strategy: &store::strategies::StrategyRow) -> ApiResult<String> {
+    if let Some(generated) = state.store.latest_generated_code(strategy.id, strategy.user_id).await? {
+        return Ok(generated.code);
+    }
+    python_code(&strategy.strategy_code)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_request("the strategy has no Python code yet: generate its code first"))
+}
+
+/// A completed run's headline figures, in the old strategy actions' names.
+pub fn headline(run: &BacktestRunRow) -> Option<Value> {
+    let result = run.result.as_ref().filter(|_| run.status == store::backtests::COMPLETED)?;
+    let metrics = &result.0["results"][0]["metrics"];
+    Some(json!({
+        "return_pct": metrics["return_pct"],
+        "num_trades": metrics["total_trades"],
+        "win_rate": metrics["win_rate"],
+        "sharpe_ratio": metrics["sharpe_ratio"],
+        "max_drawdown": metrics["max_drawdown"],
+        "execution_time": run.execution_time,
+    }))
+}
+
 /// A run as generated code's `validation_status`.
 pub fn validation_status(run: &BacktestRunRow) -> &'static str {
     match run.status.as_str() {
@@ -464,13 +472,8 @@ async fn run_backtest(
     let symbols = distinct_symbols(&named)?;
     check_symbols(&state, user.user_id, &symbols).await?;
     let run = Prepared { symbols, parameters: run_parameters(&state, &request.settings)? };
-    let generated = state.store.latest_generated_code(strategy.id, user.user_id).await?;
-    let code = match &generated {
-        Some(generated) => generated.code.as_str(),
-        None => python_code(&strategy.strategy_code)
-            .ok_or_else(|| ApiError::bad_request("the strategy has no Python code yet: generate its code first"))?,
-    };
-    let run = run_within(&state, user.user_id, Some(strategy.id), code, &run, request_wait(&state)).await?;
+    let code = code_of(&state, &strategy).await?;
+    let run = run_within(&state, user.user_id, Some(strategy.id), &code, &run, request_wait(&state)).await?;
     Ok(match (run.is_final(), run.status.as_str()) {
         (false, _) => (StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response(),
         (true, store::backtests::COMPLETED) => Json(RunView::from(&run)).into_response(),

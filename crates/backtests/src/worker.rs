@@ -188,23 +188,66 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
         }
     };
     let seconds = output.elapsed.as_secs_f64();
-    match &output.verdict {
+    let failure = match &output.verdict {
         Verdict::Completed { result } => {
             if finish(state, name, &run, COMPLETED, Some(result), None, None, seconds).await {
                 record_performance(state, &run, result).await;
+                record_latest_result(state, &run, result).await;
+                settle_validation(state, &run, Some(result), None).await;
             }
+            return;
         }
         Verdict::Failed { error_type, message, traceback } => {
             let message = format!("{error_type}: {message}");
-            finish(state, name, &run, FAILED, None, Some(&message), traceback.as_deref(), seconds).await;
+            (FAILED, message, traceback.clone())
         }
         Verdict::TimedOut => {
             let message = format!("the run took longer than {} s", state.sandbox.settings().limits.wall.as_secs());
-            finish(state, name, &run, TIMED_OUT, None, Some(&message), None, seconds).await;
+            (TIMED_OUT, message, None)
         }
-        Verdict::Killed { reason } => {
-            finish(state, name, &run, FAILED, None, Some(reason), None, seconds).await;
-        }
+        Verdict::Killed { reason } => (FAILED, reason.clone(), None),
+    };
+    let (status, message, traceback) = failure;
+    if finish(state, name, &run, status, None, Some(&message), traceback.as_deref(), seconds).await {
+        settle_validation(state, &run, None, Some(traceback.as_deref().unwrap_or(&message))).await;
+    }
+}
+
+/// `parameters.purpose` of a run that validates its strategy (queued by
+/// `create_strategy`): its end is recorded as a `backtest` validation and
+/// sets the strategy `valid` or `invalid`.
+pub const VALIDATES_STRATEGY: &str = "validate_strategy";
+
+async fn settle_validation(
+    state: &AppState,
+    run: &BacktestRunRow,
+    result: Option<&serde_json::Value>,
+    failure: Option<&str>,
+) {
+    let Some(strategy_id) = run.strategy_id else { return };
+    if run.parameters.0["purpose"] != VALIDATES_STRATEGY {
+        return;
+    }
+    let trades = result.and_then(|result| result["results"][0]["metrics"]["total_trades"].as_i64());
+    let warnings: Vec<String> = trades
+        .filter(|n| *n == 0)
+        .map(|_| "The strategy made no trades in the test period.".to_string())
+        .into_iter()
+        .collect();
+    let fields = store::generated::ValidationFields {
+        strategy_id,
+        validation_type: "backtest",
+        status: if failure.is_none() { "passed" } else { "failed" }.into(),
+        errors: serde_json::json!(failure.into_iter().collect::<Vec<_>>()),
+        warnings: serde_json::json!(warnings),
+        details: serde_json::json!({ "executed": true, "run": run.id, "run_id": run.run_id, "symbols": run.symbols.0,
+                                     "total_trades": trades }),
+    };
+    let status = if failure.is_none() { "valid" } else { "invalid" };
+    let recorded = state.store.record_validation(run.user_id, &fields).await;
+    let set = state.store.set_strategy_status(strategy_id, run.user_id, status).await;
+    if let Err(err) = recorded.map(|_| ()).and(set.map(|_| ())) {
+        tracing::warn!(error = %err, strategy = strategy_id, "could not record a strategy's validation run");
     }
 }
 
@@ -269,5 +312,42 @@ async fn record_performance(state: &AppState, run: &BacktestRunRow, result: &ser
         if let Err(err) = state.store.record_performance(&record).await {
             tracing::warn!(error = %err, "could not record a backtest's performance");
         }
+    }
+}
+
+/// A completed run on a strategy replaces its latest result (the first
+/// symbol's, as the old one-symbol record held).
+async fn record_latest_result(state: &AppState, run: &BacktestRunRow, result: &serde_json::Value) {
+    let Some(strategy_id) = run.strategy_id else { return };
+    let first = &result["results"][0];
+    let metrics = &first["metrics"];
+    let trades = first["trades"].as_array().cloned().unwrap_or_default();
+    let count = |wins: bool| {
+        let n = trades.iter().filter(|t| t["pnl"].as_f64().is_some_and(|pnl| (pnl > 0.0) == wins)).count();
+        i32::try_from(n).unwrap_or(i32::MAX)
+    };
+    let initial = run.parameters.0["initial_capital"].as_f64().unwrap_or(state.backtest_defaults.cash);
+    let final_equity = metrics["equity_final"].as_f64();
+    let latest = store::generated::LatestResult {
+        symbol: first["symbol"].as_str().unwrap_or_default().to_string(),
+        timeframe: "1d".into(),
+        period: run.parameters.0["period"].as_str().unwrap_or("custom").to_string(),
+        initial_balance: initial,
+        commission: run.parameters.0["commission"].as_f64().unwrap_or(state.backtest_defaults.commission),
+        total_trades: i32::try_from(trades.len()).unwrap_or(i32::MAX),
+        winning_trades: count(true),
+        losing_trades: count(false),
+        win_rate: metrics["win_rate"].as_f64().unwrap_or(0.0),
+        net_profit: final_equity.map_or(0.0, |equity| equity - initial),
+        total_return_pct: metrics["return_pct"].as_f64().unwrap_or(0.0),
+        final_equity,
+        max_drawdown: metrics["max_drawdown"].as_f64().unwrap_or(0.0),
+        sharpe_ratio: metrics["sharpe_ratio"].as_f64(),
+        trades: serde_json::Value::Array(trades.clone()),
+        equity_curve: first["equity_curve"].clone(),
+        run_id: Some(run.run_id.clone()),
+    };
+    if let Err(err) = state.store.save_latest_result(run.user_id, strategy_id, &latest).await {
+        tracing::warn!(error = %err, "could not record a strategy's latest backtest result");
     }
 }

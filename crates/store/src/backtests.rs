@@ -123,6 +123,29 @@ impl Store {
         Ok((count, rows))
     }
 
+    /// A strategy's runs, newest first: how many in all, and the first `limit`.
+    pub async fn strategy_backtest_runs(
+        &self,
+        strategy_id: i64,
+        owner_id: i64,
+        limit: i64,
+    ) -> StoreResult<(i64, Vec<BacktestRunRow>)> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM backtest_runs WHERE strategy_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3"
+        );
+        let (count, rows) = on_pool!(self, pool => {
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM backtest_runs WHERE strategy_id = $1 AND user_id = $2")
+                    .bind(strategy_id)
+                    .bind(owner_id)
+                    .fetch_one(pool)
+                    .await?;
+            let rows = sqlx::query_as(&sql).bind(strategy_id).bind(owner_id).bind(limit).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count, rows))
+        })?;
+        Ok((count, rows))
+    }
+
     /// Takes the oldest queued run whose owner has fewer than `per_user`
     /// running, for `worker` until `lease_until`. On Postgres the claims are
     /// serialized by a transaction-scoped advisory lock, so the per-user

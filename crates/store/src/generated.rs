@@ -325,3 +325,132 @@ impl Store {
         Ok((count, rows))
     }
 }
+
+/// A strategy's latest backtest result (one row per strategy).
+#[derive(Debug, Clone, FromRow)]
+pub struct LatestResultRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub strategy_id: i64,
+    pub symbol: String,
+    pub timeframe: String,
+    pub period: String,
+    pub initial_balance: f64,
+    pub commission: f64,
+    pub total_trades: i32,
+    pub winning_trades: i32,
+    pub losing_trades: i32,
+    pub win_rate: f64,
+    pub net_profit: f64,
+    pub total_return_pct: f64,
+    pub final_equity: Option<f64>,
+    pub max_drawdown: f64,
+    pub sharpe_ratio: Option<f64>,
+    pub trades: sqlx::types::Json<Value>,
+    pub equity_curve: sqlx::types::Json<Value>,
+    pub run_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What replaces a strategy's latest result.
+#[derive(Debug, Clone)]
+pub struct LatestResult {
+    pub symbol: String,
+    pub timeframe: String,
+    pub period: String,
+    pub initial_balance: f64,
+    pub commission: f64,
+    pub total_trades: i32,
+    pub winning_trades: i32,
+    pub losing_trades: i32,
+    pub win_rate: f64,
+    pub net_profit: f64,
+    pub total_return_pct: f64,
+    pub final_equity: Option<f64>,
+    pub max_drawdown: f64,
+    pub sharpe_ratio: Option<f64>,
+    pub trades: Value,
+    pub equity_curve: Value,
+    pub run_id: Option<String>,
+}
+
+const LATEST_RESULT_SELECT: &str = "SELECT id, user_id, strategy_id, symbol, timeframe, period, initial_balance, \
+     commission, total_trades, winning_trades, losing_trades, win_rate, net_profit, total_return_pct, final_equity, \
+     max_drawdown, sharpe_ratio, trades, equity_curve, run_id, created_at, updated_at FROM latest_backtest_results";
+
+impl Store {
+    /// Replaces the strategy's latest result (the owner's strategy only:
+    /// the caller has checked it).
+    pub async fn save_latest_result(
+        &self,
+        owner_id: i64,
+        strategy_id: i64,
+        result: &LatestResult,
+    ) -> StoreResult<LatestResultRow> {
+        let now = Utc::now();
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO latest_backtest_results (user_id, strategy_id, symbol, timeframe, period, initial_balance, \
+             commission, total_trades, winning_trades, losing_trades, win_rate, net_profit, total_return_pct, \
+             final_equity, max_drawdown, sharpe_ratio, trades, equity_curve, run_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20) \
+             ON CONFLICT (strategy_id) DO UPDATE SET symbol = excluded.symbol, timeframe = excluded.timeframe, \
+             period = excluded.period, initial_balance = excluded.initial_balance, commission = excluded.commission, \
+             total_trades = excluded.total_trades, winning_trades = excluded.winning_trades, \
+             losing_trades = excluded.losing_trades, win_rate = excluded.win_rate, net_profit = excluded.net_profit, \
+             total_return_pct = excluded.total_return_pct, final_equity = excluded.final_equity, \
+             max_drawdown = excluded.max_drawdown, sharpe_ratio = excluded.sharpe_ratio, trades = excluded.trades, \
+             equity_curve = excluded.equity_curve, run_id = excluded.run_id, updated_at = excluded.updated_at",
+        )
+        .bind(owner_id)
+        .bind(strategy_id)
+        .bind(&result.symbol)
+        .bind(&result.timeframe)
+        .bind(&result.period)
+        .bind(result.initial_balance)
+        .bind(result.commission)
+        .bind(result.total_trades)
+        .bind(result.winning_trades)
+        .bind(result.losing_trades)
+        .bind(result.win_rate)
+        .bind(result.net_profit)
+        .bind(result.total_return_pct)
+        .bind(result.final_equity)
+        .bind(result.max_drawdown)
+        .bind(result.sharpe_ratio)
+        .bind(sqlx::types::Json(&result.trades))
+        .bind(sqlx::types::Json(&result.equity_curve))
+        .bind(&result.run_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        self.latest_result(strategy_id, owner_id).await?.ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn latest_result(&self, strategy_id: i64, owner_id: i64) -> StoreResult<Option<LatestResultRow>> {
+        let sql = format!("{LATEST_RESULT_SELECT} WHERE strategy_id = $1 AND user_id = $2");
+        let row =
+            on_pool!(self, pool => sqlx::query_as(&sql).bind(strategy_id).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    pub async fn latest_results_page(
+        &self,
+        owner_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(i64, Vec<LatestResultRow>)> {
+        let sql =
+            format!("{LATEST_RESULT_SELECT} WHERE user_id = $1 ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3");
+        let (count, rows) = on_pool!(self, pool => {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM latest_backtest_results WHERE user_id = $1")
+                .bind(owner_id)
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query_as(&sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((count, rows))
+        })?;
+        Ok((count, rows))
+    }
+}

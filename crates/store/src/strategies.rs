@@ -252,6 +252,22 @@ impl Store {
         self.strategy(id, owner_id).await
     }
 
+    /// Sets what a validation or a run found (`valid`, `invalid`,
+    /// `executed`, `failed`, …); false when the strategy is not the owner's.
+    pub async fn set_strategy_status(&self, id: i64, owner_id: i64, status: &str) -> StoreResult<bool> {
+        let updated = on_pool!(self, pool => sqlx::query(
+            "UPDATE strategies SET status = $1, updated_at = $2 WHERE id = $3 AND user_id = $4",
+        )
+        .bind(status)
+        .bind(Utc::now())
+        .bind(id)
+        .bind(owner_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(updated > 0)
+    }
+
     pub async fn delete_strategy(&self, id: i64, owner_id: i64) -> StoreResult<bool> {
         self.delete_owned("strategies", id, owner_id).await
     }

@@ -12,15 +12,12 @@ use serde_json::{json, Value};
 use store::generated::ValidationFields;
 use store::strategies::StrategyFields;
 use store::strategy_chat::StrategyChatRow;
-use store::StoreError;
 
-use crate::resources::strategies::{check_fields, name_taken, new_fields, StrategyView};
+use crate::resources::strategies::{check_fields, create_with_free_name, name_taken, new_fields, StrategyView};
 use crate::validate::{run_validation, ValidateRequest, Validation};
 use crate::validator::Analysis;
 
 /// Names tried after the first: "name v2" … "name v50".
-const MAX_NAME_VARIANTS: u32 = 50;
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/strategies/api/create_strategy_with_ai", post(create_with_ai))
@@ -118,19 +115,7 @@ async fn create(state: AppState, user: AuthUser, request: AiStrategyRequest) -> 
     }
     apply_analysis(&mut fields, &body, &analysis);
     check_fields(&state, user.user_id, &fields).await?;
-    let base = fields.name.clone();
-    let mut attempt = 1;
-    let row = loop {
-        match state.store.create_strategy(user.user_id, &fields).await {
-            Ok(row) => break row,
-            // A taken name becomes "name v2", "name v3", … as in the old app.
-            Err(StoreError::UniqueViolation) if attempt < MAX_NAME_VARIANTS => {
-                attempt += 1;
-                fields.name = format!("{base} v{attempt}");
-            }
-            Err(err) => return Err(name_taken(err)),
-        }
-    };
+    let row = create_with_free_name(&state, user.user_id, fields).await?;
     record_ai_validation(&state, user.user_id, row.id, &body).await?;
     state.store.link_strategy_chat(validation.session.id, row.id).await?;
     let row = state.store.strategy(row.id, user.user_id).await?.ok_or(ApiError::NotFound)?;

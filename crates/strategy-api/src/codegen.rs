@@ -20,7 +20,7 @@ use std::time::Duration;
 use api_core::streaming;
 use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, Begun, FieldErrors, Idempotency, ResourceId};
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/strategies/api/generate_with_auto_fix", post(generate_with_auto_fix))
         .route("/api/strategies/api/generate_code", post(generate_code))
         .route("/api/strategies/strategies/{id}/fix_errors", post(fix_errors))
+        .route("/api/strategies/strategies/generate_with_ai", post(generate_with_ai))
 }
 
 /// Of the request timeout, what a generation endpoint's AI calls may not
@@ -760,6 +761,150 @@ async fn generate_code(
         }))
     })
     .await
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct GenerateWithAiRequest {
+    description: Option<String>,
+    /// The new strategy's name (made free with " v2", …); from the
+    /// description's first words when not given.
+    name: Option<String>,
+    #[serde(default = "default_true")]
+    auto_fix: bool,
+    #[serde(default)]
+    execute_after_generation: bool,
+    max_fix_attempts: Option<u32>,
+    /// Where `execute_after_generation` runs the code: `{symbol, period, …}`
+    /// as generation's `test_config`; GOOG over a year by default.
+    test_config: Option<Value>,
+}
+
+/// A strategy's name from a description: its first words.
+fn name_from(description: &str) -> String {
+    const WORDS: usize = 6;
+    let words: Vec<&str> = description.split_whitespace().take(WORDS).collect();
+    let mut name = words.join(" ");
+    if description.split_whitespace().count() > WORDS {
+        name.push('…');
+    }
+    name.chars().take(100).collect()
+}
+
+/// `POST /api/strategies/strategies/generate_with_ai/`: a description
+/// becomes a new strategy with generated code (through the executor, with
+/// the fix loop unless `auto_fix` is false) and, with
+/// `execute_after_generation`, a sandboxed backtest of it. 201 with the
+/// old app's intended shape.
+async fn generate_with_ai(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<GenerateWithAiRequest>,
+) -> ApiResult<Response> {
+    let stream = streaming::wants_stream(query.as_deref(), &headers)?;
+    let description = request.description.clone().unwrap_or_default().trim().to_string();
+    if description.is_empty() {
+        return Err(ApiError::Rejected(json!({ "error": "Description is required" })));
+    }
+    let mut errors = FieldErrors::new();
+    errors.check_length("description", &description, DESCRIPTION_MAX_CHARS);
+    errors.into_result()?;
+    let max_fix_attempts =
+        if request.auto_fix { fix_attempts(request.max_fix_attempts, "max_fix_attempts")? } else { 0 };
+    let mut fields = crate::resources::strategies::new_fields();
+    fields.name = request
+        .name
+        .clone()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| name_from(&description));
+    fields.description = description.clone();
+    crate::resources::strategies::check_fields(&state, user.user_id, &fields).await?;
+    let default_run = json!({ "symbol": "GOOG", "period": "1y" });
+    let test_config = request.execute_after_generation.then(|| request.test_config.clone().unwrap_or(default_run));
+    // Checked before any AI call is paid for; the strategy it runs for is made below.
+    let testing = Testing::from_request(&state, user.user_id, test_config.as_ref(), None).await?;
+    let claim = match Idempotency::begin(&state, user.user_id, &headers, "generate_with_ai", &request, stream).await? {
+        Begun::Run(claim) => claim,
+        Begun::Replay(answer) => return Ok(answer),
+    };
+    let strategy = match crate::resources::strategies::create_with_free_name(&state, user.user_id, fields).await {
+        Ok(strategy) => strategy,
+        Err(err) => {
+            claim.release(&state).await?;
+            return Err(err);
+        }
+    };
+    let testing = match testing {
+        Testing::Run { run, .. } => Testing::Run { run, strategy_id: Some(strategy.id) },
+        static_only => static_only,
+    };
+    let class = class_name(&strategy.name);
+    let task_state = state.clone();
+    let mut response = respond(&state, user, claim, stream, testing, move |job| async move {
+        let state = task_state;
+        let prompt = code_prompt::from_description(&description, &class, None, &json!({}));
+        let outcome = match generate_checked(&state, user.user_id, &class, prompt, max_fix_attempts, &job).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                // Nothing was generated: the strategy made for it goes too.
+                if let Err(cleanup) = state.store.delete_strategy(strategy.id, user.user_id).await {
+                    tracing::warn!(error = %cleanup, "could not remove the strategy of a failed generation");
+                }
+                return Err(err);
+            }
+        };
+        let target =
+            Target { user_id: user.user_id, strategy: Some(&strategy), class: &class, source: "generate_with_ai" };
+        let row = keep(&state, &target, &outcome).await?;
+        let status = match (&outcome.run, outcome.passed()) {
+            (Some(run), _) if !run.is_final() => "testing",
+            (Some(_), true) => "executed",
+            (Some(_), false) => "failed",
+            (None, true) => "draft",
+            (None, false) => "invalid",
+        };
+        state.store.set_strategy_status(strategy.id, user.user_id, status).await?;
+        let fix_details: Vec<Value> = outcome
+            .fixes
+            .iter()
+            .map(|fix| json!({ "attempt": fix.attempt, "error_type": fix.error_type, "success": fix.success }))
+            .collect();
+        let execution_result = outcome.run.as_ref().map(|run| {
+            let mut result = backtests::headline(run).unwrap_or_else(|| json!({}));
+            result["success"] =
+                if run.is_final() { json!(run.status == store::backtests::COMPLETED) } else { Value::Null };
+            result["run"] = json!(run.id);
+            result["run_id"] = json!(run.run_id);
+            result["error_message"] = json!(run.error_message);
+            result
+        });
+        Ok(json!({
+            "id": strategy.id,
+            "name": strategy.name,
+            "file_path": row.file_name,
+            "status": status,
+            "generation_result": {
+                "success": outcome.report.passed,
+                "file_path": row.file_name,
+                "code_id": row.id,
+                "strategy_code": outcome.code,
+                "static_checks": outcome.report,
+                "models": outcome.models,
+                "error": outcome.interrupted,
+            },
+            "execution_result": execution_result,
+            "execution": outcome.execution(&job),
+            "fix_attempts": outcome.fixes.len(),
+            "fix_details": fix_details,
+        }))
+    })
+    .await?;
+    if response.status() == StatusCode::OK && !stream {
+        *response.status_mut() = StatusCode::CREATED;
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -1,12 +1,14 @@
 //! `/api/strategies/`: what REST clients use to keep, validate and generate
 //! trading strategies. Every route is authenticated and owner-scoped.
 
+pub mod actions;
 pub mod ai_strategies;
 pub mod canonical;
 pub mod catalog;
 pub mod chat;
 pub mod code_prompt;
 pub mod codegen;
+pub mod create;
 pub mod python_checks;
 pub mod resources;
 pub mod validate;
@@ -23,6 +25,8 @@ pub fn routes() -> FeatureRoutes {
             .merge(ai_strategies::routes())
             .merge(catalog::routes())
             .merge(chat::routes())
-            .merge(codegen::routes()),
+            .merge(codegen::routes())
+            .merge(actions::routes())
+            .merge(create::routes()),
     }
 }

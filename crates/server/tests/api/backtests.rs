@@ -6,9 +6,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_status, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{expect_status, spawn_app, spawn_app_with, with_sandbox, with_sandbox_and_sim, TestApp};
 
-const SMA_CROSS: &str = r#"
+pub(crate) const SMA_CROSS: &str = r#"
 from backtesting import Strategy
 from backtesting.lib import crossover
 from backtesting.test import SMA
@@ -25,19 +25,6 @@ class SmaCross(Strategy):
         elif crossover(self.slow, self.fast):
             self.position.close()
 "#;
-
-async fn with_sandbox(extra: &[(&str, &str)]) -> Option<TestApp> {
-    let Ok(env_dir) = std::env::var("ALGOAGENT_SANDBOX_ENV") else {
-        #[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
-        {
-            eprintln!("skipped: set ALGOAGENT_SANDBOX_ENV (algoagent sandbox setup) to run the backtest tests");
-        }
-        return None;
-    };
-    let mut env = vec![("SANDBOX_ENV_DIR", env_dir.as_str()), ("SANDBOX_WORKERS", "2")];
-    env.extend_from_slice(extra);
-    Some(spawn_app_with(&env).await)
-}
 
 async fn quick_run(app: &TestApp, access: &str, body: Value) -> reqwest::Response {
     app.send(Method::POST, "/api/backtests/api/quick_run/", Some(access), &body).await
@@ -516,13 +503,7 @@ async fn shutdown_gives_a_running_backtest_back_to_the_queue() {
 }
 
 /// Code that passes every static check and fails only when it runs.
-const FAILS_WHEN_RUN: &str = "```python\nfrom backtesting import Strategy\n\n\nclass EmaCross(Strategy):\n    def init(self):\n        self.levels = {}\n\n    def next(self):\n        if self.levels['support'] > self.data.Close[-1]:\n            self.buy()\n```\n";
-
-async fn with_sandbox_and_sim(sim: &gemini_sim::SimServer) -> Option<TestApp> {
-    let env_dir = std::env::var("ALGOAGENT_SANDBOX_ENV").ok()?;
-    let env = [("SANDBOX_ENV_DIR", env_dir.as_str()), ("SANDBOX_WORKERS", "2")];
-    Some(crate::helpers::spawn_app_with_sim_and(sim, &env).await)
-}
+pub(crate) const FAILS_WHEN_RUN: &str = "```python\nfrom backtesting import Strategy\n\n\nclass EmaCross(Strategy):\n    def init(self):\n        self.levels = {}\n\n    def next(self):\n        if self.levels['support'] > self.data.Close[-1]:\n            self.buy()\n```\n";
 
 /// With a `test_config`, generation backtests the code it wrote; the fixer
 /// gets the run's real traceback; `fix_errors` runs the code to confirm.

@@ -378,3 +378,26 @@ pub fn two_emas(name: &str) -> Value {
         "risk_management": {"stop_loss": 0.02, "take_profit": 0.05, "position_sizing": 0.1}
     })
 }
+
+/// A server with the backtest sandbox (`ALGOAGENT_SANDBOX_ENV`, set by
+/// `.ci/run` after `algoagent sandbox setup`) and two workers; `None`,
+/// and the test skipped, without it.
+pub async fn with_sandbox(extra: &[(&str, &str)]) -> Option<TestApp> {
+    let Ok(env_dir) = std::env::var("ALGOAGENT_SANDBOX_ENV") else {
+        #[allow(clippy::print_stderr, reason = "a skipped test says so in the test output")]
+        {
+            eprintln!("skipped: set ALGOAGENT_SANDBOX_ENV (algoagent sandbox setup) to run the backtest tests");
+        }
+        return None;
+    };
+    let mut env = vec![("SANDBOX_ENV_DIR", env_dir.as_str()), ("SANDBOX_WORKERS", "2")];
+    env.extend_from_slice(extra);
+    Some(spawn_app_with(&env).await)
+}
+
+/// As [`with_sandbox`], with gemini-sim behind the key pool.
+pub async fn with_sandbox_and_sim(sim: &gemini_sim::SimServer) -> Option<TestApp> {
+    let env_dir = std::env::var("ALGOAGENT_SANDBOX_ENV").ok()?;
+    let env = [("SANDBOX_ENV_DIR", env_dir.as_str()), ("SANDBOX_WORKERS", "2")];
+    Some(crate::helpers::spawn_app_with_sim_and(sim, &env).await)
+}

@@ -32,6 +32,7 @@ mod profiles;
 mod replicas;
 mod sessions;
 mod strategies;
+mod strategy_actions;
 mod strategy_chat;
 mod strategy_validation;
 mod throttling;

@@ -2,6 +2,7 @@
 //! validation runs and backtest results.
 
 pub mod comments;
+pub mod results;
 pub mod runs;
 pub mod strategies;
 pub mod tags;
@@ -17,4 +18,5 @@ pub fn routes() -> Router<AppState> {
         .merge(templates::routes())
         .merge(comments::routes())
         .merge(runs::routes())
+        .merge(results::routes())
 }

@@ -12,8 +12,10 @@ use serde_json::Value;
 use store::strategies::{StrategyFields, StrategyFilter, StrategyRow};
 use store::StoreError;
 
-pub const STATUSES: [&str; 8] =
-    ["draft", "validating", "valid", "invalid", "testing", "active", "inactive", "archived"];
+/// `executed` and `failed` are what `execute/` (and `generate_with_ai/`
+/// with a run) leave, as in the old app.
+pub const STATUSES: [&str; 10] =
+    ["draft", "validating", "valid", "invalid", "testing", "active", "inactive", "archived", "executed", "failed"];
 pub const RISK_LEVELS: [&str; 3] = ["low", "medium", "high"];
 const NAME_MAX_CHARS: usize = 200;
 const VERSION_MAX_CHARS: usize = 20;
@@ -245,6 +247,30 @@ pub(crate) async fn check_fields(state: &AppState, owner: i64, fields: &Strategy
 }
 
 /// The insert or update itself detects a taken `(name, version)`.
+/// Names tried before a new strategy's name counts as taken.
+const MAX_NAME_VARIANTS: u32 = 50;
+
+/// Creates a strategy (its fields checked), its name made free as in the old
+/// app: a taken name becomes "name v2", "name v3", …
+pub(crate) async fn create_with_free_name(
+    state: &AppState,
+    owner: i64,
+    mut fields: StrategyFields,
+) -> ApiResult<StrategyRow> {
+    let base = fields.name.clone();
+    let mut attempt = 1;
+    loop {
+        match state.store.create_strategy(owner, &fields).await {
+            Ok(row) => return Ok(row),
+            Err(StoreError::UniqueViolation) if attempt < MAX_NAME_VARIANTS => {
+                attempt += 1;
+                fields.name = format!("{base} v{attempt}");
+            }
+            Err(err) => return Err(name_taken(err)),
+        }
+    }
+}
+
 pub(crate) fn name_taken(err: StoreError) -> ApiError {
     match err {
         StoreError::UniqueViolation => {
