@@ -73,6 +73,20 @@ pub fn encode(component: &str) -> String {
         .collect()
 }
 
+/// A query string's `key=value` pairs, decoded, in order; a key given
+/// twice (`?symbols=A&symbols=B`) appears twice.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
 fn decode(component: &str) -> String {
     fn hex(byte: u8) -> Option<u8> {
         (byte as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
@@ -108,9 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
             .unwrap_or_else(|| parts.uri.clone());
         let mut page = 1;
         let mut other_query = Vec::new();
-        for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let (key, value) = (decode(key), decode(value));
+        for (key, value) in query_pairs(uri.query()) {
             if key == "page" {
                 // Past the last page is a 404 (below); a number no page
                 // could have, or whose offset would overflow, is the

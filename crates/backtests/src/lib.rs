@@ -4,6 +4,7 @@
 //! the result back. Owner-scoped like everything else.
 
 pub mod data;
+pub mod records;
 pub mod worker;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/backtests/runs/{id}/trades", get(run_trades))
         .route("/api/backtests/runs/{id}/cancel", post(cancel_run))
         .merge(data::routes())
+        .merge(records::routes())
 }
 
 /// What the old API gave a run, in snake_case.
@@ -448,9 +450,29 @@ async fn quick_run(
 #[derive(Debug, Deserialize)]
 struct RunBacktestRequest {
     strategy_id: i64,
+    #[serde(default)]
+    config_id: Option<i64>,
     symbols: Vec<String>,
     #[serde(flatten)]
     settings: RunSettings,
+}
+
+/// "Auto-config for <name>": the settings of a run that named no config,
+/// kept as a config like any other.
+async fn auto_config(
+    state: &AppState,
+    owner: i64,
+    strategy: &store::strategies::StrategyRow,
+    settings: &RunSettings,
+) -> ApiResult<store::backtest_records::ConfigRow> {
+    let name: String = format!("Auto-config for {}", strategy.name).chars().take(200).collect();
+    let mut fields = records::default_config(name);
+    fields.start_date = settings.start_date.clone().filter(|d| !d.trim().is_empty());
+    fields.end_date = settings.end_date.clone().filter(|d| !d.trim().is_empty());
+    fields.initial_capital = settings.initial_capital.unwrap_or(state.backtest_defaults.cash);
+    fields.commission = settings.commission.unwrap_or(state.backtest_defaults.commission);
+    records::check_config(&fields)?;
+    Ok(state.store.create_config(owner, &fields).await?)
 }
 
 /// Most symbols one run takes.
@@ -471,7 +493,22 @@ async fn run_backtest(
         request.symbols.into_iter().filter(|symbol| data::normalise_symbol(symbol).is_ok()).collect();
     let symbols = distinct_symbols(&named)?;
     check_symbols(&state, user.user_id, &symbols).await?;
-    let run = Prepared { symbols, parameters: run_parameters(&state, &request.settings)? };
+    let config = match request.config_id {
+        Some(id) => state.store.config(id, user.user_id).await?.ok_or(ApiError::NotFound)?,
+        None => auto_config(&state, user.user_id, &strategy, &request.settings).await?,
+    };
+    // The request's own settings win over the config's.
+    let settings = RunSettings {
+        start_date: request.settings.start_date.clone().or(config.start_date.clone()),
+        end_date: request.settings.end_date.clone().or(config.end_date.clone()),
+        period: request.settings.period.clone(),
+        initial_capital: request.settings.initial_capital.or(Some(config.initial_capital)),
+        commission: request.settings.commission.or(Some(config.commission)),
+    };
+    let mut parameters = run_parameters(&state, &settings)?;
+    parameters["config_id"] = json!(config.id);
+    parameters["config_name"] = json!(config.name);
+    let run = Prepared { symbols, parameters };
     let code = code_of(&state, &strategy).await?;
     let run = run_within(&state, user.user_id, Some(strategy.id), &code, &run, request_wait(&state)).await?;
     Ok(match (run.is_final(), run.status.as_str()) {
@@ -496,8 +533,16 @@ pub async fn wait_for_end(state: &AppState, id: i64, owner: i64, wait: Duration)
     }
 }
 
-async fn list_runs(State(state): State<AppState>, user: AuthUser, page: PageRequest) -> ApiResult<Json<Page<RunView>>> {
-    let (count, rows) = state.store.backtest_runs_page(user.user_id, page.limit(), page.offset()).await?;
+/// The owner's runs, newest first; `?status`, `?strategy_id` and
+/// `?symbols=` (repeatable: runs naming every one) narrow them.
+async fn list_runs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+    page: PageRequest,
+) -> ApiResult<Json<Page<RunView>>> {
+    let filter = records::run_filter(query.as_deref()).await?;
+    let (count, rows) = state.store.backtest_runs_page(user.user_id, &filter, page.limit(), page.offset()).await?;
     Ok(Json(page.into_page(count, rows.iter().map(RunView::from).collect())?))
 }
 

@@ -193,6 +193,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
             if finish(state, name, &run, COMPLETED, Some(result), None, None, seconds).await {
                 record_performance(state, &run, result).await;
                 record_latest_result(state, &run, result).await;
+                record_details(state, &run, Ok(result)).await;
                 settle_validation(state, &run, Some(result), None).await;
             }
             return;
@@ -209,6 +210,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
     };
     let (status, message, traceback) = failure;
     if finish(state, name, &run, status, None, Some(&message), traceback.as_deref(), seconds).await {
+        record_details(state, &run, Err(&message)).await;
         settle_validation(state, &run, None, Some(traceback.as_deref().unwrap_or(&message))).await;
     }
 }
@@ -349,5 +351,75 @@ async fn record_latest_result(state: &AppState, run: &BacktestRunRow, result: &s
     };
     if let Err(err) = state.store.save_latest_result(run.user_id, strategy_id, &latest).await {
         tracing::warn!(error = %err, "could not record a strategy's latest backtest result");
+    }
+}
+
+/// A drawdown deeper than this (in percent) raises a warning alert.
+const DRAWDOWN_ALERT_PCT: f64 = 20.0;
+
+/// A finished run's trades as rows, and its alerts: how it ended, and per
+/// symbol a run without trades or with a deep drawdown.
+async fn record_details(state: &AppState, run: &BacktestRunRow, ending: Result<&serde_json::Value, &str>) {
+    use store::backtest_records::{NewAlert, NewTrade};
+    let mut trades = Vec::new();
+    let mut alerts = Vec::new();
+    match ending {
+        Ok(result) => {
+            let symbols = result["results"].as_array().cloned().unwrap_or_default();
+            for symbol in &symbols {
+                let name = symbol["symbol"].as_str().unwrap_or_default().to_string();
+                for trade in symbol["trades"].as_array().into_iter().flatten() {
+                    let size = trade["size"].as_f64().unwrap_or(0.0);
+                    trades.push(NewTrade {
+                        symbol: name.clone(),
+                        trade_type: if size < 0.0 { "short" } else { "long" },
+                        entry_date: trade["entry_time"].as_str().unwrap_or_default().to_string(),
+                        entry_price: trade["entry_price"].as_f64().unwrap_or(0.0),
+                        exit_date: trade["exit_time"].as_str().map(str::to_string),
+                        exit_price: trade["exit_price"].as_f64(),
+                        quantity: size.abs(),
+                        pnl: trade["pnl"].as_f64(),
+                        pnl_pct: trade["return_pct"].as_f64(),
+                        holding_period: trade["duration"].as_str().map(str::to_string),
+                    });
+                }
+                let metrics = &symbol["metrics"];
+                if metrics["total_trades"].as_i64() == Some(0) {
+                    alerts.push(NewAlert {
+                        alert_type: "warning",
+                        title: format!("No trades on {name}"),
+                        message: "The strategy never entered a position in this period.".into(),
+                        symbol: Some(name.clone()),
+                        context_data: serde_json::json!({}),
+                    });
+                }
+                if let Some(drawdown) = metrics["max_drawdown"].as_f64().filter(|d| d.abs() > DRAWDOWN_ALERT_PCT) {
+                    alerts.push(NewAlert {
+                        alert_type: "warning",
+                        title: format!("Deep drawdown on {name}"),
+                        message: format!("The equity fell {:.1}% from a peak.", drawdown.abs()),
+                        symbol: Some(name.clone()),
+                        context_data: serde_json::json!({ "max_drawdown": drawdown }),
+                    });
+                }
+            }
+            alerts.push(NewAlert {
+                alert_type: "success",
+                title: "Backtest completed".into(),
+                message: format!("{} trades over {} symbol(s).", trades.len(), symbols.len()),
+                symbol: None,
+                context_data: serde_json::json!({ "symbols": run.symbols.0 }),
+            });
+        }
+        Err(message) => alerts.push(NewAlert {
+            alert_type: "error",
+            title: "Backtest failed".into(),
+            message: message.to_string(),
+            symbol: None,
+            context_data: serde_json::json!({ "attempts": run.attempts }),
+        }),
+    }
+    if let Err(err) = state.store.record_run_details(run.id, run.user_id, &trades, &alerts).await {
+        tracing::warn!(error = %err, "could not record a backtest's trades and alerts");
     }
 }

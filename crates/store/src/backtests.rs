@@ -53,6 +53,17 @@ impl BacktestRunRow {
     }
 }
 
+/// Which runs a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<String>,
+    pub strategy_id: Option<i64>,
+    /// Runs naming every one of these symbols.
+    pub symbols: Vec<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_until: Option<DateTime<Utc>>,
+}
+
 /// A run to queue.
 #[derive(Debug, Clone)]
 pub struct NewBacktestRun<'a> {
@@ -104,20 +115,68 @@ impl Store {
         Ok(row)
     }
 
-    /// One page of the owner's runs, newest first.
+    /// The owner's run by its `bt_…` run_id.
+    pub async fn backtest_run_by_ref(&self, run_ref: &str, owner_id: i64) -> StoreResult<Option<BacktestRunRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM backtest_runs WHERE run_id = $1 AND user_id = $2");
+        let row = on_pool!(self, pool => sqlx::query_as(&sql).bind(run_ref).bind(owner_id).fetch_optional(pool).await)?;
+        Ok(row)
+    }
+
+    /// One page of the owner's runs that match `filter`, newest first.
     pub async fn backtest_runs_page(
         &self,
         owner_id: i64,
+        filter: &RunFilter,
         limit: i64,
         offset: i64,
     ) -> StoreResult<(i64, Vec<BacktestRunRow>)> {
-        let sql = format!("SELECT {COLUMNS} FROM backtest_runs WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3");
+        let mut conditions = vec!["user_id = $1".to_string()];
+        let mut texts: Vec<String> = Vec::new();
+        let mut add = |condition: &str, value: String| {
+            texts.push(value);
+            conditions.push(condition.replace('?', &format!("${}", texts.len() + 1)));
+        };
+        if let Some(status) = &filter.status {
+            add("status = ?", status.clone());
+        }
+        if let Some(strategy_id) = filter.strategy_id {
+            add("CAST(strategy_id AS TEXT) = ?", strategy_id.to_string());
+        }
+        for symbol in &filter.symbols {
+            // Symbols are [A-Z0-9.-]: nothing in them means anything to LIKE.
+            add("CAST(symbols AS TEXT) LIKE ?", format!("%\"{symbol}\"%"));
+        }
+        let mut times: Vec<DateTime<Utc>> = Vec::new();
+        for (condition, value) in [("created_at >= ", filter.created_from), ("created_at < ", filter.created_until)] {
+            if let Some(value) = value {
+                times.push(value);
+                conditions.push(format!("{condition}${}", texts.len() + times.len() + 1));
+            }
+        }
+        let filters = conditions.join(" AND ");
+        let next = texts.len() + times.len() + 2;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM backtest_runs WHERE {filters} ORDER BY id DESC LIMIT ${next} OFFSET ${}",
+            next + 1
+        );
+        let count_sql = format!("SELECT COUNT(*) FROM backtest_runs WHERE {filters}");
         let (count, rows) = on_pool!(self, pool => {
-            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM backtest_runs WHERE user_id = $1")
-                .bind(owner_id)
-                .fetch_one(pool)
-                .await?;
-            let rows = sqlx::query_as(&sql).bind(owner_id).bind(limit).bind(offset).fetch_all(pool).await?;
+            let mut count = sqlx::query_scalar(&count_sql).bind(owner_id);
+            for text in &texts {
+                count = count.bind(text);
+            }
+            for time in &times {
+                count = count.bind(time);
+            }
+            let count: i64 = count.fetch_one(pool).await?;
+            let mut query = sqlx::query_as(&sql).bind(owner_id);
+            for text in &texts {
+                query = query.bind(text);
+            }
+            for time in &times {
+                query = query.bind(time);
+            }
+            let rows = query.bind(limit).bind(offset).fetch_all(pool).await?;
             Ok::<_, sqlx::Error>((count, rows))
         })?;
         Ok((count, rows))

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod api_tokens;
+pub mod backtest_records;
 pub mod backtests;
 pub mod conversations;
 pub mod generated;

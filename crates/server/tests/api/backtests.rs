@@ -581,3 +581,116 @@ async fn generation_backtests_its_code_and_fixes_from_the_real_traceback() {
     assert!(expect_status(refused, StatusCode::BAD_REQUEST).await.to_string().contains("GOOG"));
     assert_eq!(sim.sim.requests().len(), calls, "nothing reached Gemini");
 }
+
+/// The rest of the old surface: configs, and a run's results, trades and
+/// alerts as rows to filter; search and health.
+#[tokio::test]
+async fn configs_results_trades_alerts_search_and_health() {
+    let Some(app) = with_sandbox(&[]).await else { return };
+    let user = app.register("surface").await;
+    let token = Some(user.access.as_str());
+    let body = json!({"name": "Two years", "start_date": "2011-01-01", "end_date": "2013-01-01",
+                      "initial_capital": 50000, "commission": 0.001, "is_template": true});
+    let config = app.post("/api/backtests/api/create_config/", token, &body).await;
+    let config = expect_status(config, StatusCode::CREATED).await;
+    assert_eq!((config["initial_capital"].as_f64(), config["slippage"].as_f64()), (Some(50000.0), Some(0.0005)));
+    let config_id = config["id"].as_i64().unwrap();
+    let templates = expect_status(app.get("/api/backtests/configs/templates/", token).await, StatusCode::OK).await;
+    assert_eq!(templates["count"], 1);
+    for bad in [
+        json!({"name": "x", "start_date": "2013-01-01", "end_date": "2012-01-01"}),
+        json!({"name": "x", "commission": 2}),
+        json!({"start_date": "2012-01-01"}),
+    ] {
+        let refused = app.post("/api/backtests/configs/", token, &bad).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let patched = app
+        .send(Method::PATCH, &format!("/api/backtests/configs/{config_id}/"), token, &json!({"description": "GOOG"}))
+        .await;
+    assert_eq!(expect_status(patched, StatusCode::OK).await["description"], "GOOG");
+
+    let created =
+        app.post("/api/strategies/strategies/", token, &json!({"name": "Crossing", "strategy_code": SMA_CROSS})).await;
+    let strategy = expect_status(created, StatusCode::CREATED).await["id"].as_i64().unwrap();
+    let run = app
+        .post(
+            "/api/backtests/api/run_backtest/",
+            token,
+            &json!({"strategy_id": strategy, "config_id": config_id, "symbols": ["GOOG"]}),
+        )
+        .await;
+    let run = expect_status(run, StatusCode::OK).await;
+    assert_eq!(run["parameters"]["config_id"], config_id);
+    assert_eq!(
+        (run["parameters"]["initial_capital"].as_f64(), run["parameters"]["start_date"].as_str()),
+        (Some(50000.0), Some("2011-01-01"))
+    );
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let id = run["id"].as_i64().unwrap();
+    // Without a config: an "Auto-config for <name>" is made for it.
+    let auto = app
+        .post("/api/backtests/api/run_backtest/", token, &json!({"strategy_id": strategy, "symbols": ["EURUSD"]}))
+        .await;
+    let auto = expect_status(auto, StatusCode::OK).await;
+    assert_eq!(auto["parameters"]["config_name"], "Auto-config for Crossing");
+    let configs = expect_status(app.get("/api/backtests/configs/", token).await, StatusCode::OK).await;
+    assert_eq!(configs["count"], 2);
+
+    let results = expect_status(app.get("/api/backtests/results/", token).await, StatusCode::OK).await;
+    assert_eq!(results["count"], 2);
+    let result = expect_status(app.get(&format!("/api/backtests/results/{id}/"), token).await, StatusCode::OK).await;
+    assert_eq!(result["run_id"], run_id.as_str());
+    let total = result["total_trades"].as_i64().unwrap();
+    assert!(total > 0 && result["final_portfolio_value"].is_number(), "{result}");
+    let trades =
+        expect_status(app.get(&format!("/api/backtests/trades/?run_id={run_id}"), token).await, StatusCode::OK).await;
+    assert_eq!(trades["count"].as_i64(), Some(total));
+    assert_eq!(
+        (trades["results"][0]["symbol"].as_str(), trades["results"][0]["status"].as_str()),
+        (Some("GOOG"), Some("closed"))
+    );
+    let longs =
+        expect_status(app.get("/api/backtests/trades/?symbol=eurusd&trade_type=long", token).await, StatusCode::OK)
+            .await;
+    assert!(longs["results"].as_array().unwrap().iter().all(|t| t["symbol"] == "EURUSD" && t["trade_type"] == "long"));
+    let trade_id = trades["results"][0]["id"].as_i64().unwrap();
+    let alerts =
+        expect_status(app.get(&format!("/api/backtests/runs/{id}/alerts/"), token).await, StatusCode::OK).await;
+    assert!(alerts.as_array().unwrap().iter().any(|a| a["alert_type"] == "success"), "{alerts}");
+    let all_alerts = expect_status(app.get("/api/backtests/alerts/", token).await, StatusCode::OK).await;
+    assert!(all_alerts["count"].as_i64().unwrap() >= 2);
+
+    let listed =
+        expect_status(app.get("/api/backtests/runs/?status=completed&symbols=goog", token).await, StatusCode::OK).await;
+    assert_eq!((listed["count"].as_i64(), listed["results"][0]["run_id"].as_str()), (Some(1), Some(run_id.as_str())));
+    let found =
+        app.post("/api/backtests/api/search/", token, &json!({"symbols": ["EURUSD"], "strategy_id": strategy})).await;
+    let found = expect_status(found, StatusCode::OK).await;
+    assert_eq!((found["count"].as_i64(), found["runs"][0]["run_id"].clone()), (Some(1), auto["run_id"].clone()));
+    let bad_search = app.post("/api/backtests/api/search/", token, &json!({"start_date_from": "last week"})).await;
+    assert!(expect_status(bad_search, StatusCode::BAD_REQUEST).await["start_date_from"].is_array());
+    let health = expect_status(app.get("/api/backtests/api/health/", token).await, StatusCode::OK).await;
+    assert_eq!((health["runs_count"].as_i64(), health["configs_count"].as_i64()), (Some(2), Some(2)));
+    assert_eq!(health["runner_available"], true);
+
+    let stranger = app.register("surface-stranger").await;
+    for path in [
+        format!("/api/backtests/configs/{config_id}/"),
+        format!("/api/backtests/results/{id}/"),
+        format!("/api/backtests/trades/{trade_id}/"),
+        format!("/api/backtests/runs/{id}/alerts/"),
+    ] {
+        assert_eq!(app.get(&path, Some(&stranger.access)).await.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let theirs = app.get("/api/backtests/trades/", Some(&stranger.access)).await;
+    assert_eq!(expect_status(theirs, StatusCode::OK).await["count"], 0);
+    let foreign = app
+        .post(
+            "/api/backtests/api/run_backtest/",
+            Some(&stranger.access),
+            &json!({"strategy_id": strategy, "symbols": ["GOOG"]}),
+        )
+        .await;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+}
