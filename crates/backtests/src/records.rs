@@ -435,10 +435,13 @@ async fn list_trades(
         match key.as_str() {
             // The run's integer id, or its `bt_…` run_id.
             "run_id" | "run" => {
-                filter.run_id = Some(match value.starts_with("bt_") {
-                    true => run_by_ref(&state, user.user_id, &value).await?.unwrap_or(-1),
-                    false => integer(&key, &value)?,
-                })
+                // A run_id of no run of theirs matches nothing (no run has id -1).
+                let run = if value.starts_with("bt_") {
+                    run_by_ref(&state, user.user_id, &value).await?.unwrap_or(-1)
+                } else {
+                    integer(&key, &value)?
+                };
+                filter.run_id = Some(run);
             }
             "symbol" => filter.symbol = Some(value.to_uppercase()),
             "trade_type" => filter.trade_type = Some(value.to_lowercase()),
