@@ -195,6 +195,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
                 record_latest_result(state, &run, result).await;
                 record_details(state, &run, Ok(result)).await;
                 settle_validation(state, &run, Some(result), None).await;
+                settle_bot(state, &run, Ok(result)).await;
             }
             return;
         }
@@ -211,6 +212,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
     let (status, message, traceback) = failure;
     if finish(state, name, &run, status, None, Some(&message), traceback.as_deref(), seconds).await {
         record_details(state, &run, Err(&message)).await;
+        settle_bot(state, &run, Err(&message)).await;
         settle_validation(state, &run, None, Some(traceback.as_deref().unwrap_or(&message))).await;
     }
 }
@@ -421,5 +423,64 @@ async fn record_details(state: &AppState, run: &BacktestRunRow, ending: Result<&
     }
     if let Err(err) = state.store.record_run_details(run.id, run.user_id, &trades, &alerts).await {
         tracing::warn!(error = %err, "could not record a backtest's trades and alerts");
+    }
+}
+
+/// `parameters.purpose` of a bot verification run (`bot-performance/`).
+pub const VERIFIES_BOT: &str = "verify_bot";
+/// Trades a verification run must make, unless the request said otherwise.
+pub const DEFAULT_TRADES_THRESHOLD: i32 = 2;
+
+/// The old rule, from a run's trades: at least `threshold` is verified,
+/// none is failed, anything between is still testing.
+pub fn bot_verdict(trades: i64, threshold: i32) -> &'static str {
+    match trades {
+        0 => "failed",
+        n if n >= i64::from(threshold) => "verified",
+        _ => "testing",
+    }
+}
+
+async fn settle_bot(state: &AppState, run: &BacktestRunRow, ending: Result<&serde_json::Value, &str>) {
+    let Some(strategy_id) = run.strategy_id else { return };
+    if run.parameters.0["purpose"] != VERIFIES_BOT {
+        return;
+    }
+    let threshold = run.parameters.0["trades_threshold"]
+        .as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or(DEFAULT_TRADES_THRESHOLD);
+    let symbol = run.symbols.0[0].as_str().map(str::to_string);
+    let verification = match ending {
+        Ok(result) => {
+            let metrics = &result["results"][0]["metrics"];
+            let trades = metrics["total_trades"].as_i64().unwrap_or(0);
+            let status = bot_verdict(trades, threshold);
+            store::bots::BotVerification {
+                verification_status: status.into(),
+                trades_threshold: threshold,
+                symbol,
+                total_return: metrics["return_pct"].as_f64(),
+                total_trades: i32::try_from(trades).ok(),
+                win_rate: metrics["win_rate"].as_f64(),
+                sharpe_ratio: metrics["sharpe_ratio"].as_f64(),
+                max_drawdown: metrics["max_drawdown"].as_f64(),
+                last_run_id: Some(run.run_id.clone()),
+                message: format!("{trades} trades in its test; {threshold} verify it."),
+                tested_at: Some(Utc::now()),
+            }
+        }
+        Err(message) => store::bots::BotVerification {
+            verification_status: "failed".into(),
+            trades_threshold: threshold,
+            symbol,
+            last_run_id: Some(run.run_id.clone()),
+            message: format!("Its test run failed: {message}"),
+            tested_at: Some(Utc::now()),
+            ..Default::default()
+        },
+    };
+    if let Err(err) = state.store.save_bot_verification(run.user_id, strategy_id, &verification).await {
+        tracing::warn!(error = %err, strategy = strategy_id, "could not record a bot verification");
     }
 }

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod api_tokens;
 pub mod backtest_records;
 pub mod backtests;
+pub mod bots;
 pub mod conversations;
 pub mod generated;
 pub mod idempotency;

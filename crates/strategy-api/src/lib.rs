@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod ai_strategies;
+pub mod bots;
 pub mod canonical;
 pub mod catalog;
 pub mod chat;
@@ -27,6 +28,7 @@ pub fn routes() -> FeatureRoutes {
             .merge(chat::routes())
             .merge(codegen::routes())
             .merge(actions::routes())
-            .merge(create::routes()),
+            .merge(create::routes())
+            .merge(bots::routes()),
     }
 }

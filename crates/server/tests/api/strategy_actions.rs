@@ -377,3 +377,84 @@ async fn backtest_results_keep_one_row_per_strategy() {
     let theirs = app.get(&format!("{RESULTS}by_strategy/?strategy_id={id}"), Some(&stranger.access)).await;
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
 }
+
+const BOTS: &str = "/api/strategies/bot-performance/";
+
+/// A code that trades exactly once in GOOG's last year (buy on the first
+/// bar it can, never sell): the old rule calls that "testing".
+const ONE_TRADE: &str = "from backtesting import Strategy\n\n\nclass Once(Strategy):\n    def init(self):\n        pass\n\n    def next(self):\n        if not self.position and len(self.data) == 5:\n            self.buy()\n";
+
+/// Bot verification: runs in the sandbox, the old rule, badges, history,
+/// and verify_all queueing runs that settle on their own.
+#[tokio::test]
+async fn bots_are_verified_by_real_runs_under_the_old_rule() {
+    let sim = start_sim().await;
+    let Some(app) = with_sandbox_and_sim(&sim).await else { return };
+    let user = app.register("verifier").await;
+    let token = Some(user.access.as_str());
+    let good = strategy_with_code(&app, &user, "Crossing", SMA_CROSS).await;
+    let once = strategy_with_code(&app, &user, "Once", ONE_TRADE).await;
+    let failing = FAILS_WHEN_RUN.trim_start_matches("```python\n").trim_end_matches("```\n");
+    let broken = strategy_with_code(&app, &user, "Broken", failing).await;
+
+    let verify = |id: i64| {
+        let (app, path) = (&app, format!("{BOTS}verify_bot/"));
+        async move { app.post(&path, token, &json!({"strategy_id": id})).await }
+    };
+    let verified = expect_status(verify(good).await, StatusCode::OK).await;
+    assert_eq!(verified["status"], "completed", "{verified}");
+    let performance = &verified["performance"];
+    assert_eq!(
+        (performance["verification_status"].as_str(), performance["is_verified"].as_bool()),
+        (Some("verified"), Some(true))
+    );
+    assert_eq!(performance["badge"]["label"], "Verified");
+    assert!(performance["total_trades"].as_i64().unwrap() >= 2, "{performance}");
+    let testing = expect_status(verify(once).await, StatusCode::OK).await;
+    assert_eq!(testing["performance"]["verification_status"], "testing", "{testing}");
+    let failed = expect_status(verify(broken).await, StatusCode::OK).await;
+    assert_eq!(failed["performance"]["badge"]["status"], "failed", "{failed}");
+    assert!(failed["message"].as_str().unwrap().contains("KeyError"), "{failed}");
+
+    let listed = expect_status(app.get(&format!("{BOTS}verified_bots/"), token).await, StatusCode::OK).await;
+    assert_eq!((listed["count"].as_i64(), listed["verified_bots"][0]["strategy_id"].as_i64()), (Some(1), Some(good)));
+    let bot_id = performance["id"].as_i64().unwrap();
+    let history = expect_status(app.get(&format!("{BOTS}{bot_id}/test_history/"), token).await, StatusCode::OK).await;
+    assert_eq!((history["strategy_name"].as_str(), history["is_verified"].as_bool()), (Some("Crossing"), Some(true)));
+    assert_eq!(history["test_runs"][0]["verdict"], "verified", "{history}");
+
+    // verify_all: the verified one is skipped, the others queued and settled by the worker.
+    let all = app.post(&format!("{BOTS}verify_all/"), token, &json!({"strategy_ids": [good, once, 999_999]})).await;
+    let all = expect_status(all, StatusCode::OK).await;
+    let summary = &all["summary"];
+    assert_eq!(
+        (summary["total"].as_i64(), summary["queued"].as_i64(), summary["skipped"].as_i64()),
+        (Some(2), Some(1), Some(1)),
+        "{all}"
+    );
+    assert_eq!(summary["errors"][0]["strategy_id"], 999_999);
+    let mut settled = Value::Null;
+    for _ in 0..100 {
+        let list = expect_status(app.get(BOTS, token).await, StatusCode::OK).await;
+        settled = list["results"].as_array().unwrap().iter().find(|b| b["strategy_id"] == once).cloned().unwrap();
+        if settled["verification_status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(settled["verification_status"], "testing", "{settled}");
+
+    let missing = app.post(&format!("{BOTS}verify_bot/"), token, &json!({"strategy_id": 999_999})).await;
+    assert_eq!(expect_status(missing, StatusCode::NOT_FOUND).await["error"], "Strategy not found");
+    let no_id = app.post(&format!("{BOTS}verify_bot/"), token, &json!({})).await;
+    assert!(expect_status(no_id, StatusCode::BAD_REQUEST).await["strategy_id"].is_array());
+    let stranger = app.register("verifier-stranger").await;
+    assert_eq!(
+        app.post(&format!("{BOTS}verify_bot/"), Some(&stranger.access), &json!({"strategy_id": good})).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("{BOTS}{bot_id}/test_history/"), Some(&stranger.access)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
