@@ -205,12 +205,14 @@ impl ApiError {
             ApiError::Validation(fields) => {
                 let mut body: Map<String, Value> =
                     fields.0.iter().map(|(field, messages)| (field.clone(), json!(messages))).collect();
-                body.insert("code".into(), json!(code));
+                // DRF's shape is the contract: a field named `code` keeps its
+                // messages, and the machine-readable code gives way.
+                body.entry("code").or_insert_with(|| json!(code));
                 Value::Object(body)
             }
             ApiError::Rejected(verdict) => {
                 let mut body = verdict.as_object().cloned().unwrap_or_default();
-                body.insert("code".into(), json!(code));
+                body.entry("code").or_insert_with(|| json!(code));
                 Value::Object(body)
             }
             ApiError::BadRequest { message, details } => match details {
@@ -336,6 +338,14 @@ pub async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_named_code_keeps_its_messages() {
+        let body = ApiError::Validation(FieldErrors::single("code", "This field is required.")).body();
+        assert_eq!(body["code"], json!(["This field is required."]));
+        let body = ApiError::Validation(FieldErrors::single("name", "This field is required.")).body();
+        assert_eq!(body["code"], "invalid");
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

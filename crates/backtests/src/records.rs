@@ -229,6 +229,19 @@ pub fn check_config(fields: &ConfigFields) -> ApiResult<()> {
     errors.into_result()
 }
 
+/// A config as `configs/` would take it, checked without saving (the
+/// production API's `validate-config/`).
+pub fn check_config_value(config: &Value) -> ApiResult<()> {
+    let changes: ConfigChanges = serde_json::from_value(config.clone())
+        .map_err(|err| ApiError::Validation(FieldErrors::single("config", format!("Invalid config: {err}"))))?;
+    if changes.name.is_none() {
+        return Err(ApiError::Validation(FieldErrors::single("name", "This field is required.")));
+    }
+    let mut fields = default_config(String::new());
+    changes.apply(&mut fields);
+    check_config(&fields)
+}
+
 async fn list_configs(
     State(state): State<AppState>,
     user: AuthUser,

@@ -587,3 +587,65 @@ impl Store {
         self.delete_owned("strategy_comments", id, owner_id).await
     }
 }
+
+#[derive(Debug, Clone, FromRow)]
+pub struct VersionRow {
+    pub id: i64,
+    pub strategy_id: i64,
+    pub commit_hash: String,
+    pub kind: String,
+    pub message: String,
+    pub tag: Option<String>,
+    pub code: String,
+    pub parameters: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A version to record.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub commit_hash: &'a str,
+    /// `deploy` or `rollback`.
+    pub kind: &'static str,
+    pub message: &'a str,
+    pub tag: Option<&'a str>,
+    pub code: &'a str,
+    pub parameters: &'a Value,
+}
+
+const VERSION_SELECT: &str =
+    "SELECT id, strategy_id, commit_hash, kind, message, tag, code, parameters, created_at FROM strategy_versions";
+
+impl Store {
+    pub async fn record_version(
+        &self,
+        owner_id: i64,
+        strategy_id: i64,
+        version: &NewVersion<'_>,
+    ) -> StoreResult<VersionRow> {
+        let sql =
+            "INSERT INTO strategy_versions (user_id, strategy_id, commit_hash, kind, message, tag, code, parameters, \
+                   created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                   RETURNING id, strategy_id, commit_hash, kind, message, tag, code, parameters, created_at";
+        let row = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(owner_id)
+            .bind(strategy_id)
+            .bind(version.commit_hash)
+            .bind(version.kind)
+            .bind(version.message)
+            .bind(version.tag)
+            .bind(version.code)
+            .bind(Json(version.parameters))
+            .bind(Utc::now())
+            .fetch_one(pool)
+            .await)?;
+        Ok(row)
+    }
+
+    /// The strategy's versions, newest first.
+    pub async fn versions(&self, strategy_id: i64, owner_id: i64, limit: i64) -> StoreResult<Vec<VersionRow>> {
+        let sql = format!("{VERSION_SELECT} WHERE strategy_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT $3");
+        let rows = on_pool!(self, pool => sqlx::query_as(&sql).bind(strategy_id).bind(owner_id).bind(limit).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+}

@@ -10,6 +10,7 @@ pub mod chat;
 pub mod code_prompt;
 pub mod codegen;
 pub mod create;
+pub mod production;
 pub mod python_checks;
 pub mod resources;
 pub mod validate;
@@ -29,6 +30,7 @@ pub fn routes() -> FeatureRoutes {
             .merge(codegen::routes())
             .merge(actions::routes())
             .merge(create::routes())
-            .merge(bots::routes()),
+            .merge(bots::routes())
+            .merge(production::routes()),
     }
 }

@@ -6,7 +6,10 @@
 mod schema;
 mod translate;
 
-pub use schema::{check, form_of, normalize_executable, Schema, CANONICAL_SCHEMA, EXECUTABLE_SCHEMA};
+pub use schema::{
+    check, check_definition, form_of, normalize_executable, with_definition_defaults, Schema, CANONICAL_SCHEMA,
+    DEFINITION_SCHEMA, EXECUTABLE_SCHEMA,
+};
 pub use translate::{python_class_name, to_python};
 
 /// Why a `strategy_code` cannot be run as it is.

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 pub const CANONICAL_SCHEMA: &str = include_str!("../../../schemas/canonical_strategy.schema.json");
 pub const EXECUTABLE_SCHEMA: &str = include_str!("../../../schemas/executable_strategy.schema.json");
+pub const DEFINITION_SCHEMA: &str = include_str!("../../../schemas/strategy_definition.schema.json");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
@@ -30,6 +31,7 @@ fn compile(text: &str) -> Result<Validator, String> {
 
 static CANONICAL: LazyLock<Result<Validator, String>> = LazyLock::new(|| compile(CANONICAL_SCHEMA));
 static EXECUTABLE: LazyLock<Result<Validator, String>> = LazyLock::new(|| compile(EXECUTABLE_SCHEMA));
+static DEFINITION: LazyLock<Result<Validator, String>> = LazyLock::new(|| compile(DEFINITION_SCHEMA));
 
 /// `/steps/0/kind` → `steps[0].kind`, under `field`.
 fn field_path(field: &str, pointer: &str) -> String {
@@ -52,6 +54,16 @@ pub fn check(schema: Schema, field: &str, value: &Value) -> Result<(), FieldErro
         Schema::Canonical => &*CANONICAL,
         Schema::Executable => &*EXECUTABLE,
     };
+    check_against(compiled, field, value)
+}
+
+/// Checks the old production API's `StrategyDefinition`, as [`check`] does
+/// the canonical forms.
+pub fn check_definition(field: &str, value: &Value) -> Result<(), FieldErrors> {
+    check_against(&DEFINITION, field, value)
+}
+
+fn check_against(compiled: &Result<Validator, String>, field: &str, value: &Value) -> Result<(), FieldErrors> {
     let validator = match compiled {
         Ok(validator) => validator,
         // The schemas are constants under test; this is never reached.
@@ -152,7 +164,8 @@ mod tests {
     fn both_shipped_schemas_compile_as_draft_07() {
         assert!(CANONICAL.is_ok(), "{:?}", CANONICAL.as_ref().err());
         assert!(EXECUTABLE.is_ok(), "{:?}", EXECUTABLE.as_ref().err());
-        for text in [CANONICAL_SCHEMA, EXECUTABLE_SCHEMA] {
+        assert!(DEFINITION.is_ok(), "{:?}", DEFINITION.as_ref().err());
+        for text in [CANONICAL_SCHEMA, EXECUTABLE_SCHEMA, DEFINITION_SCHEMA] {
             let schema: Value = serde_json::from_str(text).unwrap();
             assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
         }
@@ -207,4 +220,18 @@ mod tests {
         let errors = normalize_executable("c", twice).unwrap_err();
         assert!(errors.messages("c.indicators[1].name").is_some(), "{errors:?}");
     }
+}
+
+/// A `StrategyDefinition` with every field it left out set to the schema's
+/// default (after [`check`] accepted it).
+pub fn with_definition_defaults(mut definition: Value) -> Value {
+    let schema: Value = serde_json::from_str(DEFINITION_SCHEMA).unwrap_or_default();
+    if let (Some(fields), Some(properties)) = (definition.as_object_mut(), schema["properties"].as_object()) {
+        for (name, property) in properties {
+            if let Some(default) = property.get("default") {
+                fields.entry(name.clone()).or_insert_with(|| default.clone());
+            }
+        }
+    }
+    definition
 }

@@ -28,6 +28,7 @@ mod http;
 mod import_django;
 mod metrics;
 mod ownership;
+mod production;
 mod profiles;
 mod replicas;
 mod sessions;
