@@ -156,6 +156,20 @@ pub fn form_of(value: &Value) -> Schema {
     }
 }
 
+/// A `StrategyDefinition` with every field it left out set to the schema's
+/// default (after [`check`] accepted it).
+pub fn with_definition_defaults(mut definition: Value) -> Value {
+    let schema: Value = serde_json::from_str(DEFINITION_SCHEMA).unwrap_or_default();
+    if let (Some(fields), Some(properties)) = (definition.as_object_mut(), schema["properties"].as_object()) {
+        for (name, property) in properties {
+            if let Some(default) = property.get("default") {
+                fields.entry(name.clone()).or_insert_with(|| default.clone());
+            }
+        }
+    }
+    definition
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,18 +234,4 @@ mod tests {
         let errors = normalize_executable("c", twice).unwrap_err();
         assert!(errors.messages("c.indicators[1].name").is_some(), "{errors:?}");
     }
-}
-
-/// A `StrategyDefinition` with every field it left out set to the schema's
-/// default (after [`check`] accepted it).
-pub fn with_definition_defaults(mut definition: Value) -> Value {
-    let schema: Value = serde_json::from_str(DEFINITION_SCHEMA).unwrap_or_default();
-    if let (Some(fields), Some(properties)) = (definition.as_object_mut(), schema["properties"].as_object()) {
-        for (name, property) in properties {
-            if let Some(default) = property.get("default") {
-                fields.entry(name.clone()).or_insert_with(|| default.clone());
-            }
-        }
-    }
-    definition
 }
