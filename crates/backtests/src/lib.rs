@@ -377,6 +377,21 @@ pub async fn code_of(state: &AppState, strategy: &store::strategies::StrategyRow
         .ok_or_else(|| ApiError::bad_request("the strategy has no Python code yet: generate its code first"))
 }
 
+/// A backtest of a strategy's code with a `test_config` (as
+/// [`prepare_test_run`] reads it), waited for within the request: the
+/// refusals of [`accepting`] and [`code_of`] first, then the run as it is
+/// when the wait ends.
+pub async fn test_strategy(
+    state: &AppState,
+    strategy: &store::strategies::StrategyRow,
+    test_config: &Value,
+) -> ApiResult<BacktestRunRow> {
+    accepting(state).await?;
+    let code = code_of(state, strategy).await?;
+    let prepared = prepare_test_run(state, strategy.user_id, test_config).await?;
+    run_within(state, strategy.user_id, Some(strategy.id), &code, &prepared, request_wait(state)).await
+}
+
 /// A completed run's headline figures, in the old strategy actions' names.
 pub fn headline(run: &BacktestRunRow) -> Option<Value> {
     let result = run.result.as_ref().filter(|_| run.status == store::backtests::COMPLETED)?;

@@ -266,20 +266,9 @@ async fn execute(
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> ApiResult<Response> {
     let strategy = owned(&state, &user, id).await?;
-    backtests::accepting(&state).await?;
-    let code = backtests::code_of(&state, &strategy).await?;
     let config = json!({ "symbol": request.test_symbol, "start_date": request.start_date, "end_date": request.end_date,
                          "initial_capital": request.initial_capital, "commission": request.commission });
-    let prepared = backtests::prepare_test_run(&state, user.user_id, &config).await?;
-    let run = backtests::run_within(
-        &state,
-        user.user_id,
-        Some(strategy.id),
-        &code,
-        &prepared,
-        backtests::request_wait(&state),
-    )
-    .await?;
+    let run = backtests::test_strategy(&state, &strategy, &config).await?;
     if !run.is_final() {
         return Ok((StatusCode::ACCEPTED, Json(execution_body(&run))).into_response());
     }

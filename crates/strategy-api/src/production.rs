@@ -166,19 +166,8 @@ async fn sandbox_test(
         return Err(ApiError::Validation(FieldErrors::single("strategy_id", "This field is required.")));
     };
     let strategy = owned(&state, &user, strategy_id).await?;
-    backtests::accepting(&state).await?;
-    let code = backtests::code_of(&state, &strategy).await?;
     let config = json!({ "symbol": request.symbol.unwrap_or_else(|| "GOOG".into()), "period": "1y" });
-    let prepared = backtests::prepare_test_run(&state, user.user_id, &config).await?;
-    let run = backtests::run_within(
-        &state,
-        user.user_id,
-        Some(strategy.id),
-        &code,
-        &prepared,
-        backtests::request_wait(&state),
-    )
-    .await?;
+    let run = backtests::test_strategy(&state, &strategy, &config).await?;
     let mut body = run_status(&run);
     body["limits"] = effective_limits(&state);
     let status = if run.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
