@@ -18,6 +18,23 @@ pub struct AuthUser {
     pub user_id: i64,
 }
 
+impl AuthUser {
+    /// Whether the caller is an administrator (read from the database, so a
+    /// demotion holds at once).
+    pub async fn is_admin(&self, state: &AppState) -> Result<bool, ApiError> {
+        Ok(state.store.user_by_id(self.user_id).await?.is_some_and(|row| row.is_admin()))
+    }
+
+    /// A 403 unless the caller is an administrator.
+    pub async fn require_admin(&self, state: &AppState) -> Result<(), ApiError> {
+        if self.is_admin(state).await? {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

@@ -73,6 +73,10 @@ pub struct AppStateInner {
     /// Backtest workers this process runs (`SANDBOX_WORKERS`; 0 on an
     /// HTTP-only replica, which relies on `algoagent worker` elsewhere).
     pub backtest_slots: usize,
+    /// Where `/api/data/` fetches bars (`MARKET_DATA_SOURCE`).
+    pub market: Arc<market_data::Source>,
+    /// Fetches one user may start in an hour.
+    pub market_fetches_per_hour: u32,
     /// Wakes this replica's idle backtest workers when a run is queued.
     pub backtest_queue: tokio::sync::Notify,
 }

@@ -4,6 +4,7 @@
 //! the result back. Owner-scoped like everything else.
 
 pub mod data;
+pub mod market;
 pub mod records;
 pub mod worker;
 
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/backtests/runs/{id}/cancel", post(cancel_run))
         .merge(data::routes())
         .merge(records::routes())
+        .merge(market::routes())
 }
 
 /// What the old API gave a run, in snake_case.

@@ -126,6 +126,8 @@ impl App {
             request_timeout: config.request_timeout,
             sandbox: Arc::new(sandbox::Sandbox::new(config.sandbox.settings())),
             backtest_slots: config.sandbox.workers,
+            market: Arc::new(market_source(config)),
+            market_fetches_per_hour: config.market_fetches_per_hour,
             backtest_defaults: api_core::BacktestDefaults {
                 cash: config.backtest_cash,
                 commission: config.backtest_commission,
@@ -233,6 +235,20 @@ impl App {
         self.state.store.close().await;
         tracing::info!("shut down");
         Ok(())
+    }
+}
+
+/// The configured market data source. The bundled samples are read from
+/// the sandbox's environment, where `algoagent sandbox setup` put them.
+fn market_source(config: &Config) -> market_data::Source {
+    match &config.market_source {
+        crate::config::MarketSourceConfig::Bundled => {
+            let sandbox = sandbox::Sandbox::new(config.sandbox.settings());
+            let dir = sandbox.sample_data(sandbox::SAMPLE_SYMBOLS[0]).and_then(|path| path.parent().map(Into::into));
+            market_data::Source::Bundled { dir }
+        }
+        crate::config::MarketSourceConfig::Csv { dir } => market_data::Source::Csv { dir: dir.clone() },
+        crate::config::MarketSourceConfig::Yahoo { base_url } => market_data::Source::yahoo(base_url),
     }
 }
 

@@ -114,6 +114,10 @@ pub const SETTINGS: &[Setting] = &[
     setting("SANDBOX_WORKERS", None, "Backtests this process runs at once. Default: the number of cores. `0`: none here (an HTTP-only replica beside `algoagent worker` machines)."),
     setting("SANDBOX_TIME_LIMIT_SECS", Some("120"), "A backtest's wall-clock and CPU-time limit, in seconds."),
     setting("SANDBOX_MEMORY_MB", Some("2048"), "A backtest's address-space limit, in MiB (numpy needs about 1 GB)."),
+    setting("MARKET_DATA_SOURCE", Some("bundled"), "Where `/api/data/api/fetch_data/` gets bars: `bundled` (backtesting.py's samples, offline), `csv` (the `<SYMBOL>.csv` files in `MARKET_DATA_DIR`) or `yahoo` (Yahoo Finance's chart API; needs internet)."),
+    setting("MARKET_DATA_DIR", None, "The directory of OHLCV files for `MARKET_DATA_SOURCE=csv`."),
+    setting("YAHOO_BASE_URL", Some("https://query1.finance.yahoo.com"), "Yahoo Finance's chart API, for `MARKET_DATA_SOURCE=yahoo`."),
+    setting("MARKET_FETCHES_PER_HOUR", Some("60"), "Market data fetches one user may start in an hour (they cost the upstream)."),
 ];
 
 /// Variables of the old Django app's `.env` that have no meaning here: each
@@ -474,9 +478,20 @@ pub struct Config {
     pub backtest_commission: f64,
     /// Where and how backtests run.
     pub sandbox: SandboxConfig,
+    /// Where `/api/data/` fetches bars.
+    pub market_source: MarketSourceConfig,
+    pub market_fetches_per_hour: u32,
     /// What the operator is told at start-up about the old `.env`'s
     /// variables: accepted without effect, or ignored, and why.
     pub legacy_notices: Vec<String>,
+}
+
+/// `MARKET_DATA_SOURCE` and what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketSourceConfig {
+    Bundled,
+    Csv { dir: PathBuf },
+    Yahoo { base_url: String },
 }
 
 /// The backtest sandbox's settings.
@@ -933,6 +948,22 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         time_limit: Duration::from_secs(layers.positive("SANDBOX_TIME_LIMIT_SECS")?),
         memory_bytes: layers.positive("SANDBOX_MEMORY_MB")?.saturating_mul(1 << 20),
     };
+    let market_source = match layers.string("MARKET_DATA_SOURCE").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "bundled" => MarketSourceConfig::Bundled,
+        "csv" => MarketSourceConfig::Csv {
+            dir: layers.string("MARKET_DATA_DIR").map(PathBuf::from).ok_or_else(|| {
+                layers.invalid("MARKET_DATA_DIR", "MARKET_DATA_SOURCE=csv needs the directory of files")
+            })?,
+        },
+        "yahoo" => MarketSourceConfig::Yahoo {
+            base_url: layers
+                .string("YAHOO_BASE_URL")
+                .filter(|url| url.starts_with("http://") || url.starts_with("https://"))
+                .ok_or_else(|| layers.invalid("YAHOO_BASE_URL", "expected an http(s) URL"))?,
+        },
+        _ => return Err(layers.invalid("MARKET_DATA_SOURCE", "expected bundled, csv or yahoo")),
+    };
+    let market_fetches_per_hour = layers.positive_u32("MARKET_FETCHES_PER_HOUR")?;
     let mut legacy_notices = Vec::new();
     if layers.string("ENABLE_KEY_ROTATION").is_some() {
         let enabled = layers.bool("ENABLE_KEY_ROTATION")?;
@@ -1010,6 +1041,8 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         redis_connect_timeout,
         backtest_cash,
         sandbox,
+        market_source,
+        market_fetches_per_hour,
         backtest_commission,
         legacy_notices,
     })

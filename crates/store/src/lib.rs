@@ -15,6 +15,7 @@ pub mod generated;
 pub mod idempotency;
 pub mod import;
 pub mod legacy;
+pub mod market;
 pub mod operators;
 pub mod strategies;
 pub mod strategy_chat;

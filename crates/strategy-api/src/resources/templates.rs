@@ -129,7 +129,7 @@ fn name_taken(err: StoreError) -> ApiError {
 }
 
 async fn is_admin(state: &AppState, user: AuthUser) -> ApiResult<bool> {
-    Ok(state.store.user_by_id(user.user_id).await?.is_some_and(|row| row.is_admin()))
+    user.is_admin(state).await
 }
 
 /// A template the caller may change: their own, or any system one for an
