@@ -74,8 +74,21 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 async fn reclaim_expired(state: AppState) {
     while !state.tasks.is_shutting_down() {
         match state.store.reclaim_expired_backtests(MAX_ATTEMPTS, Utc::now()).await {
-            Ok(0) => {}
-            Ok(reclaimed) => tracing::warn!(reclaimed, "backtests whose worker stopped were re-queued or failed"),
+            Ok(reclaimed) if reclaimed.total() == 0 => {}
+            Ok(reclaimed) => {
+                tracing::warn!(
+                    requeued = reclaimed.requeued,
+                    failed = reclaimed.failed.len(),
+                    "backtests whose worker stopped were re-queued or failed"
+                );
+                // Failed for good: what waits on their end hears it, as from a worker.
+                for run in &reclaimed.failed {
+                    let message = run.error_message.clone().unwrap_or_else(|| "its workers stopped".into());
+                    record_details(&state, run, Err(&message)).await;
+                    settle_validation(&state, run, None, Some(&message)).await;
+                    settle_bot(&state, run, Err(&message)).await;
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "could not reclaim expired backtests"),
         }
         tokio::select! {

@@ -339,23 +339,43 @@ impl Store {
     }
 
     /// Runs whose worker stopped renewing: back to the queue, or failed
-    /// once `max_attempts` are spent. Returns how many were touched.
-    pub async fn reclaim_expired_backtests(&self, max_attempts: i32, now: DateTime<Utc>) -> StoreResult<u64> {
-        let touched = on_pool!(self, pool => sqlx::query(
-            "UPDATE backtest_runs SET \
-               status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END, \
-               error_message = CASE WHEN attempts >= $1 \
-                 THEN 'the workers running it stopped ' || attempts || ' times' ELSE error_message END, \
-               completed_at = CASE WHEN attempts >= $1 THEN $2 ELSE NULL END, \
-               worker = NULL, lease_until = NULL \
-             WHERE status = 'running' AND lease_until < $2",
-        )
-        .bind(max_attempts)
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))?;
-        Ok(touched)
+    /// once `max_attempts` are spent. The failed ones are returned, for
+    /// what waits on their end (a strategy's validation, a bot's verdict).
+    pub async fn reclaim_expired_backtests(&self, max_attempts: i32, now: DateTime<Utc>) -> StoreResult<Reclaimed> {
+        let fail_sql = format!(
+            "UPDATE backtest_runs SET status = 'failed', \
+               error_message = 'the workers running it stopped ' || attempts || ' times', \
+               completed_at = $2, worker = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < $2 AND attempts >= $1 RETURNING {COLUMNS}"
+        );
+        let (failed, requeued) = on_pool!(self, pool => {
+            let failed: Vec<BacktestRunRow> =
+                sqlx::query_as(&fail_sql).bind(max_attempts).bind(now).fetch_all(pool).await?;
+            let requeued = sqlx::query(
+                "UPDATE backtest_runs SET status = 'queued', worker = NULL, lease_until = NULL \
+                 WHERE status = 'running' AND lease_until < $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok::<_, sqlx::Error>((failed, requeued))
+        })?;
+        Ok(Reclaimed { requeued, failed })
+    }
+}
+
+/// What a sweep of expired leases did.
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    pub requeued: u64,
+    /// Runs failed for good, their attempts spent.
+    pub failed: Vec<BacktestRunRow>,
+}
+
+impl Reclaimed {
+    pub fn total(&self) -> u64 {
+        self.requeued + self.failed.len() as u64
     }
 }
 

@@ -181,7 +181,7 @@ async fn leases_expire_to_the_queue_attempts_run_out_and_users_get_two_at_a_time
     for attempt in 1..=3 {
         let claimed = store.claim_backtest("dead-worker", 2, past(), Utc::now()).await.unwrap().unwrap();
         assert_eq!((claimed.id, claimed.attempts), (abandoned.id, attempt));
-        assert_eq!(store.reclaim_expired_backtests(3, Utc::now()).await.unwrap(), 1);
+        assert_eq!(store.reclaim_expired_backtests(3, Utc::now()).await.unwrap().total(), 1);
     }
     let failed = app.get(&format!("/api/backtests/runs/{}/", abandoned.id), Some(&user.access)).await;
     let failed = expect_status(failed, StatusCode::OK).await;
@@ -199,7 +199,7 @@ async fn leases_expire_to_the_queue_attempts_run_out_and_users_get_two_at_a_time
     assert_eq!((first.user_id, second.user_id), (user.id, user.id));
     assert_eq!(third.id, neighbour.id, "the user's third run waits for one of the two");
     assert!(store.claim_backtest("live-worker", 2, later(), Utc::now()).await.unwrap().is_none());
-    assert_eq!(store.reclaim_expired_backtests(3, Utc::now()).await.unwrap(), 0, "live leases stay");
+    assert_eq!(store.reclaim_expired_backtests(3, Utc::now()).await.unwrap().total(), 0, "live leases stay");
 
     // Cancelled while running: the worker's late result is dropped.
     let cancelled = store.cancel_backtest(first.id, user.id, Utc::now()).await.unwrap().unwrap();
@@ -693,4 +693,64 @@ async fn configs_results_trades_alerts_search_and_health() {
         )
         .await;
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+}
+
+/// A validation run whose workers keep dying is failed by the lease sweep,
+/// and its strategy hears it: `invalid`, with the reason recorded, not
+/// `validating` for ever. (This server's workers never claim: no sandbox.)
+#[tokio::test]
+async fn a_validation_run_failed_by_the_lease_sweep_settles_its_strategy() {
+    use chrono::{Duration, Utc};
+    let app = spawn_app().await;
+    let user = app.register("orphaned").await;
+    let token = Some(user.access.as_str());
+    let created =
+        app.post("/api/strategies/strategies/", token, &json!({"name": "Stuck", "status": "validating"})).await;
+    let strategy = expect_status(created, StatusCode::CREATED).await["id"].as_i64().unwrap();
+    let store = store::Store::connect(&app.database_url, &store::ConnectOptions::default()).await.unwrap();
+    let (symbols, parameters) = (json!(["GOOG"]), json!({"purpose": "validate_strategy"}));
+    let run = store
+        .queue_backtest(&store::backtests::NewBacktestRun {
+            run_id: "bt_0000dead",
+            user_id: user.id,
+            strategy_id: Some(strategy),
+            code: "pass",
+            symbols: &symbols,
+            parameters: &parameters,
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let past = Utc::now() - Duration::seconds(1);
+        let claimed = store.claim_backtest("dead-worker", 2, past, Utc::now()).await.unwrap().unwrap();
+        assert_eq!(claimed.id, run.id);
+        // The server's own sweep (every 2 s) takes the expired lease back.
+        for _ in 0..50 {
+            if store.backtest_status(run.id).await.unwrap().as_deref() != Some("running") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(store.backtest_status(run.id).await.unwrap().as_deref(), Some("failed"));
+    let mut status = String::new();
+    for _ in 0..50 {
+        let detail =
+            expect_status(app.get(&format!("/api/strategies/strategies/{strategy}/"), token).await, StatusCode::OK)
+                .await;
+        status = detail["status"].as_str().unwrap().to_string();
+        if status != "validating" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "invalid");
+    let history = app.get(&format!("/api/strategies/strategies/{strategy}/validation_history/"), token).await;
+    let history = expect_status(history, StatusCode::OK).await;
+    assert_eq!(history[0]["validation_type"], "backtest");
+    assert!(history[0]["errors"][0].as_str().unwrap().contains("stopped 3 times"), "{history}");
+    let alerts =
+        expect_status(app.get(&format!("/api/backtests/runs/{}/alerts/", run.id), token).await, StatusCode::OK).await;
+    assert_eq!(alerts[0]["alert_type"], "error");
 }
