@@ -15,6 +15,7 @@ pub mod history;
 pub mod idempotency;
 pub mod jwt;
 pub mod pagination;
+pub mod patch;
 pub mod rotation_history;
 pub mod sessions;
 pub mod state;
@@ -32,6 +33,7 @@ pub use hashing::{HashingGate, HashingPermit};
 pub use idempotency::{Begun, Idempotency};
 pub use jwt::{JwtKeys, TokenKind};
 pub use pagination::{Page, PageRequest, PAGE_SIZE};
+pub use patch::Patch;
 pub use state::{AlertWebhook, AppState, AppStateInner, BacktestDefaults, ChatSettings, ReloadBroadcast};
 pub use tasks::{run_detached, DetachedTasks};
 

@@ -14,9 +14,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use market_data::indicators::{self, IndicatorError};
 use market_data::{Bar, SourceError};
+
+use crate::records::day_start;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::market::{BarFilter, BarRow, DataRequestRow, IndicatorValueRow, NewBar, SymbolFields, SymbolRow};
@@ -300,12 +302,6 @@ impl From<BarRow> for BarView {
     }
 }
 
-fn day(field: &str, text: &str) -> ApiResult<chrono::DateTime<Utc>> {
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map(|date| date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
-        .map_err(|_| ApiError::Validation(FieldErrors::single(field, "Date has wrong format. Use YYYY-MM-DD.")))
-}
-
 /// `?symbol`, `?interval`, `?start_date`, `?end_date` (that whole day).
 async fn list_bars(
     State(state): State<AppState>,
@@ -322,8 +318,10 @@ async fn list_bars(
         match key.as_str() {
             "symbol" => filter.symbol = Some(symbol_name("symbol", &value)?),
             "interval" => filter.interval = Some(value),
-            "start_date" => filter.from = Some(day("start_date", &value)?),
-            "end_date" => filter.until = Some(day("end_date", &value)? + chrono::Duration::days(1)),
+            "start_date" => filter.from = day_start("start_date", Some(&value))?,
+            "end_date" => {
+                filter.until = day_start("end_date", Some(&value))?.map(|day| day + chrono::Duration::days(1));
+            }
             _ => {}
         }
     }

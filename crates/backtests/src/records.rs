@@ -4,7 +4,7 @@
 //! `api/health/`. Owner-scoped like everything else.
 
 use api_core::pagination::query_pairs;
-use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Page, PageRequest, ResourceId};
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Page, PageRequest, Patch, ResourceId};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -108,24 +108,6 @@ pub fn default_config(name: String) -> ConfigFields {
     }
 }
 
-/// A field a PATCH may leave out, or set to null.
-#[derive(Debug, Default)]
-enum Patch<T> {
-    #[default]
-    Absent,
-    Null,
-    Value(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(match Option::<T>::deserialize(deserializer)? {
-            Some(value) => Patch::Value(value),
-            None => Patch::Null,
-        })
-    }
-}
-
 /// The writable fields; read-only ones a client echoes back are ignored.
 #[derive(Debug, Deserialize)]
 struct ConfigChanges {
@@ -149,14 +131,6 @@ struct ConfigChanges {
     is_template: Option<bool>,
 }
 
-fn patch<T>(target: &mut Option<T>, change: Patch<T>) {
-    match change {
-        Patch::Absent => {}
-        Patch::Null => *target = None,
-        Patch::Value(value) => *target = Some(value),
-    }
-}
-
 impl ConfigChanges {
     fn apply(self, fields: &mut ConfigFields) {
         let trimmed = |value: String| value.trim().to_string();
@@ -166,14 +140,14 @@ impl ConfigChanges {
         if let Some(value) = self.description {
             fields.description = value;
         }
-        patch(&mut fields.start_date, self.start_date);
-        patch(&mut fields.end_date, self.end_date);
+        self.start_date.apply_to(&mut fields.start_date);
+        self.end_date.apply_to(&mut fields.end_date);
         fields.initial_capital = self.initial_capital.unwrap_or(fields.initial_capital);
         fields.commission = self.commission.unwrap_or(fields.commission);
         fields.slippage = self.slippage.unwrap_or(fields.slippage);
         fields.max_position_size = self.max_position_size.unwrap_or(fields.max_position_size);
-        patch(&mut fields.stop_loss, self.stop_loss);
-        patch(&mut fields.take_profit, self.take_profit);
+        self.stop_loss.apply_to(&mut fields.stop_loss);
+        self.take_profit.apply_to(&mut fields.take_profit);
         if let Some(value) = self.data_source {
             fields.data_source = trimmed(value);
         }
@@ -569,7 +543,7 @@ struct SearchRequest {
     created_by: Option<Value>,
 }
 
-fn day_start(field: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
+pub(crate) fn day_start(field: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
     value
         .map(str::trim)
         .filter(|v| !v.is_empty())

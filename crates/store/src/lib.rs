@@ -204,6 +204,17 @@ impl Store {
 
     /// Deletes row `id` of `table` if `owner_id` owns it; whether it did.
     /// `table` is always one of this crate's constants, never input.
+    /// Deletes a row of a shared table (no owner); whether it was there.
+    pub(crate) async fn delete_by_id(&self, table: &'static str, id: i64) -> StoreResult<bool> {
+        let sql = format!("DELETE FROM {table} WHERE id = $1");
+        let deleted = on_pool!(self, pool => sqlx::query(&sql)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(deleted > 0)
+    }
+
     pub(crate) async fn delete_owned(&self, table: &'static str, id: i64, owner_id: i64) -> StoreResult<bool> {
         let sql = format!("DELETE FROM {table} WHERE id = $1 AND user_id = $2");
         let deleted = on_pool!(self, pool => sqlx::query(&sql)

@@ -210,12 +210,7 @@ impl Store {
     }
 
     pub async fn delete_symbol(&self, id: i64) -> StoreResult<bool> {
-        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM market_symbols WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted > 0)
+        self.delete_by_id("market_symbols", id).await
     }
 
     /// Stores bars, each once: a bar already stored is left as it is.
@@ -309,12 +304,7 @@ impl Store {
     }
 
     pub async fn delete_bar(&self, id: i64) -> StoreResult<bool> {
-        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM market_bars WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted > 0)
+        self.delete_by_id("market_bars", id).await
     }
 
     pub async fn bars_count(&self, symbol_id: i64, interval: &str) -> StoreResult<i64> {

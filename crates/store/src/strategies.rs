@@ -493,12 +493,7 @@ impl Store {
     }
 
     pub async fn delete_template(&self, id: i64) -> StoreResult<bool> {
-        let deleted = on_pool!(self, pool => sqlx::query("DELETE FROM strategy_templates WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        Ok(deleted > 0)
+        self.delete_by_id("strategy_templates", id).await
     }
 }
 

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use store::strategies::{CommentFields, CommentRow};
 
-use super::strategies::Patch;
+use api_core::Patch;
 
 const CONTENT_MAX_CHARS: usize = 5_000;
 
@@ -65,11 +65,11 @@ impl CommentChanges {
         if let Some(strategy) = self.strategy {
             fields.strategy_id = strategy;
         }
-        super::strategies::patch(&mut fields.parent_id, self.parent);
+        self.parent.apply_to(&mut fields.parent_id);
         if let Some(content) = self.content {
             fields.content = content.trim().to_string();
         }
-        super::strategies::patch(&mut fields.rating, self.rating);
+        self.rating.apply_to(&mut fields.rating);
     }
 }
 

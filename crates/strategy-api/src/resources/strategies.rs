@@ -2,7 +2,7 @@
 //! `status`, `tags` and `search`, newest first. `(name, version)` is unique
 //! per user, enforced by the write itself.
 
-use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Page, PageRequest, ResourceId};
+use api_core::{ApiError, ApiJson, ApiResult, AppState, AuthUser, FieldErrors, Page, PageRequest, Patch, ResourceId};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -102,21 +102,6 @@ impl From<StrategyRow> for StrategyView {
     }
 }
 
-/// A field that may be absent (unchanged), `null` (cleared) or a value.
-#[derive(Debug, Default)]
-pub enum Patch<T> {
-    #[default]
-    Absent,
-    Null,
-    Value(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Option::<T>::deserialize(deserializer)?.map_or(Patch::Null, Patch::Value))
-    }
-}
-
 /// The writable fields; read-only ones a client echoes back are ignored.
 #[derive(Debug, Deserialize)]
 pub struct StrategyChanges {
@@ -137,14 +122,6 @@ pub struct StrategyChanges {
     max_drawdown: Patch<f64>,
 }
 
-pub(crate) fn patch<T>(target: &mut Option<T>, change: Patch<T>) {
-    match change {
-        Patch::Absent => {}
-        Patch::Null => *target = None,
-        Patch::Value(value) => *target = Some(value),
-    }
-}
-
 impl StrategyChanges {
     fn apply(self, fields: &mut StrategyFields) {
         if let Some(value) = self.name {
@@ -153,7 +130,7 @@ impl StrategyChanges {
         if let Some(value) = self.description {
             fields.description = value;
         }
-        patch(&mut fields.template_id, self.template);
+        self.template.apply_to(&mut fields.template_id);
         if let Some(value) = self.strategy_code {
             fields.strategy_code = value;
         }
@@ -181,8 +158,8 @@ impl StrategyChanges {
         if let Some(value) = self.risk_level {
             fields.risk_level = value.trim().to_string();
         }
-        patch(&mut fields.expected_return, self.expected_return);
-        patch(&mut fields.max_drawdown, self.max_drawdown);
+        self.expected_return.apply_to(&mut fields.expected_return);
+        self.max_drawdown.apply_to(&mut fields.max_drawdown);
     }
 }
 
