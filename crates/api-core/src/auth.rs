@@ -49,6 +49,16 @@ pub struct Session {
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(AuthUser, Session), ApiError> {
     let token = bearer_token(headers).ok_or(ApiError::NotAuthenticated)?;
+    verify_access(state, token).await
+}
+
+/// The caller an access token proves, for connections that carry it
+/// elsewhere than in a header (a WebSocket's first message).
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    Ok(verify_access(state, token.trim()).await?.0)
+}
+
+async fn verify_access(state: &AppState, token: &str) -> Result<(AuthUser, Session), ApiError> {
     let claims = state.jwt.verify(token, TokenKind::Access).map_err(|_| ApiError::TokenNotValid)?;
     let family = claims.fam.ok_or(ApiError::TokenNotValid)?;
     if !state.sessions.is_live(&state.store, &family, claims.user_id).await? {

@@ -199,6 +199,25 @@ impl ApiError {
         body["error"].as_str().or(body["detail"].as_str()).unwrap_or(self.code()).to_string()
     }
 
+    /// The body as one line of text, for channels without a status line
+    /// or JSON errors of their own (a WebSocket's `error` message).
+    pub fn message(&self) -> String {
+        if let ApiError::Validation(fields) = self {
+            return fields
+                .0
+                .iter()
+                .map(|(field, messages)| format!("{field}: {}", messages.join(" ")))
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        let body = self.body();
+        let text = body["error"].as_str().or(body["detail"].as_str()).map_or_else(|| self.to_string(), str::to_string);
+        match body["details"].as_str() {
+            Some(details) => format!("{text} ({details})"),
+            None => text,
+        }
+    }
+
     pub(crate) fn body(&self) -> Value {
         let code = self.code();
         match self {

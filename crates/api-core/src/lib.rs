@@ -14,6 +14,7 @@ pub mod hashing;
 pub mod history;
 pub mod idempotency;
 pub mod jwt;
+pub mod live_runs;
 pub mod pagination;
 pub mod patch;
 pub mod rotation_history;
@@ -25,7 +26,7 @@ pub mod tasks;
 pub mod time;
 pub mod turn;
 
-pub use auth::{require_auth, AuthUser, MaybeAuthUser};
+pub use auth::{authenticate_token, require_auth, AuthUser, MaybeAuthUser};
 pub use client_ip::{ClientIp, TrustedProxies};
 pub use error::{ApiError, ApiResult, FieldErrors};
 pub use extract::{ApiJson, Redacted, ResourceId};

@@ -79,6 +79,10 @@ pub struct AppStateInner {
     pub market_fetches_per_hour: u32,
     /// Wakes this replica's idle backtest workers when a run is queued.
     pub backtest_queue: tokio::sync::Notify,
+    /// `STREAM_BAR_MS`: the pause between a live backtest's candles.
+    pub stream_bar: Duration,
+    /// Backtests watched live on this replica.
+    pub live_runs: crate::live_runs::LiveRuns,
 }
 
 /// What a backtest that names no capital or commission gets.

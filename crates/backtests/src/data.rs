@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use market_data::Bar;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::backtests::{DatasetRow, NewDataset};
@@ -126,18 +127,30 @@ pub async fn available(state: &AppState, user_id: i64, symbol: &str) -> ApiResul
     Ok(sample || state.store.has_dataset(user_id, symbol).await?)
 }
 
-/// The run's data files: the owner's own series written into `dir`, or
-/// the bundled samples.
+/// `parameters.interval` of a run on market data (a live backtest): its
+/// symbols' bars are the owner's own series, else the bars stored for the
+/// symbol at that interval, not the samples.
+pub const MARKET_INTERVAL: &str = "interval";
+
+/// The run's data files, written into `dir` or (samples) where they are.
 pub async fn files(
     state: &AppState,
     user_id: i64,
     symbols: &[String],
+    parameters: &Value,
     dir: &std::path::Path,
 ) -> Result<Vec<sandbox::DataFile>, String> {
+    let market_interval = parameters[MARKET_INTERVAL].as_str();
     let mut files = Vec::new();
     for (n, symbol) in symbols.iter().enumerate() {
-        let own = state.store.dataset_csv(user_id, symbol).await.map_err(|err| err.to_string())?;
-        let path = match own {
+        let written = match market_interval {
+            Some(interval) => {
+                let bars = market_series(state, user_id, symbol, interval).await.map_err(|err| err.message())?;
+                Some(csv_of(&bars))
+            }
+            None => state.store.dataset_csv(user_id, symbol).await.map_err(|err| err.to_string())?,
+        };
+        let path = match written {
             Some(csv) => {
                 let path: PathBuf = dir.join(format!("own-{n}.csv"));
                 std::fs::write(&path, csv).map_err(|err| err.to_string())?;
@@ -148,6 +161,45 @@ pub async fn files(
         files.push(sandbox::DataFile { symbol: symbol.clone(), path });
     }
     Ok(files)
+}
+
+/// All the bars a market-data run of `symbol` may use, oldest first: the
+/// owner's own series if they uploaded one, else what is stored for the
+/// symbol at `interval`.
+pub async fn market_series(state: &AppState, user_id: i64, symbol: &str, interval: &str) -> ApiResult<Vec<Bar>> {
+    if let Some(csv) = state.store.dataset_csv(user_id, symbol).await? {
+        return market_data::read_ohlcv(&csv)
+            .map_err(|err| ApiError::Internal(anyhow::anyhow!("a stored series: {err}")));
+    }
+    let filter = store::market::BarFilter {
+        symbol: Some(symbol.to_string()),
+        interval: Some(interval.to_string()),
+        ..Default::default()
+    };
+    let (_, rows) = state.store.bars_page(&filter, i64::try_from(MAX_BARS).unwrap_or(i64::MAX), 0).await?;
+    Ok(rows.iter().map(crate::market::bar_of).collect())
+}
+
+/// The timestamp a run's CSV and its date bounds use (naive, UTC).
+pub fn run_timestamp(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Bars as the runner reads them.
+fn csv_of(bars: &[Bar]) -> String {
+    let mut csv = String::from(",Open,High,Low,Close,Volume\n");
+    for bar in bars {
+        let volume = bar.volume.unwrap_or(0.0);
+        csv.push_str(&format!(
+            "{},{},{},{},{},{volume}\n",
+            run_timestamp(&bar.timestamp),
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close
+        ));
+    }
+    csv
 }
 
 #[derive(Debug, Serialize)]

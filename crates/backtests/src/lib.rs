@@ -4,6 +4,7 @@
 //! the result back. Owner-scoped like everything else.
 
 pub mod data;
+pub mod live;
 pub mod market;
 pub mod records;
 pub mod worker;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .merge(data::routes())
         .merge(records::routes())
         .merge(market::routes())
+        .merge(live::routes())
 }
 
 /// What the old API gave a run, in snake_case.

@@ -439,7 +439,7 @@ fn checked_choice(field: &str, value: &str, choices: &[&str]) -> ApiResult<Strin
     }
 }
 
-fn bar_of(row: &BarRow) -> Bar {
+pub(crate) fn bar_of(row: &BarRow) -> Bar {
     Bar {
         timestamp: row.ts,
         open: row.open,
@@ -505,6 +505,139 @@ async fn stored_bars(state: &AppState, symbol: &str, interval: &str) -> ApiResul
     Ok(rows)
 }
 
+/// What one fetch brought and kept.
+pub(crate) struct Fetched {
+    pub request_id: String,
+    pub symbol: SymbolRow,
+    pub fetched: usize,
+    pub saved: i32,
+}
+
+pub(crate) enum FetchFailure {
+    /// The source has nothing for the symbol.
+    NoData,
+    Api(ApiError),
+}
+
+impl From<ApiError> for FetchFailure {
+    fn from(err: ApiError) -> Self {
+        FetchFailure::Api(err)
+    }
+}
+
+impl From<store::StoreError> for FetchFailure {
+    fn from(err: store::StoreError) -> Self {
+        FetchFailure::Api(err.into())
+    }
+}
+
+/// Fetches `symbol` from the configured source, counted against the
+/// user's fetches in the hour (they cost the upstream), stores the bars
+/// not stored yet and records the request, failed or not.
+pub(crate) async fn fetch_and_store(
+    state: &AppState,
+    user_id: i64,
+    symbol: &str,
+    period: &str,
+    interval: &str,
+) -> Result<Fetched, FetchFailure> {
+    let bucket = format!("market-fetches:user:{user_id}");
+    state
+        .throttle
+        .hit(&bucket, state.market_fetches_per_hour, FETCH_WINDOW)
+        .await
+        .map_err(|refusal| ApiError::Throttled { retry_after: refusal.retry_after })?;
+    let request_id = format!("req_{:08x}", rand::random::<u32>());
+    let bars = match state.market.fetch(symbol, period, interval).await {
+        Ok(bars) if !bars.is_empty() => bars,
+        Ok(_) | Err(SourceError::UnknownSymbol(_)) => return Err(FetchFailure::NoData),
+        Err(SourceError::Unsupported(message)) => {
+            return Err(ApiError::Validation(FieldErrors::single("interval", message)).into());
+        }
+        Err(SourceError::Upstream(message)) => {
+            tracing::warn!(%symbol, source = state.market.name(), error = %message, "a market data fetch failed");
+            let row = state.store.ensure_symbol(symbol).await?;
+            let source = state.market.name();
+            state
+                .store
+                .record_data_request(&request_id, row.id, user_id, period, interval, source, Err(&message))
+                .await?;
+            return Err(ApiError::Unavailable(format!("the market data source failed: {message}")).into());
+        }
+    };
+    let symbol_row = state.store.ensure_symbol(symbol).await?;
+    let new: Vec<NewBar> = bars
+        .iter()
+        .map(|bar| NewBar {
+            ts: bar.timestamp,
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            volume: bar.volume,
+            adj_close: bar.adj_close,
+        })
+        .collect();
+    let saved = state.store.save_bars(symbol_row.id, interval, &new).await?;
+    let saved = i32::try_from(saved).unwrap_or(i32::MAX);
+    let recorded = state
+        .store
+        .record_data_request(&request_id, symbol_row.id, user_id, period, interval, state.market.name(), Ok(saved))
+        .await?;
+    tracing::info!(%symbol, source = state.market.name(), fetched = bars.len(), saved, "market data fetched");
+    Ok(Fetched { request_id: recorded.request_id, symbol: symbol_row, fetched: bars.len(), saved })
+}
+
+/// How long a fetch's bars serve a backtest stream before they are
+/// fetched again.
+const FRESH_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// The bars a live backtest of `symbol` runs on: the user's own series
+/// if they uploaded one, else the stored bars, fetched first unless a
+/// fetch of the same period and interval is fresh; `period` counted back
+/// from the last bar. An unknown symbol is a 400 naming what the source has.
+pub(crate) async fn stream_window(
+    state: &AppState,
+    user_id: i64,
+    symbol: &str,
+    period: &str,
+    interval: &str,
+) -> ApiResult<Vec<Bar>> {
+    let own = state.store.has_dataset(user_id, symbol).await?;
+    let fresh = state.store.last_fetch(symbol, interval, period).await?.is_some_and(|at| at > Utc::now() - FRESH_FOR);
+    if !own && !fresh {
+        match fetch_and_store(state, user_id, symbol, period, interval).await {
+            Ok(_) => {}
+            Err(FetchFailure::NoData) => {
+                let described = state.market.describe();
+                let has = match &described["symbols"] {
+                    Value::Array(symbols) => symbols.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+                    other => other.as_str().unwrap_or_default().to_string(),
+                };
+                let has = if has.is_empty() { "no symbols here".to_string() } else { format!("has {has}") };
+                return Err(ApiError::bad_request_with_details(
+                    format!("No data found for symbol {symbol}"),
+                    format!("the {} source {has}", state.market.name()),
+                ));
+            }
+            Err(FetchFailure::Api(err)) => return Err(err),
+        }
+    }
+    let bars = crate::data::market_series(state, user_id, symbol, interval).await?;
+    if own {
+        if let Some(native) = market_data::native_interval(&bars).filter(|native| native != interval) {
+            return Err(ApiError::bad_request(format!(
+                "your {symbol} series has {native} bars; ask for interval {native} (bars are not resampled)"
+            )));
+        }
+    }
+    let bars = market_data::within_period(bars, period);
+    if bars.len() < 2 {
+        return Err(ApiError::bad_request(format!("{symbol} has fewer than 2 bars over {period} at {interval}")));
+    }
+    Ok(bars)
+}
+
 /// Fetches a symbol's bars from the configured source, stores the new
 /// ones, and computes the indicators asked for.
 async fn fetch_data(
@@ -524,17 +657,9 @@ async fn fetch_data(
         indicators::calculate(name, parameters, &[])
             .map_err(|err| indicator_error(&format!("indicators[{n}]"), &err))?;
     }
-    let bucket = format!("market-fetches:user:{}", user.user_id);
-    state
-        .throttle
-        .hit(&bucket, state.market_fetches_per_hour, FETCH_WINDOW)
-        .await
-        .map_err(|refusal| ApiError::Throttled { retry_after: refusal.retry_after })?;
-    let request_id = format!("req_{:08x}", rand::random::<u32>());
-    let fetched = state.market.fetch(&symbol, &period, &interval).await;
-    let bars = match fetched {
-        Ok(bars) if !bars.is_empty() => bars,
-        Ok(_) | Err(SourceError::UnknownSymbol(_)) => {
+    let fetched = match fetch_and_store(&state, user.user_id, &symbol, &period, &interval).await {
+        Ok(fetched) => fetched,
+        Err(FetchFailure::NoData) => {
             let body = json!({
                 "error": format!("No data found for symbol {symbol}"),
                 "symbol": symbol,
@@ -542,54 +667,9 @@ async fn fetch_data(
             });
             return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
         }
-        Err(SourceError::Unsupported(message)) => {
-            return Err(ApiError::Validation(FieldErrors::single("interval", message)));
-        }
-        Err(SourceError::Upstream(message)) => {
-            tracing::warn!(%symbol, source = state.market.name(), error = %message, "a market data fetch failed");
-            let row = state.store.ensure_symbol(&symbol).await?;
-            state
-                .store
-                .record_data_request(
-                    &request_id,
-                    row.id,
-                    user.user_id,
-                    &period,
-                    &interval,
-                    state.market.name(),
-                    Err(&message),
-                )
-                .await?;
-            return Err(ApiError::Unavailable(format!("the market data source failed: {message}")));
-        }
+        Err(FetchFailure::Api(err)) => return Err(err),
     };
-    let symbol_row = state.store.ensure_symbol(&symbol).await?;
-    let new: Vec<NewBar> = bars
-        .iter()
-        .map(|bar| NewBar {
-            ts: bar.timestamp,
-            open: bar.open,
-            high: bar.high,
-            low: bar.low,
-            close: bar.close,
-            volume: bar.volume,
-            adj_close: bar.adj_close,
-        })
-        .collect();
-    let saved = state.store.save_bars(symbol_row.id, &interval, &new).await?;
-    let saved = i32::try_from(saved).unwrap_or(i32::MAX);
-    let recorded = state
-        .store
-        .record_data_request(
-            &request_id,
-            symbol_row.id,
-            user.user_id,
-            &period,
-            &interval,
-            state.market.name(),
-            Ok(saved),
-        )
-        .await?;
+    let Fetched { request_id, symbol: symbol_row, fetched, saved } = fetched;
     let stored = stored_bars(&state, &symbol, &interval).await?;
     let mut computed = serde_json::Map::new();
     for (n, (name, parameters)) in wanted.iter().enumerate() {
@@ -600,15 +680,14 @@ async fn fetch_data(
         computed.insert(name.to_ascii_lowercase(), json!({ "parameters": used, "latest": recent }));
     }
     let sample: Vec<BarView> = stored.iter().rev().take(SAMPLE_BARS).rev().cloned().map(BarView::from).collect();
-    tracing::info!(%symbol, source = state.market.name(), fetched = bars.len(), saved, "market data fetched");
     Ok(Json(json!({
-        "request_id": recorded.request_id,
+        "request_id": request_id,
         "status": "completed",
         "symbol": symbol,
         "period": period,
         "interval": interval,
         "source": state.market.name(),
-        "records_fetched": bars.len(),
+        "records_fetched": fetched,
         "records_saved": saved,
         "total_records": stored.len(),
         "indicators": computed,

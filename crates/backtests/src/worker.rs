@@ -143,7 +143,7 @@ async fn execute(state: &AppState, name: &str, run: BacktestRunRow) {
         return;
     };
     let symbols: Vec<String> = serde_json::from_value(run.symbols.0.clone()).unwrap_or_default();
-    let input = match crate::data::files(state, run.user_id, &symbols, scratch.path()).await {
+    let input = match crate::data::files(state, run.user_id, &symbols, parameters, scratch.path()).await {
         Ok(data) => RunInput {
             code: run.code.clone(),
             data,
@@ -347,8 +347,12 @@ async fn record_latest_result(state: &AppState, run: &BacktestRunRow, result: &s
     let final_equity = metrics["equity_final"].as_f64();
     let latest = store::generated::LatestResult {
         symbol: first["symbol"].as_str().unwrap_or_default().to_string(),
-        timeframe: "1d".into(),
-        period: run.parameters.0["period"].as_str().unwrap_or("custom").to_string(),
+        timeframe: run.parameters.0[crate::data::MARKET_INTERVAL].as_str().unwrap_or("1d").into(),
+        period: run.parameters.0["period"]
+            .as_str()
+            .or(run.parameters.0["stream_period"].as_str())
+            .unwrap_or("custom")
+            .to_string(),
         initial_balance: initial,
         commission: run.parameters.0["commission"].as_f64().unwrap_or(state.backtest_defaults.commission),
         total_trades: i32::try_from(trades.len()).unwrap_or(i32::MAX),

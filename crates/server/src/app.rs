@@ -133,6 +133,8 @@ impl App {
                 commission: config.backtest_commission,
             },
             backtest_queue: tokio::sync::Notify::new(),
+            stream_bar: config.stream_bar,
+            live_runs: api_core::live_runs::LiveRuns::default(),
             metrics_token: config.metrics_token.clone(),
             counters: api_core::counters::OperatorCounters::default(),
             secret_store: Arc::new(api_core::counters::SecretStoreStatus::new(
@@ -289,6 +291,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .merge(auth.public)
         .merge(strategies.public)
         .merge(gateway::routes())
+        .merge(backtests::live::public_routes())
         .method_not_allowed_fallback(method_not_allowed);
     let protected = Router::new()
         .merge(auth.protected)

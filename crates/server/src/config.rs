@@ -118,6 +118,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("MARKET_DATA_DIR", None, "The directory of OHLCV files for `MARKET_DATA_SOURCE=csv`."),
     setting("YAHOO_BASE_URL", Some("https://query1.finance.yahoo.com"), "Yahoo Finance's chart API, for `MARKET_DATA_SOURCE=yahoo`."),
     setting("MARKET_FETCHES_PER_HOUR", Some("60"), "Market data fetches one user may start in an hour (they cost the upstream)."),
+    setting("STREAM_BAR_MS", Some("20"), "The pause between a live backtest's candles (`/ws/backtest/stream/` and its SSE twin), in milliseconds; `0` sends them as fast as the client reads."),
 ];
 
 /// Variables of the old Django app's `.env` that have no meaning here: each
@@ -481,6 +482,8 @@ pub struct Config {
     /// Where `/api/data/` fetches bars.
     pub market_source: MarketSourceConfig,
     pub market_fetches_per_hour: u32,
+    /// `STREAM_BAR_MS`.
+    pub stream_bar: Duration,
     /// What the operator is told at start-up about the old `.env`'s
     /// variables: accepted without effect, or ignored, and why.
     pub legacy_notices: Vec<String>,
@@ -964,6 +967,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         _ => return Err(layers.invalid("MARKET_DATA_SOURCE", "expected bundled, csv or yahoo")),
     };
     let market_fetches_per_hour = layers.positive_u32("MARKET_FETCHES_PER_HOUR")?;
+    let stream_bar = Duration::from_millis(layers.parse("STREAM_BAR_MS", "a whole number of milliseconds")?);
     let mut legacy_notices = Vec::new();
     if layers.string("ENABLE_KEY_ROTATION").is_some() {
         let enabled = layers.bool("ENABLE_KEY_ROTATION")?;
@@ -1043,6 +1047,7 @@ fn build(layers: &Layers, sources: &ConfigSources) -> Result<Config, ConfigError
         sandbox,
         market_source,
         market_fetches_per_hour,
+        stream_bar,
         backtest_commission,
         legacy_notices,
     })

@@ -357,6 +357,21 @@ impl Store {
         row.ok_or_else(missing)
     }
 
+    /// When `symbol`'s bars at `interval` over `period` were last fetched
+    /// whole, by anyone.
+    pub async fn last_fetch(&self, symbol: &str, interval: &str, period: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let sql = "SELECT r.completed_at FROM data_requests r JOIN market_symbols s ON s.id = r.symbol_id \
+                   WHERE s.symbol = $1 AND r.bar_interval = $2 AND r.period = $3 AND r.status = 'completed' \
+                   ORDER BY r.completed_at DESC LIMIT 1";
+        let at: Option<Option<DateTime<Utc>>> = on_pool!(self, pool => sqlx::query_scalar(sql)
+            .bind(symbol)
+            .bind(interval)
+            .bind(period)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(at.flatten())
+    }
+
     /// The user's fetch requests, newest first.
     pub async fn data_requests_page(
         &self,

@@ -237,6 +237,16 @@ async fn passwords_tokens_and_secrets_never_reach_the_logs() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let rotated = post("/api/auth/token/refresh/", None, json!({"refresh": refresh})).await.unwrap();
     let rotated = expect_status(rotated, StatusCode::OK).await;
+    // A WebSocket carries its token in the query string: the request logs name the route only.
+    let ws = format!("{}/ws/backtest/stream/?token={access}", server.base.replacen("http://", "ws://", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    {
+        use futures::{SinkExt, StreamExt};
+        socket.send(tokio_tungstenite::tungstenite::Message::Text("{\"action\": \"dance\"}".into())).await.unwrap();
+        let answer = socket.next().await.unwrap().unwrap();
+        assert!(answer.to_text().unwrap().contains("Unknown action: dance"), "{answer}");
+        socket.close(None).await.unwrap();
+    }
     let new_password = "Another-secret-Passphrase-9";
     let changed = post(
         "/api/auth/change-password/",
@@ -257,6 +267,7 @@ async fn passwords_tokens_and_secrets_never_reach_the_logs() {
     // The capture really holds the request logs, as JSON lines with the route.
     assert!(logs.contains("\"route\":\"/api/auth/login\""), "{logs}");
     assert!(logs.contains("failed login"), "{logs}");
+    assert!(logs.contains("\"route\":\"/ws/backtest/stream\""), "{logs}");
     let secrets = [
         password,
         wrong,

@@ -26,6 +26,7 @@ mod helpers;
 mod hostile_code;
 mod http;
 mod import_django;
+mod live_stream;
 mod market_data;
 mod metrics;
 mod ownership;
