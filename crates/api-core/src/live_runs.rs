@@ -2,17 +2,15 @@
 //! produced once, by one task, and every watcher (WebSocket or SSE) paces
 //! through the same list on its own.
 //!
-//! A run is here while someone watches it. When its last watcher leaves
-//! before the list exists, the producer hears it ([`LiveRun::unwatched`])
-//! and cancels the run: nobody is left to see it. A run someone else still
-//! watches goes on.
+//! A run is here while someone watches it; its producer reads
+//! [`LiveRun::watchers`] to tell when nobody here does any more.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// A run's events once produced, or why there are none.
 pub type Outcome = Result<Arc<[Value]>, String>;
@@ -27,7 +25,6 @@ pub struct LiveRun {
     pub id: i64,
     outcome: watch::Sender<Option<Outcome>>,
     watchers: AtomicUsize,
-    left: Notify,
 }
 
 /// One watcher of a run; it stops counting when dropped.
@@ -47,7 +44,7 @@ impl LiveRuns {
             return (Watcher { run }, false);
         }
         let (outcome, _) = watch::channel(None);
-        let run = Arc::new(LiveRun { id, outcome, watchers: AtomicUsize::new(1), left: Notify::new() });
+        let run = Arc::new(LiveRun { id, outcome, watchers: AtomicUsize::new(1) });
         runs.insert(id, Arc::downgrade(&run));
         (Watcher { run }, true)
     }
@@ -78,17 +75,6 @@ impl LiveRun {
     pub fn watchers(&self) -> usize {
         self.watchers.load(Ordering::SeqCst)
     }
-
-    /// Resolves once nobody watches the run.
-    pub async fn unwatched(&self) {
-        loop {
-            let left = self.left.notified();
-            if self.watchers() == 0 {
-                return;
-            }
-            left.await;
-        }
-    }
 }
 
 impl Watcher {
@@ -107,9 +93,7 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        if self.run.watchers.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.run.left.notify_waiters();
-        }
+        self.run.watchers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -119,7 +103,7 @@ mod tests {
     use serde_json::json;
 
     #[tokio::test]
-    async fn watchers_share_one_outcome_and_the_last_to_leave_is_heard() {
+    async fn watchers_share_one_outcome_and_are_counted() {
         let runs = LiveRuns::default();
         let (first, created) = runs.watch(7);
         assert!(created);
@@ -132,14 +116,10 @@ mod tests {
         assert_eq!(second.outcome().await.unwrap().len(), 1);
         assert_eq!(first.outcome().await.unwrap()[0]["type"], "complete");
 
-        let unwatched = tokio::spawn({
-            let run = run.clone();
-            async move { run.unwatched().await }
-        });
         drop(first);
-        assert!(!unwatched.is_finished());
+        assert_eq!(run.watchers(), 1);
         drop(second);
-        tokio::time::timeout(std::time::Duration::from_secs(1), unwatched).await.unwrap().unwrap();
+        assert_eq!(run.watchers(), 0);
         drop(run);
         assert!(runs.is_empty());
         let (_again, created) = runs.watch(7);

@@ -100,6 +100,23 @@ pub async fn api_index(State(_state): State<AppState>) -> ApiResult<Json<Value>>
                 "generate_with_auto_fix": "/api/strategies/api/generate_with_auto_fix/",
                 "fix_errors": "/api/strategies/strategies/{id}/fix_errors/",
             },
+            "backtests": {
+                "quick_run": "/api/backtests/api/quick_run/",
+                "run_backtest": "/api/backtests/api/run_backtest/",
+                "runs": "/api/backtests/runs/",
+                "live_stream": "/ws/backtest/stream/",
+                "live_stream_sse": "/api/backtests/stream/",
+                "watch_run": "/api/backtests/runs/{id}/live/",
+                "health": "/api/backtests/api/health/",
+            },
+            "data": {
+                "symbols": "/api/data/symbols/",
+                "market_data": "/api/data/market-data/",
+                "fetch_data": "/api/data/api/fetch_data/",
+                "calculate_indicator": "/api/data/api/calculate_indicator/",
+                "available_indicators": "/api/data/api/available_indicators/",
+                "health": "/api/data/api/health/",
+            },
             "health": { "alive": "/healthz", "ready": "/readyz" },
         },
     })))

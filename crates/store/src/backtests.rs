@@ -328,6 +328,36 @@ impl Store {
         self.backtest_run(id, owner_id).await
     }
 
+    /// Says a replica's clients still watch run `id` live, until `until`.
+    pub async fn keep_watching_backtest(&self, id: i64, until: DateTime<Utc>) -> StoreResult<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET watched_until = $2 WHERE id = $1 AND (watched_until IS NULL OR watched_until < $2)",
+        )
+        .bind(id)
+        .bind(until)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Cancels a live run that no replica's clients watch any more (none
+    /// said so past `now`); whether it was cancelled.
+    pub async fn cancel_unwatched_backtest(&self, id: i64, owner_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        let cancelled = on_pool!(self, pool => sqlx::query(
+            "UPDATE backtest_runs SET status = 'cancelled', completed_at = $3, lease_until = NULL \
+             WHERE id = $1 AND user_id = $2 AND status IN ('queued', 'running') \
+             AND (watched_until IS NULL OR watched_until <= $3)",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        Ok(cancelled > 0)
+    }
+
     /// Whether a run is still running (a worker polls this to stop a
     /// cancelled one).
     pub async fn backtest_status(&self, id: i64) -> StoreResult<Option<String>> {

@@ -14,6 +14,7 @@ mod events;
 mod socket;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api_core::live_runs::{LiveRun, Outcome, Watcher};
 use api_core::{streaming, ApiError, ApiJson, ApiResult, AppState, AuthUser, ResourceId};
@@ -27,6 +28,7 @@ use market_data::indicators;
 use serde_json::{json, Map, Value};
 use store::backtests::{BacktestRunRow, COMPLETED};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 pub use events::{IndicatorSpec, Stopped};
 
@@ -349,35 +351,74 @@ fn watch(state: &AppState, id: i64, owner: i64) -> Watcher {
     watcher
 }
 
-/// Waits for the run to end and builds its messages, once; cancels it if
-/// everyone stops watching first.
+/// How long a replica's word that its clients watch a run holds; it is
+/// renewed every [`WATCH_RENEW`] while they do.
+const WATCH_FOR: Duration = Duration::from_secs(5);
+const WATCH_RENEW: Duration = Duration::from_secs(1);
+/// How often a watched run is read again.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// Follows the run until it ends and builds its messages, once. While
+/// clients here watch, it tells every replica so (`watched_until`); once
+/// none here has for [`WATCH_FOR`], it cancels the run unless a client on
+/// another replica still watches it.
 async fn produce(state: AppState, live: Arc<LiveRun>, owner: i64) {
+    let outcome = follow_run(&state, &live, owner).await;
+    live.produce(outcome);
+}
+
+async fn follow_run(state: &AppState, live: &LiveRun, owner: i64) -> Outcome {
     let id = live.id;
     // Each attempt may hold its lease twice the time limit; then the queue.
     let wall = state.sandbox.settings().limits.wall;
     let patience = wall * 2 * u32::try_from(crate::worker::MAX_ATTEMPTS).unwrap_or(3) + wall;
-    let outcome: Outcome = tokio::select! {
-        biased;
-        () = state.tasks.shutting_down() => {
-            Err(format!("The server is shutting down; the run goes on. Watch it again at /api/backtests/runs/{id}/live"))
+    let deadline = Instant::now() + patience;
+    let mut renewed: Option<Instant> = None;
+    let mut unwatched_since: Option<Instant> = None;
+    loop {
+        let run = match state.store.backtest_run(id, owner).await {
+            Ok(Some(run)) => run,
+            Ok(None) => return Err(ApiError::NotFound.message()),
+            Err(err) => return Err(ApiError::from(err).message()),
+        };
+        if run.is_final() {
+            return outcome_of(state, &run).await;
         }
-        () = live.unwatched() => {
-            match state.store.cancel_backtest(id, owner, Utc::now()).await {
-                Ok(Some(run)) if run.status == store::backtests::CANCELLED => {
-                    tracing::info!(run = id, "live backtest cancelled: nobody watches it any more");
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "The run did not end within {} s; follow it at /api/backtests/runs/{id}",
+                patience.as_secs()
+            ));
+        }
+        if live.watchers() > 0 {
+            unwatched_since = None;
+            if renewed.is_none_or(|at| now.duration_since(at) >= WATCH_RENEW) {
+                let until = Utc::now() + chrono::Duration::from_std(WATCH_FOR).unwrap_or(chrono::Duration::seconds(5));
+                if let Err(err) = state.store.keep_watching_backtest(id, until).await {
+                    tracing::warn!(run = id, error = %err, "could not say a live backtest is watched");
                 }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(run = id, error = %err, "could not cancel an unwatched live backtest"),
+                renewed = Some(now);
             }
-            Err("Nobody watches the run any more: it was cancelled.".to_string())
+        } else if now.duration_since(*unwatched_since.get_or_insert(now)) >= WATCH_FOR {
+            return match state.store.cancel_unwatched_backtest(id, owner, Utc::now()).await {
+                Ok(true) => {
+                    tracing::info!(run = id, "live backtest cancelled: nobody watches it any more");
+                    Err("Nobody watches the run any more: it was cancelled.".to_string())
+                }
+                // Watched on another replica, or it just ended: not ours to stop.
+                Ok(false) => Err("Nobody here watches the run any more.".to_string()),
+                Err(err) => Err(ApiError::from(err).message()),
+            };
         }
-        ended = crate::wait_for_end(&state, id, owner, patience) => match ended {
-            Ok(Some(run)) => outcome_of(&state, &run).await,
-            Ok(None) => Err(format!("The run did not end within {} s; follow it at /api/backtests/runs/{id}", patience.as_secs())),
-            Err(err) => Err(err.message()),
-        },
-    };
-    live.produce(outcome);
+        tokio::select! {
+            biased;
+            () = state.tasks.shutting_down() => {
+                return Err(format!("The server is shutting down; the run goes on. Watch it again at /api/backtests/runs/{id}/live"));
+            }
+            () = tokio::time::sleep(POLL_EVERY) => {}
+        }
+    }
 }
 
 fn run_time(value: &Value) -> Option<chrono::DateTime<Utc>> {

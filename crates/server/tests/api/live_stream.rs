@@ -206,7 +206,11 @@ async fn sse_gives_the_same_messages_another_client_can_watch_and_the_result_is_
     assert_eq!(refused.status(), StatusCode::NOT_FOUND);
 }
 
-const SLOW: &str = "import time\nfrom backtesting import Strategy\n\nclass Slow(Strategy):\n    def init(self):\n        time.sleep(30)\n\n    def next(self):\n        pass\n";
+fn sleeping(seconds: u32) -> String {
+    format!(
+        "import time\nfrom backtesting import Strategy\n\nclass Slow(Strategy):\n    def init(self):\n        time.sleep({seconds})\n\n    def next(self):\n        pass\n"
+    )
+}
 
 async fn only_run(app: &TestApp, user: &TestUser) -> Value {
     for _ in 0..100 {
@@ -229,7 +233,8 @@ async fn leaving_stops_only_that_clients_stream_and_a_run_nobody_watches_is_canc
     let Some(app) = with_sandbox(&[]).await else { return };
     let user = app.register("leaver").await;
     let mut socket = connect(&app, Some(&user.access)).await;
-    send(&mut socket, json!({"action": "start_backtest", "config": {"symbol": "GOOG", "strategy_code": SLOW}})).await;
+    send(&mut socket, json!({"action": "start_backtest", "config": {"symbol": "GOOG", "strategy_code": sleeping(60)}}))
+        .await;
     assert_eq!(next(&mut socket).await.unwrap()["status"], "loading_data");
     let id = only_run(&app, &user).await["id"].as_i64().unwrap();
     let watched = app.get(&format!("/api/backtests/runs/{id}/live/"), Some(&user.access)).await;
@@ -243,10 +248,11 @@ async fn leaving_stops_only_that_clients_stream_and_a_run_nobody_watches_is_canc
     let status = run_status(&app, &user, id).await;
     assert!(status == "queued" || status == "running", "a watched run goes on: {status}");
 
-    // The last watcher leaves: the run is cancelled, its sandbox stopped.
+    // The last watcher leaves: the run is cancelled (once the replica's
+    // word that it is watched, 5 s, runs out), its sandbox stopped.
     drop(watcher);
     let mut status = String::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         status = run_status(&app, &user, id).await;
         if status == "cancelled" {
             break;
@@ -254,6 +260,37 @@ async fn leaving_stops_only_that_clients_stream_and_a_run_nobody_watches_is_canc
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, "cancelled");
+}
+
+#[tokio::test]
+async fn a_run_watched_on_another_replica_goes_on_when_its_starter_leaves() {
+    let Some(first) = with_sandbox(&[("STREAM_BAR_MS", "1")]).await else { return };
+    let env_dir = std::env::var("ALGOAGENT_SANDBOX_ENV").unwrap();
+    // An HTTP-only replica on the same database.
+    let second = spawn_app_with(&[
+        ("DATABASE_URL", first.database_url.as_str()),
+        ("JWT_SECRET", first.jwt_secret.as_str()),
+        ("SANDBOX_ENV_DIR", env_dir.as_str()),
+        ("SANDBOX_WORKERS", "0"),
+        ("STREAM_BAR_MS", "1"),
+    ])
+    .await;
+    let user = first.register("two-replicas").await;
+    let mut socket = connect(&first, Some(&user.access)).await;
+    let config = json!({"symbol": "GOOG", "period": "3mo", "strategy_code": sleeping(8)});
+    send(&mut socket, json!({"action": "start_backtest", "config": config})).await;
+    assert_eq!(next(&mut socket).await.unwrap()["status"], "loading_data");
+    let id = only_run(&first, &user).await["id"].as_i64().unwrap();
+    let watched = second.get(&format!("/api/backtests/runs/{id}/live/"), Some(&user.access)).await;
+    let mut watcher = EventReader::new(watched);
+    assert_eq!(watcher.next().await.unwrap().data["status"], "loading_data");
+
+    // Its starter leaves the first replica; the second's client still watches.
+    socket.close(None).await.unwrap();
+    drop(socket);
+    let rest: Vec<Value> = watcher.rest().await.into_iter().map(|event| event.data).collect();
+    assert_eq!(rest[rest.len() - 2]["type"], "complete", "{:?}", rest.last());
+    assert_eq!(run_status(&first, &user, id).await, "completed");
 }
 
 async fn error_of(socket: &mut Socket) -> String {
