@@ -176,6 +176,10 @@ impl ServerProcess {
         panic!("the server did not become ready");
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
     /// Sends SIGTERM and waits for the exit, returning the status and stderr.
     pub(crate) async fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();

@@ -315,27 +315,31 @@ impl TestApp {
     /// Registers a user from a client address of its own, so tests that
     /// register many users stay clear of the per-address throttle.
     pub async fn register(&self, username: &str) -> TestUser {
-        let response = self
-            .client
-            .post(self.url("/api/auth/register/"))
-            .header("x-forwarded-for", fake_ip(username))
-            .json(&json!({
-                "username": username,
-                "email": format!("{username}@example.com"),
-                "password": GOOD_PASSWORD,
-                "password2": GOOD_PASSWORD,
-            }))
-            .send()
-            .await
-            .unwrap();
-        let body = expect_status(response, StatusCode::CREATED).await;
-        TestUser {
-            id: body["user"]["id"].as_i64().unwrap(),
-            username: username.to_string(),
-            password: GOOD_PASSWORD.to_string(),
-            access: body["tokens"]["access"].as_str().unwrap().to_string(),
-            refresh: body["tokens"]["refresh"].as_str().unwrap().to_string(),
-        }
+        register_at(&self.client, &self.base, username).await
+    }
+}
+
+/// [`TestApp::register`] against any server (a `serve` process, say).
+pub async fn register_at(client: &reqwest::Client, base: &str, username: &str) -> TestUser {
+    let response = client
+        .post(format!("{base}/api/auth/register/"))
+        .header("x-forwarded-for", fake_ip(username))
+        .json(&json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "password": GOOD_PASSWORD,
+            "password2": GOOD_PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(response, StatusCode::CREATED).await;
+    TestUser {
+        id: body["user"]["id"].as_i64().unwrap(),
+        username: username.to_string(),
+        password: GOOD_PASSWORD.to_string(),
+        access: body["tokens"]["access"].as_str().unwrap().to_string(),
+        refresh: body["tokens"]["refresh"].as_str().unwrap().to_string(),
     }
 }
 
