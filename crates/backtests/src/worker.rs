@@ -296,6 +296,12 @@ async fn finish(
     }
 }
 
+/// The bars' interval: a live backtest's own; other runs are recorded as
+/// daily, as the old app recorded them.
+fn timeframe(run: &BacktestRunRow) -> &str {
+    run.parameters.0[crate::data::MARKET_INTERVAL].as_str().unwrap_or("1d")
+}
+
 /// A completed run on a strategy: a `performance` record per symbol.
 async fn record_performance(state: &AppState, run: &BacktestRunRow, result: &serde_json::Value) {
     let Some(strategy_id) = run.strategy_id else { return };
@@ -313,7 +319,7 @@ async fn record_performance(state: &AppState, run: &BacktestRunRow, result: &ser
             user_id: run.user_id,
             strategy_id,
             symbol: symbol["symbol"].as_str().unwrap_or_default(),
-            timeframe: "1d",
+            timeframe: timeframe(run),
             period_start: timestamp(&metrics["start_date"]),
             period_end: timestamp(&metrics["end_date"]),
             initial_capital: run.parameters.0["initial_capital"].as_f64(),
@@ -347,7 +353,7 @@ async fn record_latest_result(state: &AppState, run: &BacktestRunRow, result: &s
     let final_equity = metrics["equity_final"].as_f64();
     let latest = store::generated::LatestResult {
         symbol: first["symbol"].as_str().unwrap_or_default().to_string(),
-        timeframe: run.parameters.0[crate::data::MARKET_INTERVAL].as_str().unwrap_or("1d").into(),
+        timeframe: timeframe(run).into(),
         period: run.parameters.0["period"]
             .as_str()
             .or(run.parameters.0["stream_period"].as_str())
