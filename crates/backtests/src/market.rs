@@ -4,6 +4,8 @@
 //! (`api/fetch_data/`) goes to the configured source (`MARKET_DATA_SOURCE`),
 //! costs the upstream, and so is counted per user
 //! (`MARKET_FETCHES_PER_HOUR`); what it brings is stored once and reused.
+//! A symbol the caller uploaded (`/api/backtests/data/`) is answered from
+//! their own series instead, which stays theirs.
 
 use std::time::Duration;
 
@@ -588,6 +590,74 @@ pub(crate) async fn fetch_and_store(
     Ok(Fetched { request_id: recorded.request_id, symbol: symbol_row, fetched: bars.len(), saved })
 }
 
+/// A user's own series is served at its own interval, as a file source's.
+fn check_own_interval(symbol: &str, bars: &[Bar], interval: &str) -> ApiResult<()> {
+    match market_data::native_interval(bars).filter(|native| native != interval) {
+        Some(native) => Err(ApiError::Validation(FieldErrors::single(
+            "interval",
+            format!("your {symbol} series has {native} bars; ask for interval {native} (bars are not resampled)"),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `fetch_data` of a symbol the user uploaded: answered from their own
+/// series, which stays theirs (never written to the shared market data)
+/// and costs no upstream, so it is not counted as a fetch.
+async fn fetch_own(
+    state: &AppState,
+    user_id: i64,
+    symbol: &str,
+    period: &str,
+    interval: &str,
+    wanted: &[(String, Value)],
+) -> ApiResult<Response> {
+    let bars = crate::data::market_series(state, user_id, symbol, interval).await?;
+    check_own_interval(symbol, &bars, interval)?;
+    let bars = market_data::within_period(bars, period);
+    let mut computed = serde_json::Map::new();
+    for (n, (name, parameters)) in wanted.iter().enumerate() {
+        let (values, used) = indicators::calculate(name, parameters, &bars)
+            .map_err(|err| indicator_error(&format!("indicators[{n}]"), &err))?;
+        let recent: Vec<Value> = bars
+            .iter()
+            .zip(values)
+            .rev()
+            .take(SAMPLE_BARS)
+            .rev()
+            .map(|(bar, value)| json!({ "timestamp": api_core::time::iso8601(&bar.timestamp), "value": value }))
+            .collect();
+        computed.insert(name.to_ascii_lowercase(), json!({ "parameters": used, "latest": recent }));
+    }
+    let sample: Vec<Value> = bars
+        .iter()
+        .rev()
+        .take(SAMPLE_BARS)
+        .rev()
+        .map(|bar| {
+            json!({
+                "symbol": symbol, "timestamp": api_core::time::iso8601(&bar.timestamp), "interval": interval,
+                "open_price": bar.open, "high_price": bar.high, "low_price": bar.low, "close_price": bar.close,
+                "volume": bar.volume, "adj_close": bar.adj_close,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "request_id": null,
+        "status": "completed",
+        "symbol": symbol,
+        "period": period,
+        "interval": interval,
+        "source": "upload",
+        "records_fetched": bars.len(),
+        "records_saved": 0,
+        "total_records": bars.len(),
+        "indicators": computed,
+        "data_sample": sample,
+    }))
+    .into_response())
+}
+
 /// How long a fetch's bars serve a backtest stream before they are
 /// fetched again.
 const FRESH_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
@@ -625,11 +695,7 @@ pub(crate) async fn stream_window(
     }
     let bars = crate::data::market_series(state, user_id, symbol, interval).await?;
     if own {
-        if let Some(native) = market_data::native_interval(&bars).filter(|native| native != interval) {
-            return Err(ApiError::bad_request(format!(
-                "your {symbol} series has {native} bars; ask for interval {native} (bars are not resampled)"
-            )));
-        }
+        check_own_interval(symbol, &bars, interval)?;
     }
     let bars = market_data::within_period(bars, period);
     if bars.len() < 2 {
@@ -656,6 +722,9 @@ async fn fetch_data(
     for (n, (name, parameters)) in wanted.iter().enumerate() {
         indicators::calculate(name, parameters, &[])
             .map_err(|err| indicator_error(&format!("indicators[{n}]"), &err))?;
+    }
+    if state.store.has_dataset(user.user_id, &symbol).await? {
+        return fetch_own(&state, user.user_id, &symbol, &period, &interval, &wanted).await;
     }
     let fetched = match fetch_and_store(&state, user.user_id, &symbol, &period, &interval).await {
         Ok(fetched) => fetched,

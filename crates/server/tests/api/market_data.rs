@@ -226,6 +226,46 @@ async fn a_directory_of_csv_files_is_a_source() {
     assert_eq!(health["source"]["symbols"], json!(["ACME"]));
 }
 
+#[tokio::test]
+async fn a_users_own_upload_is_their_source_and_stays_theirs() {
+    let app = spawn_app_with(&[("MARKET_FETCHES_PER_HOUR", "1")]).await;
+    let owner = app.register("uploader").await;
+    let mut csv = String::from("Date,Open,High,Low,Close,Volume\n");
+    for day in 1..=40 {
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Duration::days(day);
+        csv.push_str(&format!("{at},10,12,9,{}.25,100\n", 10 + day % 5));
+    }
+    let uploaded = app
+        .client
+        .post(app.url("/api/backtests/data/upload/?symbol=mycoin"))
+        .bearer_auth(&owner.access)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    expect_status(uploaded, StatusCode::CREATED).await;
+    let token = Some(owner.access.as_str());
+    let body = json!({"symbol": "MYCOIN", "period": "1mo", "interval": "1d", "indicators": [{"name": "sma", "parameters": {"period": 5}}]});
+    // Served from the upload, again and again: no upstream, so no fetch counted.
+    for _ in 0..3 {
+        let fetched = expect_status(app.post(FETCH, token, &body).await, StatusCode::OK).await;
+        assert_eq!((fetched["source"].as_str(), fetched["records_saved"].as_i64()), (Some("upload"), Some(0)));
+        assert_eq!(fetched["total_records"].as_i64(), Some(30), "a month back from the last bar: {fetched}");
+        assert_eq!(fetched["data_sample"][4]["close_price"], json!(10.25 + 0.0), "{fetched}");
+        assert!(fetched["indicators"]["sma"]["latest"][4]["value"].is_number());
+    }
+    let hourly = app.post(FETCH, token, &json!({"symbol": "MYCOIN", "interval": "1h"})).await;
+    let hourly = expect_status(hourly, StatusCode::BAD_REQUEST).await;
+    assert!(hourly["interval"][0].as_str().unwrap().contains("has 1d bars"), "{hourly}");
+    // It stays the owner's: nothing in the shared market data, nothing for anyone else.
+    let shared = expect_status(app.get("/api/data/market-data/?symbol=MYCOIN", token).await, StatusCode::OK).await;
+    assert_eq!(shared["count"], 0);
+    let other = app.register("neighbour").await;
+    let theirs = app.post(FETCH, Some(&other.access), &json!({"symbol": "MYCOIN"})).await;
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+}
+
 /// A stand-in for Yahoo Finance's chart API, shaped as its documented
 /// answers: parallel arrays with a null where a bar has no trade, and a
 /// 404 whose `chart.error` names an unknown symbol.
