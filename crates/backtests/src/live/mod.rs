@@ -592,3 +592,53 @@ async fn watch_over_sse(
         let _ = attach(&state, &run, &sender, sse_event).await;
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_uis_periods_and_intervals_are_read() {
+        for (given, period_of) in [
+            ("1year", Some("1y")),
+            ("3months", Some("3mo")),
+            ("6 Months", Some("6mo")),
+            ("5d", Some("5d")),
+            ("YTD", Some("ytd")),
+            ("2yrs", Some("2y")),
+            ("year", Some("1y")),
+            ("7 days", None),
+            ("forever", None),
+        ] {
+            assert_eq!(period(given).as_deref(), period_of, "{given}");
+        }
+        for (given, interval_of) in [
+            ("daily", Some("1d")),
+            ("1hour", Some("1h")),
+            ("60min", Some("60m")),
+            ("1 week", Some("1wk")),
+            ("monthly", Some("1mo")),
+            ("15m", Some("15m")),
+            ("7m", None),
+            ("fortnightly", None),
+        ] {
+            assert_eq!(interval(given).as_deref(), interval_of, "{given}");
+        }
+    }
+
+    #[test]
+    fn indicators_default_to_the_old_set_and_are_checked() {
+        // In the order given, or sorted, as serde_json's maps are built: compare sorted.
+        let keys = |specs: Vec<IndicatorSpec>| {
+            let mut keys: Vec<String> = specs.into_iter().map(|spec| spec.key).collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(indicator_specs(None).unwrap()), ["ema_21", "ema_9", "rsi_14", "sma_20", "sma_50"]);
+        let given = json!({"MACD": {"fast": 5}, "bollinger_bands": [{"period": 10, "std_dev": 1.5}], "atr": false});
+        assert_eq!(keys(indicator_specs(Some(&given)).unwrap()), ["bollinger_bands_10_1.5", "macd_5_26_9"]);
+        for bad in [json!({"rsi": "fourteen"}), json!({"vwap": 20}), json!({"sma": 0}), json!([14])] {
+            assert!(indicator_specs(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+}
