@@ -167,17 +167,18 @@ pub async fn files(
 /// owner's own series if they uploaded one, else what is stored for the
 /// symbol at `interval`.
 pub async fn market_series(state: &AppState, user_id: i64, symbol: &str, interval: &str) -> ApiResult<Vec<Bar>> {
-    if let Some(csv) = state.store.dataset_csv(user_id, symbol).await? {
-        return market_data::read_ohlcv(&csv)
-            .map_err(|err| ApiError::Internal(anyhow::anyhow!("a stored series: {err}")));
+    match own_series(state, user_id, symbol).await? {
+        Some(bars) => Ok(bars),
+        None => {
+            Ok(crate::market::stored_bars(state, symbol, interval).await?.iter().map(crate::market::bar_of).collect())
+        }
     }
-    let filter = store::market::BarFilter {
-        symbol: Some(symbol.to_string()),
-        interval: Some(interval.to_string()),
-        ..Default::default()
-    };
-    let (_, rows) = state.store.bars_page(&filter, i64::try_from(MAX_BARS).unwrap_or(i64::MAX), 0).await?;
-    Ok(rows.iter().map(crate::market::bar_of).collect())
+}
+
+/// The series the user uploaded for `symbol`, if any.
+pub async fn own_series(state: &AppState, user_id: i64, symbol: &str) -> ApiResult<Option<Vec<Bar>>> {
+    let Some(csv) = state.store.dataset_csv(user_id, symbol).await? else { return Ok(None) };
+    market_data::read_ohlcv(&csv).map(Some).map_err(|err| ApiError::Internal(anyhow::anyhow!("a stored series: {err}")))
 }
 
 /// The timestamp a run's CSV and its date bounds use (naive, UTC).

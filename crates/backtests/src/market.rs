@@ -501,7 +501,7 @@ async fn compute_and_keep(
 }
 
 /// All stored bars of a symbol at an interval, oldest first.
-async fn stored_bars(state: &AppState, symbol: &str, interval: &str) -> ApiResult<Vec<BarRow>> {
+pub(crate) async fn stored_bars(state: &AppState, symbol: &str, interval: &str) -> ApiResult<Vec<BarRow>> {
     let filter = BarFilter { symbol: Some(symbol.into()), interval: Some(interval.into()), ..BarFilter::default() };
     let (_, rows) = state.store.bars_page(&filter, 200_000, 0).await?;
     Ok(rows)
@@ -604,15 +604,13 @@ fn check_own_interval(symbol: &str, bars: &[Bar], interval: &str) -> ApiResult<(
 /// `fetch_data` of a symbol the user uploaded: answered from their own
 /// series, which stays theirs (never written to the shared market data)
 /// and costs no upstream, so it is not counted as a fetch.
-async fn fetch_own(
-    state: &AppState,
-    user_id: i64,
+fn fetch_own(
+    bars: Vec<Bar>,
     symbol: &str,
     period: &str,
     interval: &str,
     wanted: &[(String, Value)],
 ) -> ApiResult<Response> {
-    let bars = crate::data::market_series(state, user_id, symbol, interval).await?;
     check_own_interval(symbol, &bars, interval)?;
     let bars = market_data::within_period(bars, period);
     let mut computed = serde_json::Map::new();
@@ -662,6 +660,27 @@ async fn fetch_own(
 /// fetched again.
 const FRESH_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
+/// A fetch for a stream: an unknown symbol is a 400 naming what the
+/// source has.
+async fn fetch_for_stream(state: &AppState, user_id: i64, symbol: &str, period: &str, interval: &str) -> ApiResult<()> {
+    match fetch_and_store(state, user_id, symbol, period, interval).await {
+        Ok(_) => Ok(()),
+        Err(FetchFailure::Api(err)) => Err(err),
+        Err(FetchFailure::NoData) => {
+            let described = state.market.describe();
+            let has = match &described["symbols"] {
+                Value::Array(symbols) => symbols.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+                other => other.as_str().unwrap_or_default().to_string(),
+            };
+            let has = if has.is_empty() { "no symbols here".to_string() } else { format!("has {has}") };
+            Err(ApiError::bad_request_with_details(
+                format!("No data found for symbol {symbol}"),
+                format!("the {} source {has}", state.market.name()),
+            ))
+        }
+    }
+}
+
 /// The bars a live backtest of `symbol` runs on: the user's own series
 /// if they uploaded one, else the stored bars, fetched first unless a
 /// fetch of the same period and interval is fresh; `period` counted back
@@ -673,30 +692,20 @@ pub(crate) async fn stream_window(
     period: &str,
     interval: &str,
 ) -> ApiResult<Vec<Bar>> {
-    let own = state.store.has_dataset(user_id, symbol).await?;
-    let fresh = state.store.last_fetch(symbol, interval, period).await?.is_some_and(|at| at > Utc::now() - FRESH_FOR);
-    if !own && !fresh {
-        match fetch_and_store(state, user_id, symbol, period, interval).await {
-            Ok(_) => {}
-            Err(FetchFailure::NoData) => {
-                let described = state.market.describe();
-                let has = match &described["symbols"] {
-                    Value::Array(symbols) => symbols.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
-                    other => other.as_str().unwrap_or_default().to_string(),
-                };
-                let has = if has.is_empty() { "no symbols here".to_string() } else { format!("has {has}") };
-                return Err(ApiError::bad_request_with_details(
-                    format!("No data found for symbol {symbol}"),
-                    format!("the {} source {has}", state.market.name()),
-                ));
-            }
-            Err(FetchFailure::Api(err)) => return Err(err),
+    let bars = match crate::data::own_series(state, user_id, symbol).await? {
+        Some(bars) => {
+            check_own_interval(symbol, &bars, interval)?;
+            bars
         }
-    }
-    let bars = crate::data::market_series(state, user_id, symbol, interval).await?;
-    if own {
-        check_own_interval(symbol, &bars, interval)?;
-    }
+        None => {
+            let fresh =
+                state.store.last_fetch(symbol, interval, period).await?.is_some_and(|at| at > Utc::now() - FRESH_FOR);
+            if !fresh {
+                fetch_for_stream(state, user_id, symbol, period, interval).await?;
+            }
+            stored_bars(state, symbol, interval).await?.iter().map(bar_of).collect()
+        }
+    };
     let bars = market_data::within_period(bars, period);
     if bars.len() < 2 {
         return Err(ApiError::bad_request(format!("{symbol} has fewer than 2 bars over {period} at {interval}")));
@@ -723,8 +732,8 @@ async fn fetch_data(
         indicators::calculate(name, parameters, &[])
             .map_err(|err| indicator_error(&format!("indicators[{n}]"), &err))?;
     }
-    if state.store.has_dataset(user.user_id, &symbol).await? {
-        return fetch_own(&state, user.user_id, &symbol, &period, &interval, &wanted).await;
+    if let Some(bars) = crate::data::own_series(&state, user.user_id, &symbol).await? {
+        return fetch_own(bars, &symbol, &period, &interval, &wanted);
     }
     let fetched = match fetch_and_store(&state, user.user_id, &symbol, &period, &interval).await {
         Ok(fetched) => fetched,

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 /// An indicator drawn beside the candles: its key in each candle's
 /// `indicators`, and what to compute.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IndicatorSpec {
     pub key: String,
     pub name: String,

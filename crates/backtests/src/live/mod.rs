@@ -313,11 +313,6 @@ async fn begin(state: &AppState, user_id: i64, request: &StartRequest) -> ApiRes
     let (Some(first), Some(last)) = (bars.first(), bars.last()) else {
         return Err(ApiError::bad_request(format!("No data found for symbol {}", request.symbol)));
     };
-    let indicators: Vec<Value> = request
-        .indicators
-        .iter()
-        .map(|spec| json!({ "key": spec.key, "name": spec.name, "parameters": spec.parameters }))
-        .collect();
     let parameters = json!({
         "purpose": LIVE_STREAM,
         "start_date": crate::data::run_timestamp(&first.timestamp),
@@ -327,7 +322,7 @@ async fn begin(state: &AppState, user_id: i64, request: &StartRequest) -> ApiRes
         crate::data::MARKET_INTERVAL: request.interval,
         "initial_capital": request.initial_balance,
         "commission": request.commission,
-        "indicators": indicators,
+        "indicators": request.indicators,
     });
     let prepared = crate::Prepared { symbols: vec![request.symbol.clone()], parameters };
     crate::submit(state, user_id, request.strategy_id, &request.code, &prepared).await
@@ -449,7 +444,8 @@ async fn outcome_of(state: &AppState, run: &BacktestRunRow) -> Outcome {
     if result["bars"].as_u64() != u64::try_from(bars.len()).ok() {
         tracing::warn!(run = run.id, ran = %result["bars"], have = bars.len(), "a live run's bars changed since it ran");
     }
-    let indicators = indicator_specs(Some(&stored_indicators(&parameters["indicators"]))).unwrap_or_default();
+    // Checked when the run started; stored as specs.
+    let indicators: Vec<IndicatorSpec> = serde_json::from_value(parameters["indicators"].clone()).unwrap_or_default();
     let list = events::build(&events::RunView {
         run_id: run.id,
         symbol,
@@ -461,20 +457,6 @@ async fn outcome_of(state: &AppState, run: &BacktestRunRow) -> Outcome {
         indicators: &indicators,
     });
     Ok(Arc::from(list))
-}
-
-/// The run's indicators as a config gives them (`{name: [parameters]}`).
-fn stored_indicators(stored: &Value) -> Value {
-    let mut named: Map<String, Value> = Map::new();
-    for spec in stored.as_array().into_iter().flatten() {
-        if let (Some(name), Some(parameters)) = (spec["name"].as_str(), spec.get("parameters")) {
-            let entry = named.entry(name.to_string()).or_insert_with(|| json!([]));
-            if let Value::Array(items) = entry {
-                items.push(parameters.clone());
-            }
-        }
-    }
-    Value::Object(named)
 }
 
 /// One client's copy of a run's messages, paced; or its failure.

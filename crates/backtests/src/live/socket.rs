@@ -64,6 +64,12 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
+/// An `error` the client can read, then the close saying why.
+async fn refuse(socket: &mut WebSocket, message: &str, code: u16, reason: &str) {
+    send(socket, &error_event(message, None)).await;
+    close(socket, code, reason).await;
+}
+
 /// A message's JSON object, or the error to answer with.
 fn parse(text: &str) -> Result<serde_json::Map<String, Value>, String> {
     match serde_json::from_str::<Value>(text) {
@@ -84,8 +90,7 @@ async fn authenticate(
         return match authenticate_token(state, &token).await {
             Ok(user) => Some((user, None)),
             Err(_) => {
-                send(socket, &error_event("Token is invalid or expired", None)).await;
-                close(socket, POLICY_VIOLATION, "token is invalid or expired").await;
+                refuse(socket, "Token is invalid or expired", POLICY_VIOLATION, "token is invalid or expired").await;
                 None
             }
         };
@@ -95,8 +100,7 @@ async fn authenticate(
         let received = tokio::time::timeout_at(deadline, socket.recv()).await;
         let text = match received {
             Err(_) => {
-                send(socket, &error_event(&authentication_required(), None)).await;
-                close(socket, POLICY_VIOLATION, "authentication required").await;
+                refuse(socket, &authentication_required(), POLICY_VIOLATION, "authentication required").await;
                 return None;
             }
             Ok(None | Some(Err(_) | Ok(Message::Close(_)))) => return None,
@@ -113,13 +117,11 @@ async fn authenticate(
             }
         };
         let Some(token) = message.remove("token").and_then(|token| token.as_str().map(str::to_string)) else {
-            send(socket, &error_event(&authentication_required(), None)).await;
-            close(socket, POLICY_VIOLATION, "authentication required").await;
+            refuse(socket, &authentication_required(), POLICY_VIOLATION, "authentication required").await;
             return None;
         };
         let Ok(user) = authenticate_token(state, &token).await else {
-            send(socket, &error_event("Token is invalid or expired", None)).await;
-            close(socket, POLICY_VIOLATION, "token is invalid or expired").await;
+            refuse(socket, "Token is invalid or expired", POLICY_VIOLATION, "token is invalid or expired").await;
             return None;
         };
         return match message.get("action").and_then(Value::as_str) {
@@ -155,8 +157,7 @@ async fn connection(state: AppState, mut socket: WebSocket, token: Option<String
     let _slot = match state.stream_slots.acquire(user.user_id) {
         Ok(slot) => slot,
         Err(err) => {
-            send(&mut socket, &error_event(&err.message(), None)).await;
-            close(&mut socket, TRY_AGAIN_LATER, "too many streams").await;
+            refuse(&mut socket, &err.message(), TRY_AGAIN_LATER, "too many streams").await;
             return;
         }
     };
